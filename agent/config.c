@@ -1,0 +1,648 @@
+/*
+ * config.c: the INI configuration.  The main file is read first, then every
+ * *.conf in the conf.d directory beside it in name order; later values
+ * override earlier ones, and env lines add up.  Every key is checked when
+ * it is read, so each error names its file, line and key.
+ */
+#include "config.h"
+
+#include <sys/stat.h>
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fnmatch.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#include "dispatchd.h"
+
+#define CONFIG_LINE_MAX	4096
+
+enum key_type {
+	KEY_STRING,
+	KEY_DURATION,
+	KEY_SIZE,
+	KEY_INT,
+	KEY_MODE,
+	KEY_LOGLEVEL,
+};
+
+/* One [agent] key: its name, type, bounds and place in struct config. */
+struct agent_key {
+	const char	*name;
+	enum key_type	 type;
+	size_t		 off;
+	long		 min;
+	long		 max;
+};
+
+#define OFF(f)	offsetof(struct config, f)
+static const struct agent_key agent_keys[] = {
+	{ "name",		KEY_STRING,	OFF(name),		0, 0 },
+	{ "redis",		KEY_STRING,	OFF(redis),		0, 0 },
+	{ "redis_password_file", KEY_STRING,	OFF(password_file),	0, 0 },
+	{ "namespace",		KEY_STRING,	OFF(namespace),		0, 0 },
+	{ "socket",		KEY_STRING,	OFF(socket),		0, 0 },
+	{ "socket_mode",	KEY_MODE,	OFF(socket_mode),	0, 0777 },
+	{ "max_message",	KEY_SIZE,	OFF(max_message),	64, 64L << 20 },
+	{ "subscribe",		KEY_STRING,	OFF(subscribe),		0, 0 },
+	{ "workers",		KEY_INT,	OFF(workers),		1, 4096 },
+	{ "lease",		KEY_DURATION,	OFF(lease_ms),		300, 0 },
+	{ "output_max",		KEY_SIZE,	OFF(output_max),	0, 64L << 20 },
+	{ "results_max",	KEY_INT,	OFF(results_max),	1, 1000000000 },
+	{ "drain_timeout",	KEY_DURATION,	OFF(drain_ms),		0, 0 },
+	{ "kill_grace",		KEY_DURATION,	OFF(kill_grace_ms),	0, 0 },
+	{ "dedup_window",	KEY_DURATION,	OFF(dedup_ms),		1000, 0 },
+	{ "log_level",		KEY_LOGLEVEL,	OFF(log_level),		0, 0 },
+};
+#undef OFF
+
+/* Parser state for one file. */
+struct parse {
+	struct config	*conf;
+	const char	*file;
+	FILE		*fp;
+	int		 line;
+	int		 failed;
+	char		*err;
+	size_t		 errlen;
+	struct handler	*cur;		/* section being read, or NULL */
+	int		 in_agent;
+};
+
+static int	 config_fail(struct parse *, const char *, ...)
+		    __attribute__((format(printf, 2, 3)));
+static char	*config_read_line(char *, int, void *);
+static int	 config_section(struct parse *, const char *);
+static int	 config_on_key(void *, const char *, const char *, const char *);
+static int	 config_agent_key(struct parse *, const char *, const char *);
+static int	 config_handler_key(struct parse *, const char *, const char *);
+static int	 config_parse_file(struct config *, const char *, char *, size_t);
+static int	 config_parse_dir(struct config *, const char *, char *, size_t);
+static int	 config_finish(struct config *, char *, size_t);
+static struct handler *config_add_handler(struct config *, const char *,
+		    const char *, int);
+
+/* Record the first error as "file:line: message"; returns 0 for inih. */
+static int
+config_fail(struct parse *p, const char *fmt, ...)
+{
+	char	msg[512];
+	va_list	ap;
+
+	if (p->failed++)
+		return 0;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	snprintf(p->err, p->errlen, "%s:%d: %s", p->file, p->line, msg);
+	return 0;
+}
+
+/*
+ * inih's line reader.  Counting lines here is how errors get line numbers
+ * (Debian's inih is built without INI_HANDLER_LINENO), and section headers
+ * are checked here because inih only reports sections that have keys.
+ */
+static char *
+config_read_line(char *buf, int size, void *arg)
+{
+	struct parse	*p = arg;
+	char		*s, *end;
+	size_t		 len;
+	int		 c;
+
+	if (fgets(buf, size, p->fp) == NULL)
+		return NULL;
+	p->line++;
+	len = strlen(buf);
+	if (len == (size_t)size - 1 && buf[len - 1] != '\n' && !feof(p->fp)) {
+		config_fail(p, "line longer than %d characters", size - 2);
+		while ((c = fgetc(p->fp)) != EOF && c != '\n')
+			;
+		buf[0] = '\n';
+		buf[1] = '\0';
+		return buf;
+	}
+	for (s = buf; isspace((unsigned char)*s); s++)
+		;
+	if (*s == '[') {
+		end = strchr(s, ']');
+		if (end == NULL)
+			config_fail(p, "section header without ']'");
+		else {
+			*end = '\0';
+			config_section(p, s + 1);
+			*end = ']';
+		}
+	}
+	return buf;
+}
+
+/* Start a section: [agent] or [handler NAME]. */
+static int
+config_section(struct parse *p, const char *name)
+{
+	p->cur = NULL;
+	p->in_agent = 0;
+	while (isspace((unsigned char)*name))
+		name++;
+	if (strcmp(name, "agent") == 0) {
+		p->in_agent = 1;
+		return 1;
+	}
+	if (strncmp(name, "handler", 7) == 0 &&
+	    isspace((unsigned char)name[7])) {
+		char	buf[HANDLER_NAME_MAX + 2];
+		size_t	len;
+
+		name += 8;
+		while (isspace((unsigned char)*name))
+			name++;
+		len = strlen(name);
+		while (len > 0 && isspace((unsigned char)name[len - 1]))
+			len--;
+		if (len == 0 || len > HANDLER_NAME_MAX)
+			return config_fail(p, "[handler NAME]: bad name");
+		memcpy(buf, name, len);
+		buf[len] = '\0';
+		if (!util_valid_handler_name(buf))
+			return config_fail(p, "[handler %s]: a handler name is "
+			    "letters, digits, '.', '_' and '-'", buf);
+		p->cur = config_add_handler(p->conf, buf, p->file, p->line);
+		return 1;
+	}
+	return config_fail(p, "unknown section [%s]", name);
+}
+
+/* inih's callback: route a key to its section. */
+static int
+config_on_key(void *arg, const char *section, const char *key,
+    const char *value)
+{
+	struct parse	*p = arg;
+
+	if (p->in_agent)
+		return config_agent_key(p, key, value);
+	if (p->cur != NULL)
+		return config_handler_key(p, key, value);
+	if (section[0] == '\0')
+		return config_fail(p, "%s: key outside any section", key);
+	return 0;	/* unknown section: already reported */
+}
+
+/* Set one [agent] key from the table. */
+static int
+config_agent_key(struct parse *p, const char *key, const char *value)
+{
+	const struct agent_key	*k;
+	char			*base = (char *)p->conf;
+	int64_t			 ms;
+	size_t			 size, i;
+	long			 n;
+	int			 level;
+
+	for (i = 0; i < sizeof agent_keys / sizeof agent_keys[0]; i++)
+		if (strcmp(agent_keys[i].name, key) == 0)
+			break;
+	if (i == sizeof agent_keys / sizeof agent_keys[0])
+		return config_fail(p, "[agent] %s: unknown key", key);
+	k = &agent_keys[i];
+	switch (k->type) {
+	case KEY_STRING:
+		free(*(char **)(base + k->off));
+		*(char **)(base + k->off) = xstrdup(value);
+		break;
+	case KEY_DURATION:
+		if (util_parse_duration(value, &ms) == -1 || ms < k->min)
+			return config_fail(p, "[agent] %s: bad duration '%s' "
+			    "(like 250ms, 30s, 15m, 2h)", key, value);
+		*(int64_t *)(base + k->off) = ms;
+		break;
+	case KEY_SIZE:
+		if (util_parse_size(value, &size) == -1 ||
+		    size < (size_t)k->min || size > (size_t)k->max)
+			return config_fail(p, "[agent] %s: bad size '%s' "
+			    "(like 64k, 1m)", key, value);
+		*(size_t *)(base + k->off) = size;
+		break;
+	case KEY_INT:
+		if (util_parse_int(value, k->min, k->max, &n) == -1)
+			return config_fail(p, "[agent] %s: '%s' is not a whole "
+			    "number from %ld to %ld", key, value, k->min,
+			    k->max);
+		if (k->off == offsetof(struct config, results_max))
+			p->conf->results_max = n;
+		else
+			*(int *)(base + k->off) = (int)n;
+		break;
+	case KEY_MODE:
+		if (value[0] != '0' ||
+		    util_parse_int(value, 0, 0777, &n) == -1)
+			return config_fail(p, "[agent] %s: '%s' is not an "
+			    "octal mode like 0660", key, value);
+		*(int *)(base + k->off) = (int)n;
+		break;
+	case KEY_LOGLEVEL:
+		if ((level = log_level_parse(value)) == -1)
+			return config_fail(p, "[agent] %s: '%s' is not one of "
+			    "debug, info, notice, warning, err", key, value);
+		*(int *)(base + k->off) = level;
+		break;
+	}
+	return 1;
+}
+
+/* Check that path is an executable regular file. */
+static const char *
+config_check_program(const char *path)
+{
+	struct stat	st;
+
+	if (path[0] != '/')
+		return "the program must be an absolute path";
+	if (stat(path, &st) == -1)
+		return strerror(errno);
+	if (!S_ISREG(st.st_mode))
+		return "not a regular file";
+	if (access(path, X_OK) == -1)
+		return "not executable";
+	return NULL;
+}
+
+/* Set one [handler NAME] key. */
+static int
+config_handler_key(struct parse *p, const char *key, const char *value)
+{
+	struct handler	*h = p->cur;
+	struct stat	 st;
+	char		**words, *copy, *tok, *save, *eq;
+	const char	*why;
+	int64_t		 ms, cap;
+	long		 n;
+	size_t		 i;
+
+	if (strcmp(key, "on") == 0) {
+		for (i = 0; i < h->n_on; i++)
+			free(h->on[i]);
+		h->n_on = 0;
+		copy = xstrdup(value);
+		for (tok = strtok_r(copy, ", \t", &save); tok != NULL;
+		    tok = strtok_r(NULL, ", \t", &save)) {
+			for (i = 0; tok[i] != '\0'; i++)
+				if (!isalnum((unsigned char)tok[i]) &&
+				    strchr("._:-*?", tok[i]) == NULL)
+					break;
+			if (tok[i] != '\0' || i > EVENT_NAME_MAX) {
+				config_fail(p, "[handler %s] on: '%s' is not "
+				    "an event name or glob", h->name, tok);
+				free(copy);
+				return 0;
+			}
+			h->on = xreallocarray(h->on, h->n_on + 1,
+			    sizeof *h->on);
+			h->on[h->n_on++] = xstrdup(tok);
+		}
+		free(copy);
+		if (h->n_on == 0)
+			return config_fail(p, "[handler %s] on: no event names",
+			    h->name);
+	} else if (strcmp(key, "exec") == 0) {
+		if (util_split_words(value, &words, &why) == -1)
+			return config_fail(p, "[handler %s] exec: %s", h->name,
+			    why);
+		if ((why = config_check_program(words[0])) != NULL) {
+			config_fail(p, "[handler %s] exec: %s: %s", h->name,
+			    words[0], why);
+			util_free_words(words);
+			return 0;
+		}
+		util_free_words(h->argv);
+		free(h->exec);
+		h->argv = words;
+		h->exec = xstrdup(value);
+	} else if (strcmp(key, "timeout") == 0) {
+		if (util_parse_duration(value, &ms) == -1 || ms <= 0)
+			return config_fail(p, "[handler %s] timeout: bad "
+			    "duration '%s'", h->name, value);
+		h->timeout_ms = ms;
+	} else if (strcmp(key, "delay") == 0) {
+		if (util_parse_duration(value, &ms) == -1)
+			return config_fail(p, "[handler %s] delay: bad "
+			    "duration '%s'", h->name, value);
+		h->delay_ms = ms;
+	} else if (strcmp(key, "attempts") == 0) {
+		if (util_parse_int(value, 1, 1000, &n) == -1)
+			return config_fail(p, "[handler %s] attempts: '%s' is "
+			    "not a number from 1 to 1000", h->name, value);
+		h->attempts = (int)n;
+	} else if (strcmp(key, "concurrency") == 0) {
+		if (util_parse_int(value, 1, 4096, &n) == -1)
+			return config_fail(p, "[handler %s] concurrency: '%s' "
+			    "is not a number from 1 to 4096", h->name, value);
+		h->concurrency = (int)n;
+	} else if (strcmp(key, "backoff") == 0) {
+		copy = xstrdup(value);
+		eq = strstr(copy, "..");
+		if (eq != NULL)
+			*eq = '\0';
+		if (eq == NULL || util_parse_duration(copy, &ms) == -1 ||
+		    util_parse_duration(eq + 2, &cap) == -1 || ms <= 0 ||
+		    cap < ms) {
+			free(copy);
+			return config_fail(p, "[handler %s] backoff: '%s' is "
+			    "not BASE..CAP like 5s..1h", h->name, value);
+		}
+		free(copy);
+		h->backoff_base_ms = ms;
+		h->backoff_cap_ms = cap;
+	} else if (strcmp(key, "workdir") == 0) {
+		if (value[0] != '/' || stat(value, &st) == -1 ||
+		    !S_ISDIR(st.st_mode))
+			return config_fail(p, "[handler %s] workdir: %s: not "
+			    "an existing absolute directory", h->name, value);
+		free(h->workdir);
+		h->workdir = xstrdup(value);
+	} else if (strcmp(key, "env") == 0) {
+		eq = strchr(value, '=');
+		for (i = 0; eq != NULL && value + i < eq; i++)
+			if (!(isalnum((unsigned char)value[i]) ||
+			    value[i] == '_') || isdigit((unsigned char)value[0]))
+				break;
+		if (eq == NULL || eq == value || value + i != eq)
+			return config_fail(p, "[handler %s] env: '%s' is not "
+			    "KEY=value", h->name, value);
+		if (strncmp(value, "DISPATCH_", 9) == 0)
+			return config_fail(p, "[handler %s] env: DISPATCH_* "
+			    "variables are set by the agent", h->name);
+		h->env = xreallocarray(h->env, h->n_env + 2, sizeof *h->env);
+		h->env[h->n_env++] = xstrdup(value);
+		h->env[h->n_env] = NULL;
+	} else
+		return config_fail(p, "[handler %s] %s: unknown key", h->name,
+		    key);
+	return 1;
+}
+
+/* Find or create the handler called name. */
+static struct handler *
+config_add_handler(struct config *conf, const char *name, const char *file,
+    int line)
+{
+	struct handler	*h;
+
+	if ((h = config_handler(conf, name)) != NULL)
+		return h;
+	h = xcalloc(1, sizeof *h);
+	h->name = xstrdup(name);
+	h->file = xstrdup(file);
+	h->line = line;
+	h->timeout_ms = 5 * 60 * 1000;
+	h->attempts = 5;
+	h->backoff_base_ms = 5 * 1000;
+	h->backoff_cap_ms = 3600 * 1000;
+	h->workdir = xstrdup("/");
+	conf->handlers = xreallocarray(conf->handlers, conf->n_handlers + 1,
+	    sizeof *conf->handlers);
+	conf->handlers[conf->n_handlers++] = h;
+	return h;
+}
+
+/* Parse one file into conf. */
+static int
+config_parse_file(struct config *conf, const char *file, char *err,
+    size_t errlen)
+{
+	struct parse	p;
+	int		rc;
+
+	memset(&p, 0, sizeof p);
+	p.conf = conf;
+	p.file = file;
+	p.err = err;
+	p.errlen = errlen;
+	if ((p.fp = fopen(file, "re")) == NULL) {
+		snprintf(err, errlen, "%s: %s", file, strerror(errno));
+		return -1;
+	}
+	rc = ini_parse_stream(config_read_line, &p, config_on_key, &p);
+	fclose(p.fp);
+	if (p.failed)
+		return -1;
+	if (rc != 0) {
+		snprintf(err, errlen, "%s:%d: syntax error (expected "
+		    "[section] or key = value)", file, rc > 0 ? rc : p.line);
+		return -1;
+	}
+	return 0;
+}
+
+/* strcmp order for scandir, so conf.d order does not depend on locale. */
+static int
+config_name_order(const struct dirent **a, const struct dirent **b)
+{
+	return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+/* Keep *.conf entries that are not hidden. */
+static int
+config_is_conf(const struct dirent *d)
+{
+	size_t	len = strlen(d->d_name);
+
+	return d->d_name[0] != '.' && len > 5 &&
+	    strcmp(d->d_name + len - 5, ".conf") == 0;
+}
+
+/* Parse every *.conf in dir, in name order; a missing dir is fine. */
+static int
+config_parse_dir(struct config *conf, const char *dir, char *err,
+    size_t errlen)
+{
+	struct dirent	**list;
+	char		 *path;
+	int		  n, i, rc = 0;
+
+	if ((n = scandir(dir, &list, config_is_conf, config_name_order)) == -1) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			return 0;
+		snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		xasprintf(&path, "%s/%s", dir, list[i]->d_name);
+		if (rc == 0 && config_parse_file(conf, path, err, errlen) == -1)
+			rc = -1;
+		free(path);
+		free(list[i]);
+	}
+	free(list);
+	return rc;
+}
+
+/* Check what only the whole configuration can tell, and fill defaults. */
+static int
+config_finish(struct config *conf, char *err, size_t errlen)
+{
+	struct handler	*h;
+	size_t		 i;
+
+	if (conf->namespace[0] == '\0' || strpbrk(conf->namespace, "{}: \t")) {
+		snprintf(err, errlen, "%s: [agent] namespace: '%s' must be "
+		    "non-empty without braces, colons or blanks", conf->path,
+		    conf->namespace);
+		return -1;
+	}
+	if (conf->name[0] == '\0' || strpbrk(conf->name, " \t{}")) {
+		snprintf(err, errlen, "%s: [agent] name: '%s' must be "
+		    "non-empty without blanks or braces", conf->path, conf->name);
+		return -1;
+	}
+	xasprintf(&conf->prefix, "{%s}:", conf->namespace);
+	if (conf->subscribe == NULL)
+		xasprintf(&conf->subscribe, "%sevents", conf->prefix);
+	for (i = 0; i < conf->n_handlers; i++) {
+		h = conf->handlers[i];
+		if (h->n_on == 0 || h->argv == NULL) {
+			snprintf(err, errlen, "%s:%d: [handler %s] needs both "
+			    "'on' and 'exec'", h->file, h->line, h->name);
+			return -1;
+		}
+		if (h->concurrency == 0 || h->concurrency > conf->workers)
+			h->concurrency = conf->workers;
+	}
+	return 0;
+}
+
+/*
+ * Load path and its conf.d.  On failure returns NULL with err set to
+ * "file:line: message".
+ */
+struct config *
+config_load(const char *path, char *err, size_t errlen)
+{
+	struct config	*conf;
+	char		 host[256], *dir, *slash;
+
+	conf = xcalloc(1, sizeof *conf);
+	conf->path = xstrdup(path);
+	if (gethostname(host, sizeof host) == -1)
+		strcpy(host, "localhost");
+	host[sizeof host - 1] = '\0';
+	conf->name = xstrdup(host);
+	conf->redis = xstrdup("127.0.0.1:6379");
+	conf->namespace = xstrdup("dispatchd");
+	conf->socket = xstrdup("/run/dispatchd/dispatchd.sock");
+	conf->socket_mode = 0660;
+	conf->max_message = 1024 * 1024;
+	conf->output_max = 64 * 1024;
+	conf->workers = 4;
+	conf->lease_ms = 30 * 1000;
+	conf->drain_ms = 30 * 1000;
+	conf->kill_grace_ms = 10 * 1000;
+	conf->dedup_ms = 24 * 3600 * 1000;
+	conf->results_max = 100000;
+	conf->log_level = LOG_INFO;
+
+	if (config_parse_file(conf, path, err, errlen) == -1)
+		goto fail;
+	dir = xstrdup(path);
+	slash = strrchr(dir, '/');
+	if (slash == NULL) {
+		free(dir);
+		dir = xstrdup("conf.d");
+	} else {
+		*slash = '\0';
+		free(dir);
+		xasprintf(&dir, "%.*s/conf.d", (int)(slash - path), path);
+	}
+	if (config_parse_dir(conf, dir, err, errlen) == -1) {
+		free(dir);
+		goto fail;
+	}
+	free(dir);
+	if (config_finish(conf, err, errlen) == -1)
+		goto fail;
+	return conf;
+fail:
+	config_free(conf);
+	return NULL;
+}
+
+/* Free a handler. */
+static void
+config_free_handler(struct handler *h)
+{
+	size_t	i;
+
+	for (i = 0; i < h->n_on; i++)
+		free(h->on[i]);
+	free(h->on);
+	util_free_words(h->argv);
+	util_free_words(h->env);
+	free(h->exec);
+	free(h->workdir);
+	free(h->name);
+	free(h->file);
+	free(h);
+}
+
+/* Free a configuration and its handlers. */
+void
+config_free(struct config *conf)
+{
+	size_t	i;
+
+	if (conf == NULL)
+		return;
+	for (i = 0; i < conf->n_handlers; i++)
+		config_free_handler(conf->handlers[i]);
+	free(conf->handlers);
+	free(conf->path);
+	free(conf->name);
+	free(conf->redis);
+	free(conf->password_file);
+	free(conf->namespace);
+	free(conf->prefix);
+	free(conf->socket);
+	free(conf->subscribe);
+	free(conf);
+}
+
+/* Collect up to max handlers whose 'on' matches event; returns the count. */
+size_t
+config_match(const struct config *conf, const char *event,
+    struct handler **out, size_t max)
+{
+	struct handler	*h;
+	size_t		 i, j, n = 0;
+
+	for (i = 0; i < conf->n_handlers && n < max; i++) {
+		h = conf->handlers[i];
+		for (j = 0; j < h->n_on; j++)
+			if (fnmatch(h->on[j], event, 0) == 0) {
+				out[n++] = h;
+				break;
+			}
+	}
+	return n;
+}
+
+/* The handler called name, or NULL. */
+struct handler *
+config_handler(const struct config *conf, const char *name)
+{
+	size_t	i;
+
+	for (i = 0; i < conf->n_handlers; i++)
+		if (strcmp(conf->handlers[i]->name, name) == 0)
+			return conf->handlers[i];
+	return NULL;
+}

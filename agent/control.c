@@ -1,0 +1,416 @@
+/*
+ * control.c: the Unix socket that local producers and dispatchctl use.
+ * Newline-delimited JSON, one request per line, replies in request order
+ * on the same connection, pipelining allowed.  A bad line gets an error
+ * and the connection lives on; a line over max_message gets too_large and
+ * the connection is closed.  A client that goes away while its emits are in
+ * flight does not lose them: the replies are simply dropped.
+ */
+#include "config.h"
+
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ev.h>
+#include <jansson.h>
+
+#include "dispatchd.h"
+
+#define MAX_PENDING	1024	/* unanswered requests before we stop reading */
+
+struct conn;
+
+/* A reply slot, in request order; filled when its answer is known. */
+struct slot {
+	TAILQ_ENTRY(slot) entry;
+	struct conn	*conn;		/* NULL once the client is gone */
+	char		*line;
+	size_t		 len;
+};
+TAILQ_HEAD(slots, slot);
+
+/* One client connection. */
+struct conn {
+	int		 fd;
+	ev_io		 rio;
+	ev_io		 wio;
+	char		*rbuf;
+	size_t		 rlen;
+	char		*wbuf;
+	size_t		 wlen;
+	size_t		 woff;
+	struct slots	 slots;
+	int		 n_slots;
+	int		 closing;	/* no more reading; close when flushed */
+	int		 busy;		/* inside control_on_read */
+	int		 dead;		/* closed while busy: free on the way out */
+};
+
+static int	 control_fd = -1;
+static ev_io	 control_io;
+static char	*control_path;
+static size_t	 control_max;
+
+static void	 control_close_conn(struct conn *);
+static void	 control_write(struct conn *);
+
+/* Move the answered slots at the head into the write buffer. */
+static void
+control_collect(struct conn *c)
+{
+	struct slot	*s;
+
+	while ((s = TAILQ_FIRST(&c->slots)) != NULL && s->line != NULL) {
+		c->wbuf = xreallocarray(c->wbuf, c->wlen + s->len, 1);
+		memcpy(c->wbuf + c->wlen, s->line, s->len);
+		c->wlen += s->len;
+		TAILQ_REMOVE(&c->slots, s, entry);
+		c->n_slots--;
+		free(s->line);
+		free(s);
+	}
+	if (c->dead)
+		return;
+	if (c->n_slots < MAX_PENDING && !c->closing)
+		ev_io_start(EV_DEFAULT_ &c->rio);
+	control_write(c);
+}
+
+/* Fill a slot with its reply line (copied). */
+static void
+control_answer(struct slot *s, const char *line, size_t len)
+{
+	if (s->conn == NULL) {
+		free(s);	/* the client left; the slot was orphaned */
+		return;
+	}
+	s->line = xmalloc(len);
+	memcpy(s->line, line, len);
+	s->len = len;
+	control_collect(s->conn);
+}
+
+/* Enqueue finished for a socket emit. */
+static void
+control_on_enqueued(int ok, const char *line, size_t len, void *arg)
+{
+	control_answer(arg, line, len);
+}
+
+/* Answer with an error line. */
+static void
+control_error(struct slot *s, const char *code, const char *msg)
+{
+	char	*line;
+	size_t	 len;
+
+	line = proto_error(code, msg, &len);
+	control_answer(s, line, len);
+	free(line);
+}
+
+/* The ping reply: who we are and how things stand. */
+static void
+control_ping(struct slot *s)
+{
+	json_t	*o;
+	char	*str, *line;
+	size_t	 len;
+
+	o = json_pack("{s:b, s:s, s:s, s:b, s:i, s:i, s:I, s:I, s:I, s:I, s:I}",
+	    "ok", 1, "agent", cfg->name, "version", DISPATCHD_VERSION,
+	    "redis", redis_ready(rcmd), "running", dispatch_running(),
+	    "workers", cfg->workers,
+	    "emitted", (json_int_t)counters.emitted,
+	    "unrouted", (json_int_t)counters.unrouted,
+	    "rejected", (json_int_t)counters.rejected,
+	    "pubsub_rejected", (json_int_t)counters.pubsub_bad,
+	    "jobs_finished", (json_int_t)counters.jobs_finished);
+	if (o == NULL || (str = json_dumps(o, JSON_COMPACT)) == NULL)
+		fatalx("control: cannot build the ping reply");
+	json_decref(o);
+	len = (size_t)xasprintf(&line, "%s\n", str);
+	free(str);
+	control_answer(s, line, len);
+	free(line);
+}
+
+/* Handle one complete request line. */
+static void
+control_request(struct conn *c, const char *line, size_t len)
+{
+	struct request	 req;
+	struct slot	*s;
+	char		 err[300];
+
+	s = xcalloc(1, sizeof *s);
+	s->conn = c;
+	TAILQ_INSERT_TAIL(&c->slots, s, entry);
+	c->n_slots++;
+	if (proto_parse(line, len, &req, err, sizeof err) == -1) {
+		counters.rejected++;
+		control_error(s, "invalid", err);
+		return;
+	}
+	switch (req.op) {
+	case OP_PING:
+		control_ping(s);
+		break;
+	case OP_EMIT:
+		enqueue_event(&req.ev, control_on_enqueued, s);
+		proto_event_clear(&req.ev);
+		break;
+	}
+}
+
+/* Split the read buffer into lines and handle each. */
+static void
+control_lines(struct conn *c)
+{
+	char	*nl = NULL, *start = c->rbuf;
+	size_t	 left = c->rlen, len;
+
+	while (!c->closing && !c->dead &&
+	    (nl = memchr(start, '\n', left)) != NULL) {
+		len = (size_t)(nl - start);
+		if (len > control_max)
+			break;
+		if (len > 0 && start[len - 1] == '\r')
+			len--;
+		if (len > 0)
+			control_request(c, start, len);
+		left -= (size_t)(nl - start) + 1;
+		start = nl + 1;
+	}
+	if (!c->closing && !c->dead && (left > control_max ||
+	    (nl != NULL && (size_t)(nl - start) > control_max))) {
+		struct slot	*s;
+		char		 msg[128];
+
+		counters.rejected++;
+		s = xcalloc(1, sizeof *s);
+		s->conn = c;
+		TAILQ_INSERT_TAIL(&c->slots, s, entry);
+		c->n_slots++;
+		snprintf(msg, sizeof msg, "a request line is limited to "
+		    "%zu bytes (max_message); closing", control_max);
+		c->closing = 1;
+		ev_io_stop(EV_DEFAULT_ &c->rio);
+		control_error(s, "too_large", msg);
+		left = 0;
+	}
+	memmove(c->rbuf, start, left);
+	c->rlen = left;
+}
+
+/* The client sent something, or closed. */
+static void
+control_on_read(EV_P_ ev_io *w, int revents)
+{
+	struct conn	*c = w->data;
+	ssize_t		 n;
+
+	if (c->rbuf == NULL)
+		c->rbuf = xmalloc(control_max + 2);
+	n = read(c->fd, c->rbuf + c->rlen, control_max + 2 - c->rlen);
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	/* replies may complete, and the connection close, while we work */
+	c->busy = 1;
+	if (n <= 0) {
+		/* end of requests: answer what is pending, then close */
+		c->closing = 1;
+		ev_io_stop(EV_A_ w);
+		control_write(c);
+	} else {
+		c->rlen += (size_t)n;
+		control_lines(c);
+		if (c->n_slots >= MAX_PENDING)
+			ev_io_stop(EV_A_ w);	/* resumes in control_collect */
+	}
+	c->busy = 0;
+	if (c->dead)
+		control_close_conn(c);
+}
+
+/* Write what is buffered; close a finished connection. */
+static void
+control_write(struct conn *c)
+{
+	ssize_t	n;
+
+	if (c->dead)
+		return;
+	while (c->woff < c->wlen) {
+		n = write(c->fd, c->wbuf + c->woff, c->wlen - c->woff);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && errno == EAGAIN) {
+			ev_io_start(EV_DEFAULT_ &c->wio);
+			return;
+		}
+		if (n == -1) {
+			control_close_conn(c);
+			return;
+		}
+		c->woff += (size_t)n;
+	}
+	c->woff = c->wlen = 0;
+	ev_io_stop(EV_DEFAULT_ &c->wio);
+	if (c->closing && c->n_slots == 0)
+		control_close_conn(c);
+}
+
+/* The socket can take more output. */
+static void
+control_on_write(EV_P_ ev_io *w, int revents)
+{
+	control_write(w->data);
+}
+
+/* Close a client; its unanswered slots are orphaned, not lost. */
+static void
+control_close_conn(struct conn *c)
+{
+	struct slot	*s;
+
+	if (c->busy) {
+		c->dead = 1;
+		ev_io_stop(EV_DEFAULT_ &c->rio);
+		ev_io_stop(EV_DEFAULT_ &c->wio);
+		return;
+	}
+	while ((s = TAILQ_FIRST(&c->slots)) != NULL) {
+		TAILQ_REMOVE(&c->slots, s, entry);
+		if (s->line != NULL) {
+			free(s->line);
+			free(s);
+		} else
+			s->conn = NULL;	/* freed when its answer comes */
+	}
+	ev_io_stop(EV_DEFAULT_ &c->rio);
+	ev_io_stop(EV_DEFAULT_ &c->wio);
+	close(c->fd);
+	free(c->rbuf);
+	free(c->wbuf);
+	free(c);
+}
+
+/* A client connected. */
+static void
+control_on_accept(EV_P_ ev_io *w, int revents)
+{
+	struct conn	*c;
+	int		 fd;
+
+	fd = accept4(control_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd == -1) {
+		if (errno != EAGAIN && errno != EINTR &&
+		    errno != ECONNABORTED)
+			log_warn("control: accept");
+		return;
+	}
+	c = xcalloc(1, sizeof *c);
+	c->fd = fd;
+	TAILQ_INIT(&c->slots);
+	ev_io_init(&c->rio, control_on_read, fd, EV_READ);
+	c->rio.data = c;
+	ev_io_init(&c->wio, control_on_write, fd, EV_WRITE);
+	c->wio.data = c;
+	ev_io_start(EV_A_ &c->rio);
+}
+
+/*
+ * Listen on path.  A live agent already there is an error; a stale socket
+ * file is replaced; anything else at the path is left alone.
+ */
+int
+control_listen(const char *path, int mode, size_t max_message)
+{
+	struct sockaddr_un	 sun;
+	struct stat		 st;
+	mode_t			 old;
+	char			*dir, *slash;
+	int			 fd, probe;
+
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof sun.sun_path) {
+		log_errx("control: socket path too long: %s", path);
+		return -1;
+	}
+	strcpy(sun.sun_path, path);
+	dir = xstrdup(path);
+	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
+		*slash = '\0';
+		if (mkdir(dir, 0755) == 0)
+			log_info("control: created %s", dir);
+	}
+	free(dir);
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			log_errx("control: %s exists and is not a socket",
+			    path);
+			return -1;
+		}
+		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe != -1 && connect(probe, (struct sockaddr *)&sun,
+		    sizeof sun) == 0) {
+			close(probe);
+			log_errx("control: another agent is listening on %s",
+			    path);
+			return -1;
+		}
+		if (probe != -1)
+			close(probe);
+		unlink(path);
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		log_warn("control: socket");
+		return -1;
+	}
+	old = umask(0177);
+	if (bind(fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
+		umask(old);
+		log_warn("control: bind %s", path);
+		close(fd);
+		return -1;
+	}
+	umask(old);
+	if (chmod(path, (mode_t)mode) == -1)
+		log_warn("control: chmod %s", path);
+	if (listen(fd, 128) == -1) {
+		log_warn("control: listen %s", path);
+		close(fd);
+		return -1;
+	}
+	control_fd = fd;
+	control_path = xstrdup(path);
+	control_max = max_message;
+	ev_io_init(&control_io, control_on_accept, fd, EV_READ);
+	ev_io_start(EV_DEFAULT_ &control_io);
+	log_info("control: listening on %s", path);
+	return 0;
+}
+
+/* Stop listening and remove the socket file. */
+void
+control_close(void)
+{
+	if (control_fd == -1)
+		return;
+	ev_io_stop(EV_DEFAULT_ &control_io);
+	close(control_fd);
+	unlink(control_path);
+	free(control_path);
+	control_fd = -1;
+}

@@ -1,0 +1,686 @@
+/*
+ * dispatch.c: the agent's work loop.  It owns the worker slots, fetches
+ * jobs for the handlers that have a free slot, starts their runs, renews
+ * their leases with the heartbeat, recovers jobs whose agent died, and
+ * records each outcome with the finish script.  A finish that Redis did not
+ * take is kept, in order, and sent again when Redis is back: it is never
+ * dropped, and the fencing attempt number makes a repeat harmless.
+ */
+#include "config.h"
+
+#include <sys/queue.h>
+
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ev.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+
+#include "dispatchd.h"
+
+#define POLL_S		1.0	/* fetch fallback when hints are lost */
+#define RECOVER_S	2.0
+#define RECOVER_LIMIT	500
+#define DEAD_TTL_S	(7 * 86400)
+
+/* A job running on this agent. */
+struct job {
+	TAILQ_ENTRY(job) entry;
+	char		*id;
+	char		*event;
+	char		*event_id;
+	struct handler	*h;
+	long		 attempt;
+	long		 max_attempts;
+	struct run	*run;
+	int		 lost;		/* the lease went to someone else */
+	int		 release;	/* stopped by the drain */
+};
+TAILQ_HEAD(jobs, job);
+
+/* A finish waiting for Redis: the script's keys and arguments. */
+struct finish {
+	TAILQ_ENTRY(finish) entry;
+	int		 argc;
+	char		**argv;
+	size_t		*lens;
+	char		*what;		/* job id and handler, for logs */
+	int		 inflight;
+};
+TAILQ_HEAD(finishes, finish);
+
+static struct jobs	 running = TAILQ_HEAD_INITIALIZER(running);
+static struct finishes	 unsent = TAILQ_HEAD_INITIALIZER(unsent);
+static int		 n_running;
+static int		 fetching;
+static int		 draining;
+static size_t		 rotate;		/* fairness among handlers */
+static ev_timer		 poll_timer;
+static ev_timer		 lease_timer;
+static ev_timer		 recover_timer;
+static ev_timer		 retry_timer;
+static ev_idle		 kick_idle;
+static char		 host[256];
+static char		*home;
+static void		(*drained)(void);
+
+static void	 dispatch_fetch(void);
+static void	 dispatch_flush(void);
+static void	 dispatch_check_drained(void);
+
+/* Free a job. */
+static void
+dispatch_free_job(struct job *j)
+{
+	free(j->id);
+	free(j->event);
+	free(j->event_id);
+	free(j);
+}
+
+/* Build the job JSON given to the handler on stdin. */
+static char *
+dispatch_job_json(const struct job *j, const char *data, double emitted_s,
+    double deadline_s, size_t *len)
+{
+	json_t		*o, *d;
+	json_error_t	 jerr;
+	char		*s;
+
+	d = json_loads(data, JSON_DECODE_ANY, &jerr);
+	if (d == NULL)
+		d = json_string(data);	/* not ours: keep it, as text */
+	o = json_pack("{s:s, s:s, s:s, s:s, s:o, s:i, s:i, s:f, s:f}",
+	    "id", j->id, "event", j->event, "event_id", j->event_id,
+	    "handler", j->h->name, "data", d, "attempt", (json_int_t)j->attempt,
+	    "max_attempts", (json_int_t)j->max_attempts,
+	    "emitted_at", emitted_s, "deadline", deadline_s);
+	/* 13 digits: Unix seconds with milliseconds */
+	if (o == NULL || (s = json_dumps(o, JSON_COMPACT |
+	    JSON_REAL_PRECISION(13))) == NULL)
+		fatalx("dispatch: cannot build the job JSON");
+	json_decref(o);
+	*len = strlen(s);
+	s = xreallocarray(s, *len + 2, 1);
+	s[(*len)++] = '\n';
+	s[*len] = '\0';
+	return s;
+}
+
+/* Is NAME set by one of the handler's env lines? */
+static int
+dispatch_env_has(const struct handler *h, const char *name)
+{
+	size_t	i, n = strlen(name);
+
+	for (i = 0; i < h->n_env; i++)
+		if (strncmp(h->env[i], name, n) == 0 && h->env[i][n] == '=')
+			return 1;
+	return 0;
+}
+
+/* The handler's environment: the fixed set, then its own env lines. */
+static char **
+dispatch_envp(const struct job *j)
+{
+	char	**envp;
+	size_t	  n = 0, i;
+
+	envp = xcalloc(10 + j->h->n_env, sizeof *envp);
+	if (!dispatch_env_has(j->h, "PATH"))
+		envp[n++] = xstrdup("PATH=/usr/local/bin:/usr/bin:/bin");
+	if (!dispatch_env_has(j->h, "HOME"))
+		xasprintf(&envp[n++], "HOME=%s", home);
+	if (!dispatch_env_has(j->h, "LANG"))
+		envp[n++] = xstrdup("LANG=C.UTF-8");
+	xasprintf(&envp[n++], "DISPATCH_JOB_ID=%s", j->id);
+	xasprintf(&envp[n++], "DISPATCH_EVENT=%s", j->event);
+	xasprintf(&envp[n++], "DISPATCH_EVENT_ID=%s", j->event_id);
+	xasprintf(&envp[n++], "DISPATCH_HANDLER=%s", j->h->name);
+	xasprintf(&envp[n++], "DISPATCH_ATTEMPT=%ld", j->attempt);
+	xasprintf(&envp[n++], "DISPATCH_MAX_ATTEMPTS=%ld", j->max_attempts);
+	for (i = 0; i < j->h->n_env; i++)
+		envp[n++] = xstrdup(j->h->env[i]);
+	envp[n] = NULL;
+	return envp;
+}
+
+/* Add a name/value pair to a finish's arguments. */
+static void
+dispatch_arg(struct finish *f, const char *s, size_t len)
+{
+	f->argv = xreallocarray(f->argv, (size_t)f->argc + 1,
+	    sizeof *f->argv);
+	f->lens = xreallocarray(f->lens, (size_t)f->argc + 1,
+	    sizeof *f->lens);
+	f->argv[f->argc] = xmalloc(len + 1);
+	memcpy(f->argv[f->argc], s, len);
+	f->argv[f->argc][len] = '\0';
+	f->lens[f->argc++] = len;
+}
+
+/* Add a printf-formatted argument. */
+static void __attribute__((format(printf, 2, 3)))
+dispatch_argf(struct finish *f, const char *fmt, ...)
+{
+	va_list	 ap;
+	char	*s;
+	int	 n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		fatal("vasprintf");
+	dispatch_arg(f, s, (size_t)n);
+	free(s);
+}
+
+/* Add captured output as valid UTF-8. */
+static void
+dispatch_arg_output(struct finish *f, const char *buf, size_t len)
+{
+	char	*clean;
+	size_t	 n;
+
+	clean = util_utf8_clean(buf ? buf : "", len, &n);
+	dispatch_arg(f, clean, n);
+	free(clean);
+}
+
+/* Free a finish. */
+static void
+dispatch_free_finish(struct finish *f)
+{
+	int	i;
+
+	for (i = 0; i < f->argc; i++)
+		free(f->argv[i]);
+	free(f->argv);
+	free(f->lens);
+	free(f->what);
+	free(f);
+}
+
+/* The finish script answered. */
+static void
+dispatch_on_finished(const struct redisReply *reply, void *arg)
+{
+	struct finish	*f = arg;
+
+	f->inflight = 0;
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
+	    reply->elements != 2) {
+		if (reply != NULL)
+			log_warnx("finish %s: %s; will retry", f->what,
+			    reply->type == REDIS_REPLY_ERROR ? reply->str :
+			    "unexpected reply");
+		if (!ev_is_active(&retry_timer))
+			ev_timer_start(EV_DEFAULT_ &retry_timer);
+		return;
+	}
+	if (strcmp(reply->element[0]->str, "stale") == 0)
+		log_warnx("job %s: finished after its lease was lost; "
+		    "recorded as stale", f->what);
+	TAILQ_REMOVE(&unsent, f, entry);
+	dispatch_free_finish(f);
+	counters.jobs_finished++;
+	dispatch_flush();
+	dispatch_check_drained();
+}
+
+/* Send the waiting finishes, oldest first, one at a time in order. */
+static void
+dispatch_flush(void)
+{
+	struct finish	*f = TAILQ_FIRST(&unsent);
+
+	if (f == NULL || f->inflight)
+		return;
+	if (redis_script(rcmd, SCRIPT_FINISH, dispatch_on_finished, f, 7,
+	    f->argc, (const char **)f->argv, f->lens) == 0)
+		f->inflight = 1;
+}
+
+/* Retry timer for finishes Redis refused. */
+static void
+dispatch_on_retry(EV_P_ ev_timer *w, int revents)
+{
+	dispatch_flush();
+}
+
+/* Log one line per outcome with what a person needs to find the job. */
+static void
+dispatch_log_outcome(const struct job *j, const struct run_result *res,
+    const char *outcome, const char *error)
+{
+	char	how[96];
+
+	if (error[0] != '\0')
+		snprintf(how, sizeof how, "%s", error);
+	else if (res->timed_out)
+		snprintf(how, sizeof how, "timed out");
+	else if (res->signaled)
+		snprintf(how, sizeof how, "killed by signal %d", res->signo);
+	else
+		snprintf(how, sizeof how, "exit %d", res->code);
+	log_msg(strcmp(outcome, "ok") == 0 ? 6 : 5,
+	    "job %s event %s handler %s attempt %ld: %s, %s, %lld ms", j->id,
+	    j->event, j->h->name, j->attempt, strcmp(outcome, "ok") == 0 ?
+	    "done" : outcome, how, (long long)res->duration_ms);
+}
+
+/* A run is over: free its slot and queue its finish. */
+static void
+dispatch_on_run_done(const struct run_result *res, void *arg)
+{
+	struct job	*j = arg;
+	struct finish	*f;
+	const char	*outcome;
+	char		 error[256] = "";
+	int64_t		 backoff;
+
+	if (res->setup_stage != NULL)
+		snprintf(error, sizeof error, "%s %s: %s", res->setup_stage,
+		    res->setup_stage[0] == 'c' ? j->h->workdir : j->h->argv[0],
+		    strerror(res->setup_errno));
+	if (j->release)
+		outcome = "release";
+	else
+		switch (util_exit_class(res->exited, res->code, res->signaled,
+		    res->timed_out)) {
+		case EXIT_CLASS_OK:
+			outcome = "ok";
+			break;
+		case EXIT_CLASS_FATAL:
+			outcome = "fatal";
+			break;
+		default:
+			outcome = "fail";
+			break;
+		}
+	dispatch_log_outcome(j, res, outcome, error);
+	backoff = util_backoff_ms(j->h->backoff_base_ms, j->h->backoff_cap_ms,
+	    (int)j->attempt, util_random01());
+
+	f = xcalloc(1, sizeof *f);
+	xasprintf(&f->what, "%s (%s)", j->id, j->h->name);
+	dispatch_argf(f, "%sjob:%s", cfg->prefix, j->id);
+	dispatch_argf(f, "%sleases", cfg->prefix);
+	dispatch_argf(f, "%sagent:%s:running", cfg->prefix, cfg->name);
+	dispatch_argf(f, "%sdelayed", cfg->prefix);
+	dispatch_argf(f, "%sdead", cfg->prefix);
+	dispatch_argf(f, "%sresults", cfg->prefix);
+	dispatch_argf(f, "%sready:%s", cfg->prefix, j->h->name);
+	dispatch_argf(f, "%s", j->id);
+	dispatch_argf(f, "%s", cfg->name);
+	dispatch_argf(f, "%ld", j->attempt);
+	dispatch_argf(f, "%s", outcome);
+	dispatch_argf(f, "%lld", (long long)backoff);
+	dispatch_argf(f, "%ld", cfg->results_max);
+	dispatch_argf(f, "%d", DEAD_TTL_S);
+	dispatch_argf(f, "exit");
+	if (res->exited)
+		dispatch_argf(f, "%d", res->code);
+	else
+		dispatch_argf(f, "%s", "");
+	dispatch_argf(f, "signal");
+	if (res->signaled)
+		dispatch_argf(f, "%d", res->signo);
+	else
+		dispatch_argf(f, "%s", "");
+	dispatch_argf(f, "timed_out");
+	dispatch_argf(f, "%d", res->timed_out);
+	dispatch_argf(f, "started_ms");
+	dispatch_argf(f, "%lld", (long long)res->started_ms);
+	dispatch_argf(f, "duration_ms");
+	dispatch_argf(f, "%lld", (long long)res->duration_ms);
+	dispatch_argf(f, "stdout");
+	dispatch_arg_output(f, res->out, res->out_len);
+	dispatch_argf(f, "stderr");
+	dispatch_arg_output(f, res->err, res->err_len);
+	dispatch_argf(f, "output_bytes");
+	dispatch_argf(f, "%llu", (unsigned long long)res->output_bytes);
+	dispatch_argf(f, "truncated");
+	dispatch_argf(f, "%d", res->truncated);
+	dispatch_argf(f, "host");
+	dispatch_argf(f, "%s", host);
+	dispatch_argf(f, "error");
+	dispatch_argf(f, "%s", error);
+	TAILQ_INSERT_TAIL(&unsent, f, entry);
+
+	TAILQ_REMOVE(&running, j, entry);
+	n_running--;
+	j->h->running--;
+	dispatch_free_job(j);
+	dispatch_flush();
+	dispatch_kick();
+}
+
+/* Start the run of a fetched job; a failure to start is its outcome. */
+static void
+dispatch_run(struct job *j, const char *data, int64_t created_ms,
+    int64_t now_ms)
+{
+	struct run_spec		 spec;
+	struct run_result	 res;
+	char			*input, **envp, err[256];
+	size_t			 len;
+
+	input = dispatch_job_json(j, data, (double)created_ms / 1000.0,
+	    (double)(now_ms + j->h->timeout_ms) / 1000.0, &len);
+	envp = dispatch_envp(j);
+	memset(&spec, 0, sizeof spec);
+	spec.argv = j->h->argv;
+	spec.envp = envp;
+	spec.workdir = j->h->workdir;
+	spec.input = input;
+	spec.input_len = len;
+	spec.timeout_ms = j->h->timeout_ms;
+	spec.kill_grace_ms = cfg->kill_grace_ms;
+	spec.output_max = cfg->output_max;
+	TAILQ_INSERT_TAIL(&running, j, entry);
+	n_running++;
+	j->h->running++;
+	counters.jobs_started++;
+	j->run = runner_start(&spec, dispatch_on_run_done, j, err, sizeof err);
+	util_free_words(envp);
+	free(input);
+	if (j->run == NULL) {
+		log_warnx("job %s: cannot start %s: %s", j->id, j->h->name,
+		    err);
+		memset(&res, 0, sizeof res);
+		res.exited = 1;
+		res.code = EXIT_TEMPFAIL;
+		res.setup_stage = "start";
+		res.setup_errno = 0;
+		res.started_ms = util_wall_ms();
+		dispatch_on_run_done(&res, j);
+	}
+}
+
+/* The fetch script answered: a job, or nil when nothing is ready. */
+static void
+dispatch_on_fetched(const struct redisReply *reply, void *arg)
+{
+	struct job	*j;
+	struct handler	*h;
+	redisReply	**e;
+
+	fetching = 0;
+	if (reply == NULL)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		log_warnx("fetch: %s", reply->str);
+		return;
+	}
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 9)
+		return;		/* nothing ready */
+	e = reply->element;
+	h = config_handler(cfg, e[1]->str);
+	if (h == NULL) {
+		/* cannot happen: we only ask for our own handlers */
+		log_errx("fetch: job %s for unknown handler %s", e[0]->str,
+		    e[1]->str);
+		return;
+	}
+	j = xcalloc(1, sizeof *j);
+	j->id = xstrdup(e[0]->str);
+	j->h = h;
+	j->attempt = (long)e[2]->integer;
+	j->max_attempts = e[4]->str ? strtol(e[4]->str, NULL, 10) : 1;
+	j->event = xstrdup(e[5]->str ? e[5]->str : "");
+	j->event_id = xstrdup(e[6]->str ? e[6]->str : "");
+	dispatch_run(j, e[3]->str ? e[3]->str : "{}",
+	    e[7]->str ? strtoll(e[7]->str, NULL, 10) : 0,
+	    (int64_t)e[8]->integer);
+	dispatch_fetch();
+}
+
+/* Ask for one job if a slot is free and we are not already asking. */
+static void
+dispatch_fetch(void)
+{
+	const char	**argv;
+	char		 *keys[2], lease[32];
+	size_t		  i, k, n = 0, nh = cfg->n_handlers;
+
+	if (fetching || draining || n_running >= cfg->workers ||
+	    !redis_ready(rcmd) || nh == 0)
+		return;
+	argv = xcalloc(5 + nh, sizeof *argv);
+	xasprintf(&keys[0], "%sleases", cfg->prefix);
+	xasprintf(&keys[1], "%sagent:%s:running", cfg->prefix, cfg->name);
+	snprintf(lease, sizeof lease, "%lld", (long long)cfg->lease_ms);
+	argv[n++] = keys[0];
+	argv[n++] = keys[1];
+	argv[n++] = cfg->prefix;
+	argv[n++] = cfg->name;
+	argv[n++] = lease;
+	rotate++;
+	for (i = 0; i < nh; i++) {
+		k = (rotate + i) % nh;
+		if (cfg->handlers[k]->running < cfg->handlers[k]->concurrency)
+			argv[n++] = cfg->handlers[k]->name;
+	}
+	if (n > 5 && redis_script(rcmd, SCRIPT_FETCH, dispatch_on_fetched,
+	    NULL, 2, (int)n, argv, NULL) == 0)
+		fetching = 1;
+	free(keys[0]);
+	free(keys[1]);
+	free(argv);
+}
+
+/* Idle watcher: fetch once the loop has nothing else to do. */
+static void
+dispatch_on_kick(EV_P_ ev_idle *w, int revents)
+{
+	ev_idle_stop(EV_A_ w);
+	dispatch_fetch();
+}
+
+/* Something may be ready (a hint, a freed slot): fetch soon. */
+void
+dispatch_kick(void)
+{
+	if (!draining)
+		ev_idle_start(EV_DEFAULT_ &kick_idle);
+}
+
+/* Fallback poll, for hints lost while pub/sub was down. */
+static void
+dispatch_on_poll(EV_P_ ev_timer *w, int revents)
+{
+	dispatch_fetch();
+}
+
+/* The extend script answered with the jobs whose lease we lost. */
+static void
+dispatch_on_extended(const struct redisReply *reply, void *arg)
+{
+	struct job	*j;
+	size_t		 i;
+
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY)
+		return;
+	for (i = 0; i < reply->elements; i++)
+		TAILQ_FOREACH(j, &running, entry)
+			if (strcmp(j->id, reply->element[i]->str) == 0 &&
+			    !j->lost) {
+				log_warnx("job %s: lease lost to another agent; "
+				    "stopping its handler", j->id);
+				j->lost = 1;
+				runner_stop(j->run);
+			}
+}
+
+/* Heartbeat: say we are alive and renew the leases of running jobs. */
+static void
+dispatch_on_lease(EV_P_ ev_timer *w, int revents)
+{
+	const char	**argv;
+	char		 *own[5], **att;
+	struct job	 *j;
+	size_t		  n = 0, i = 0;
+
+	argv = xcalloc(7 + 2 * (size_t)n_running, sizeof *argv);
+	att = xcalloc((size_t)n_running + 1, sizeof *att);
+	xasprintf(&own[0], "%sleases", cfg->prefix);
+	xasprintf(&own[1], "%sagent:%s", cfg->prefix, cfg->name);
+	xasprintf(&own[2], "%sagents", cfg->prefix);
+	xasprintf(&own[3], "%lld", (long long)cfg->lease_ms);
+	xasprintf(&own[4], "%lld", (long long)cfg->lease_ms);
+	argv[n++] = own[0];
+	argv[n++] = own[1];
+	argv[n++] = own[2];
+	argv[n++] = cfg->prefix;
+	argv[n++] = cfg->name;
+	argv[n++] = own[3];
+	argv[n++] = own[4];
+	TAILQ_FOREACH(j, &running, entry) {
+		if (j->lost)
+			continue;
+		xasprintf(&att[i], "%ld", j->attempt);
+		argv[n++] = j->id;
+		argv[n++] = att[i++];
+	}
+	redis_script(rcmd, SCRIPT_EXTEND, dispatch_on_extended, NULL, 3,
+	    (int)n, argv, NULL);
+	while (i > 0)
+		free(att[--i]);
+	for (i = 0; i < 5; i++)
+		free(own[i]);
+	free(att);
+	free(argv);
+}
+
+/* The recover script answered. */
+static void
+dispatch_on_recovered(const struct redisReply *reply, void *arg)
+{
+	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER &&
+	    reply->integer > 0)
+		log_notice("recovered %lld jobs whose lease had expired",
+		    reply->integer);
+	else if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+		log_warnx("recover: %s", reply->str);
+}
+
+/* Recover jobs whose agent stopped renewing their leases. */
+static void
+dispatch_on_recover(EV_P_ ev_timer *w, int revents)
+{
+	const char	*argv[14];
+	char		*own[13];
+	size_t		 i;
+	int64_t		 base = 5000, cap = 3600 * 1000;
+
+	xasprintf(&own[0], "%sleases", cfg->prefix);
+	xasprintf(&own[1], "%sdelayed", cfg->prefix);
+	xasprintf(&own[2], "%sdead", cfg->prefix);
+	xasprintf(&own[3], "%sresults", cfg->prefix);
+	xasprintf(&own[4], "%slock:recover", cfg->prefix);
+	xasprintf(&own[5], "%d", (int)(RECOVER_S * 1000) - 100);
+	xasprintf(&own[6], "%d", RECOVER_LIMIT);
+	xasprintf(&own[7], "%d", 1000);
+	xasprintf(&own[8], "%lld", (long long)base);
+	xasprintf(&own[9], "%lld", (long long)cap);
+	xasprintf(&own[10], "%ld", cfg->results_max);
+	xasprintf(&own[11], "%d", DEAD_TTL_S);
+	xasprintf(&own[12], "%snotify", cfg->prefix);
+	for (i = 0; i < 5; i++)
+		argv[i] = own[i];
+	argv[5] = cfg->prefix;
+	for (i = 5; i < 13; i++)
+		argv[i + 1] = own[i];
+	redis_script(rcmd, SCRIPT_RECOVER, dispatch_on_recovered, NULL, 5, 14,
+	    argv, NULL);
+	for (i = 0; i < 13; i++)
+		free(own[i]);
+}
+
+/* Redis came up or went down. */
+void
+dispatch_redis_state(int up)
+{
+	if (!up)
+		return;
+	dispatch_on_lease(EV_DEFAULT_ &lease_timer, 0);
+	dispatch_flush();
+	promote_kick();
+	dispatch_kick();
+}
+
+/* Start the timers; fetching begins when Redis is ready. */
+void
+dispatch_start(void)
+{
+	struct passwd	*pw;
+
+	if (gethostname(host, sizeof host) == -1)
+		strcpy(host, "localhost");
+	host[sizeof host - 1] = '\0';
+	pw = getpwuid(getuid());
+	home = xstrdup(pw != NULL && pw->pw_dir != NULL ? pw->pw_dir : "/");
+	ev_idle_init(&kick_idle, dispatch_on_kick);
+	ev_timer_init(&poll_timer, dispatch_on_poll, POLL_S, POLL_S);
+	ev_timer_start(EV_DEFAULT_ &poll_timer);
+	ev_timer_init(&lease_timer, dispatch_on_lease,
+	    (double)cfg->lease_ms / 3000.0, (double)cfg->lease_ms / 3000.0);
+	ev_timer_start(EV_DEFAULT_ &lease_timer);
+	ev_timer_init(&recover_timer, dispatch_on_recover, RECOVER_S,
+	    RECOVER_S);
+	ev_timer_start(EV_DEFAULT_ &recover_timer);
+	ev_timer_init(&retry_timer, dispatch_on_retry, 1.0, 0.);
+}
+
+/* Tell main once nothing runs and every finish is in Redis. */
+static void
+dispatch_check_drained(void)
+{
+	if (draining && n_running == 0 && TAILQ_EMPTY(&unsent) &&
+	    drained != NULL) {
+		void	(*cb)(void) = drained;
+
+		drained = NULL;
+		cb();
+	}
+}
+
+/*
+ * Stop fetching; if release is set, stop the running handlers too and put
+ * their jobs back (not counted as failures).  done is called when the
+ * last finish is in Redis.
+ */
+void
+dispatch_drain(void (*done)(void))
+{
+	struct job	*j;
+
+	if (!draining) {
+		draining = 1;
+		drained = done;
+		ev_timer_stop(EV_DEFAULT_ &poll_timer);
+		ev_idle_stop(EV_DEFAULT_ &kick_idle);
+		dispatch_check_drained();
+		return;
+	}
+	TAILQ_FOREACH(j, &running, entry) {
+		if (!j->release) {
+			j->release = 1;
+			runner_stop(j->run);
+		}
+	}
+}
+
+/* How many jobs run now. */
+int
+dispatch_running(void)
+{
+	return n_running;
+}

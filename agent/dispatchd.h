@@ -1,0 +1,272 @@
+/*
+ * dispatchd.h: the one project header.  Shared types first, then the
+ * prototypes of every module under its file's name, in dependency order.
+ *
+ * Conventions: int functions return 0 or -1; pointer functions return NULL
+ * on failure; x* allocators never fail (they abort).  const char * arguments
+ * are borrowed; a callee that keeps a string copies it.
+ */
+#ifndef DISPATCHD_H
+#define DISPATCHD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+
+struct capture;
+struct config;
+struct event;
+struct handler;
+struct request;
+struct rconn;
+struct run;
+struct redisReply;
+
+#define DISPATCHD_VERSION	PACKAGE_VERSION
+#define EVENT_NAME_MAX		200
+#define HANDLER_NAME_MAX	100
+
+/* Exit codes from <sysexits.h>, spelled out where the contract uses them. */
+#define EXIT_USAGE		64
+#define EXIT_UNAVAILABLE	69
+#define EXIT_TEMPFAIL		75
+#define EXIT_CONFIG		78
+
+/* One [handler NAME] section. */
+struct handler {
+	char		 *name;
+	char		**on;		/* event names or fnmatch globs */
+	size_t		  n_on;
+	char		 *exec;		/* the exec line as written */
+	char		**argv;		/* exec split into words, NULL-ended */
+	char		**env;		/* KEY=value lines, NULL-ended */
+	size_t		  n_env;
+	char		 *workdir;
+	int64_t		  timeout_ms;
+	int64_t		  delay_ms;
+	int64_t		  backoff_base_ms;
+	int64_t		  backoff_cap_ms;
+	int		  attempts;
+	int		  concurrency;	/* 0: as many as workers */
+	char		 *file;		/* where the section was declared */
+	int		  line;
+	int		  running;	/* jobs running now on this agent */
+};
+
+/* The whole configuration: [agent] keys and the handlers. */
+struct config {
+	char		 *path;
+	char		 *name;
+	char		 *redis;
+	char		 *password_file;
+	char		 *namespace;
+	char		 *prefix;	/* "{namespace}:", every key's start */
+	char		 *socket;
+	char		 *subscribe;
+	int		  socket_mode;
+	size_t		  max_message;
+	size_t		  output_max;
+	int		  workers;
+	int64_t		  lease_ms;
+	int64_t		  drain_ms;
+	int64_t		  kill_grace_ms;
+	int64_t		  dedup_ms;
+	long		  results_max;
+	int		  log_level;
+	struct handler	**handlers;
+	size_t		  n_handlers;
+};
+
+/* An event envelope, as accepted from the socket or pub/sub. */
+struct event {
+	char		*name;
+	char		*data;		/* compact JSON text */
+	char		*id;		/* producer's id, or NULL */
+	int64_t		 delay_ms;
+	int64_t		 at_ms;		/* Unix ms, 0 when absent */
+};
+
+enum request_op {
+	OP_EMIT,
+	OP_PING,
+};
+
+/* One parsed request line. */
+struct request {
+	enum request_op	 op;
+	struct event	 ev;
+};
+
+/* How a handler's exit maps onto the job's fate. */
+enum exit_class {
+	EXIT_CLASS_OK,		/* done */
+	EXIT_CLASS_FAIL,	/* retry with backoff until attempts */
+	EXIT_CLASS_FATAL,	/* dead at once */
+};
+
+/* log.c */
+void	 log_init(int);
+void	 log_set_level(int);
+int	 log_level_parse(const char *);
+void	 log_msg(int, const char *, ...)
+	    __attribute__((format(printf, 2, 3)));
+void	 log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_notice(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_errx(const char *, ...) __attribute__((format(printf, 1, 2)));
+__attribute__((noreturn)) void fatalx(const char *, ...)
+	    __attribute__((format(printf, 1, 2)));
+__attribute__((noreturn)) void fatal(const char *, ...)
+	    __attribute__((format(printf, 1, 2)));
+
+/* xmalloc.c */
+void	*xmalloc(size_t);
+void	*xcalloc(size_t, size_t);
+void	*xreallocarray(void *, size_t, size_t);
+char	*xstrdup(const char *);
+char	*xstrndup(const char *, size_t);
+int	 xasprintf(char **, const char *, ...)
+	    __attribute__((format(printf, 2, 3)));
+
+/* util.c */
+int	 util_parse_duration(const char *, int64_t *);
+int	 util_parse_size(const char *, size_t *);
+int	 util_parse_int(const char *, long, long, long *);
+int	 util_split_words(const char *, char ***, const char **);
+void	 util_free_words(char **);
+int64_t	 util_mono_ms(void);
+int64_t	 util_wall_ms(void);
+void	 util_random_hex(char *, size_t);
+int64_t	 util_backoff_ms(int64_t, int64_t, int, double);
+double	 util_random01(void);
+char	*util_utf8_clean(const char *, size_t, size_t *);
+int	 util_valid_event_name(const char *);
+int	 util_valid_handler_name(const char *);
+int	 util_set_cloexec(int);
+int	 util_set_nonblock(int);
+enum exit_class util_exit_class(int, int, int, int);
+
+/* config.c */
+struct config	*config_load(const char *, char *, size_t);
+void		 config_free(struct config *);
+size_t		 config_match(const struct config *, const char *,
+		    struct handler **, size_t);
+struct handler	*config_handler(const struct config *, const char *);
+
+/* proto.c */
+int	 proto_parse(const char *, size_t, struct request *, char *, size_t);
+int	 proto_parse_event(const char *, size_t, struct event *, char *,
+	    size_t);
+void	 proto_event_clear(struct event *);
+char	*proto_error(const char *, const char *, size_t *);
+
+/*
+ * The agent's runtime modules below use libev's default loop and hiredis;
+ * their structs stay private to their files.
+ */
+
+/* Counters shown by ping (and, later, metrics). */
+struct counters {
+	uint64_t	emitted;	/* events accepted */
+	uint64_t	unrouted;	/* events no handler matched */
+	uint64_t	rejected;	/* bad socket requests */
+	uint64_t	pubsub_bad;	/* bad pub/sub messages */
+	uint64_t	jobs_started;
+	uint64_t	jobs_finished;
+};
+extern struct counters	 counters;
+extern struct config	*cfg;		/* the configuration in force */
+
+/* scripts.c */
+enum script_id {
+	SCRIPT_ENQUEUE,
+	SCRIPT_PROMOTE,
+	SCRIPT_FETCH,
+	SCRIPT_EXTEND,
+	SCRIPT_FINISH,
+	SCRIPT_RECOVER,
+	SCRIPT_COUNT
+};
+struct script {
+	const char	*name;
+	const char	*body;
+};
+extern const struct script scripts[SCRIPT_COUNT];
+
+/* redis.c */
+typedef void (*redis_cb)(const struct redisReply *, void *);
+typedef void (*redis_msg_cb)(const char *, const char *, size_t);
+typedef void (*redis_state_cb)(int);
+int	 redis_setup(const struct config *, char *, size_t);
+struct rconn *redis_open(const char *, redis_state_cb);
+void	 redis_subscribe(struct rconn *, char **, size_t, redis_msg_cb);
+int	 redis_ready(const struct rconn *);
+int	 redis_command(struct rconn *, redis_cb, void *, int, const char **,
+	    const size_t *);
+int	 redis_script(struct rconn *, enum script_id, redis_cb, void *, int,
+	    int, const char **, const size_t *);
+void	 redis_close(struct rconn *);
+extern struct rconn	*rcmd;		/* commands and scripts */
+extern struct rconn	*rsub;		/* pub/sub */
+
+/* enqueue.c */
+typedef void (*enqueue_cb)(int, const char *, size_t, void *);
+void	 enqueue_event(struct event *, enqueue_cb, void *);
+
+/* subscribe.c */
+void	 subscribe_start(void);
+
+/* promote.c */
+void	 promote_start(void);
+void	 promote_kick(void);
+void	 promote_stop(void);
+
+/* control.c */
+int	 control_listen(const char *, int, size_t);
+void	 control_close(void);
+
+/* runner.c */
+struct run_spec {
+	char *const	*argv;
+	char *const	*envp;
+	const char	*workdir;
+	const char	*input;		/* the job JSON, given on stdin */
+	size_t		 input_len;
+	int64_t		 timeout_ms;
+	int64_t		 kill_grace_ms;
+	size_t		 output_max;	/* per stream */
+};
+struct run_result {
+	int		 exited;	/* exited normally, with code */
+	int		 code;
+	int		 signaled;	/* killed by signo */
+	int		 signo;
+	int		 timed_out;
+	int		 stopped;	/* runner_stop was called */
+	int		 setup_errno;	/* chdir or exec failed in the child */
+	const char	*setup_stage;
+	int64_t		 started_ms;	/* wall clock */
+	int64_t		 duration_ms;
+	const char	*out;		/* captured stdout, not NUL-safe */
+	size_t		 out_len;
+	const char	*err;
+	size_t		 err_len;
+	uint64_t	 output_bytes;	/* all bytes written, kept or not */
+	int		 truncated;
+};
+typedef void (*run_done_cb)(const struct run_result *, void *);
+struct run	*runner_start(const struct run_spec *, run_done_cb, void *,
+		    char *, size_t);
+void		 runner_stop(struct run *);
+int		 runner_pid(const struct run *);
+
+/* dispatch.c */
+void	 dispatch_start(void);
+void	 dispatch_kick(void);
+void	 dispatch_redis_state(int);
+void	 dispatch_drain(void (*)(void));
+int	 dispatch_running(void);
+
+#endif

@@ -1,0 +1,205 @@
+/*
+ * enqueue.c: turn an accepted event into jobs.  The handlers whose 'on'
+ * matches are looked up here, and one script call creates every job or
+ * none; the caller hears back only after Redis has answered, so nothing is
+ * acknowledged that is not stored.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+
+#include "dispatchd.h"
+
+#define JOB_ID_BYTES	16
+#define MAX_FANOUT	256
+
+/* What an enqueue waits on: the caller and the event's id. */
+struct pending_enqueue {
+	enqueue_cb	 cb;
+	void		*arg;
+	char		*event_id;
+	char		*event;
+};
+
+/* Build the reply line {"ok":true,"event_id":..,"jobs":[..]} from "jid h ...". */
+static char *
+enqueue_reply(const char *event_id, const char *joined, size_t len,
+    int duplicate, size_t *outlen)
+{
+	json_t		*o, *jobs;
+	char		*copy, *save, *jid, *h, *s, *line;
+
+	jobs = json_array();
+	copy = xstrndup(joined, len);
+	for (jid = strtok_r(copy, " ", &save); jid != NULL;
+	    jid = strtok_r(NULL, " ", &save)) {
+		if ((h = strtok_r(NULL, " ", &save)) == NULL)
+			break;
+		json_array_append_new(jobs, json_pack("{s:s, s:s}", "id", jid,
+		    "handler", h));
+	}
+	free(copy);
+	o = json_pack("{s:b, s:s, s:o}", "ok", 1, "event_id", event_id,
+	    "jobs", jobs);
+	if (duplicate)
+		json_object_set_new(o, "duplicate", json_true());
+	if ((s = json_dumps(o, JSON_COMPACT)) == NULL)
+		fatalx("enqueue: json_dumps failed");
+	json_decref(o);
+	*outlen = (size_t)xasprintf(&line, "%s\n", s);
+	free(s);
+	return line;
+}
+
+/* An error reply line that also names the event id to retry with. */
+static char *
+enqueue_error(const char *code, const char *msg, const char *event_id,
+    size_t *outlen)
+{
+	json_t	*o;
+	char	*s, *line;
+
+	o = json_pack("{s:b, s:s, s:s}", "ok", 0, "code", code, "error", msg);
+	if (event_id != NULL)
+		json_object_set_new(o, "event_id", json_string(event_id));
+	if ((s = json_dumps(o, JSON_COMPACT)) == NULL)
+		fatalx("enqueue: json_dumps failed");
+	json_decref(o);
+	*outlen = (size_t)xasprintf(&line, "%s\n", s);
+	free(s);
+	return line;
+}
+
+/* Hand a reply line to the caller and free the wait. */
+static void
+enqueue_done(struct pending_enqueue *pe, int ok, char *line, size_t len)
+{
+	pe->cb(ok, line, len, pe->arg);
+	free(line);
+	free(pe->event_id);
+	free(pe->event);
+	free(pe);
+}
+
+/* The enqueue script answered. */
+static void
+enqueue_on_reply(const struct redisReply *reply, void *arg)
+{
+	struct pending_enqueue	*pe = arg;
+	char			*line, msg[300];
+	size_t			 len;
+
+	if (reply == NULL) {
+		line = enqueue_error("unavailable", "lost the connection to "
+		    "Redis: the event may or may not be queued; send it again "
+		    "with this event_id as its id", pe->event_id, &len);
+		enqueue_done(pe, 0, line, len);
+		return;
+	}
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+	    reply->element[1]->type != REDIS_REPLY_STRING) {
+		snprintf(msg, sizeof msg, "redis: %.200s",
+		    reply->type == REDIS_REPLY_ERROR ? reply->str :
+		    "unexpected reply to enqueue");
+		log_warnx("enqueue %s: %s", pe->event, msg);
+		line = enqueue_error("unavailable", msg, pe->event_id, &len);
+		enqueue_done(pe, 0, line, len);
+		return;
+	}
+	counters.emitted++;
+	line = enqueue_reply(pe->event_id, reply->element[1]->str,
+	    reply->element[1]->len, reply->element[0]->integer == 0, &len);
+	log_debug("event %s id %s: queued", pe->event, pe->event_id);
+	enqueue_done(pe, 1, line, len);
+	dispatch_kick();
+}
+
+/*
+ * Enqueue ev (borrowed); cb gets (ok, reply line, length, arg) exactly
+ * once, possibly before this returns.
+ */
+void
+enqueue_event(struct event *ev, enqueue_cb cb, void *arg)
+{
+	struct pending_enqueue	 *pe;
+	struct handler		 *hs[MAX_FANOUT];
+	const char		**argv;
+	char			**own, num[4][32], eid[2 * JOB_ID_BYTES + 1];
+	char			 *line, *notify;
+	size_t			  n, i, len, argc, o;
+
+	if (ev->id == NULL)
+		util_random_hex(eid, JOB_ID_BYTES);
+	else
+		eid[0] = '\0';
+	n = config_match(cfg, ev->name, hs, MAX_FANOUT);
+	if (n == 0) {
+		counters.unrouted++;
+		log_info("event %s: no handler is configured for it",
+		    ev->name);
+		line = enqueue_reply(ev->id ? ev->id : eid, "", 0, 0, &len);
+		cb(1, line, len, arg);
+		free(line);
+		return;
+	}
+	if (!redis_ready(rcmd)) {
+		line = enqueue_error("unavailable", "Redis is not reachable; "
+		    "nothing was queued", NULL, &len);
+		cb(0, line, len, arg);
+		free(line);
+		return;
+	}
+	pe = xcalloc(1, sizeof *pe);
+	pe->cb = cb;
+	pe->arg = arg;
+	pe->event_id = xstrdup(ev->id ? ev->id : eid);
+	pe->event = xstrdup(ev->name);
+
+	argc = 9 + 5 * n;
+	argv = xcalloc(argc, sizeof *argv);
+	own = xcalloc(argc, sizeof *own);
+	xasprintf(&own[0], "%sseen:%s", cfg->prefix, pe->event_id);
+	xasprintf(&own[1], "%sdelayed", cfg->prefix);
+	xasprintf(&notify, "%snotify", cfg->prefix);
+	snprintf(num[0], sizeof num[0], "%lld", (long long)cfg->dedup_ms);
+	snprintf(num[1], sizeof num[1], "%lld", (long long)ev->at_ms);
+	argv[0] = own[0];
+	argv[1] = own[1];
+	argv[2] = cfg->prefix;
+	argv[3] = pe->event_id;
+	argv[4] = num[0];
+	argv[5] = num[1];
+	argv[6] = ev->name;
+	argv[7] = ev->data;
+	argv[8] = notify;
+	for (i = 0; i < n; i++) {
+		o = 9 + 5 * i;
+		own[o] = xmalloc(2 * JOB_ID_BYTES + 1);
+		util_random_hex(own[o], JOB_ID_BYTES);
+		argv[o] = own[o];
+		argv[o + 1] = hs[i]->name;
+		xasprintf(&own[o + 2], "%lld",
+		    (long long)(ev->delay_ms + hs[i]->delay_ms));
+		argv[o + 2] = own[o + 2];
+		xasprintf(&own[o + 3], "%d", hs[i]->attempts);
+		argv[o + 3] = own[o + 3];
+		xasprintf(&own[o + 4], "%lld", (long long)hs[i]->timeout_ms);
+		argv[o + 4] = own[o + 4];
+	}
+	if (redis_script(rcmd, SCRIPT_ENQUEUE, enqueue_on_reply, pe, 2,
+	    (int)argc, argv, NULL) == -1) {
+		line = enqueue_error("unavailable", "Redis is not reachable; "
+		    "nothing was queued", NULL, &len);
+		enqueue_done(pe, 0, line, len);
+	}
+	for (i = 0; i < argc; i++)
+		free(own[i]);
+	free(own);
+	free(argv);
+	free(notify);
+}

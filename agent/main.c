@@ -1,0 +1,201 @@
+/*
+ * main.c: dispatchd, the agent.  Reads the configuration, opens the socket
+ * and the Redis connections, and runs the event loop until SIGTERM or
+ * SIGINT, then drains: no new jobs, running ones get drain_timeout to
+ * finish, the rest are stopped and put back, every outcome is written,
+ * exit 0.  A second signal exits at once (leases recover those jobs).
+ */
+#include "config.h"
+
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ev.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+
+#include "dispatchd.h"
+
+#define STOP_SLACK_S	5.0	/* after drain and kill grace: give up */
+
+struct counters	 counters;
+struct config	*cfg;
+
+static ev_signal	 sig_term, sig_int, sig_hup;
+static ev_timer		 drain_timer, stop_timer;
+static int		 stopping;
+
+/* Print usage and exit. */
+static void __attribute__((noreturn))
+usage(int status)
+{
+	fprintf(status ? stderr : stdout,
+	    "usage: dispatchd [-c FILE] [-t] [-V] [-h]\n"
+	    "  -c FILE  configuration (default %s/dispatchd/dispatchd.conf)\n"
+	    "  -t       check the configuration and exit (0 ok, 78 bad)\n"
+	    "  -V       print the version and exit\n"
+	    "  -h       print this help and exit\n", SYSCONFDIR);
+	exit(status);
+}
+
+/* Make sure 0, 1 and 2 are open, so no socket or pipe lands there. */
+static void
+main_std_fds(void)
+{
+	int	fd;
+
+	while ((fd = open("/dev/null", O_RDWR | O_CLOEXEC)) != -1 && fd <= 2)
+		fcntl(fd, F_SETFD, 0);
+	if (fd > 2)
+		close(fd);
+}
+
+/* Leave the loop: the drain is over. */
+static void
+main_drained(void)
+{
+	log_info("all jobs finished and recorded; exiting");
+	ev_break(EV_DEFAULT_ EVBREAK_ALL);
+}
+
+/* drain_timeout passed with jobs still running: stop them. */
+static void
+main_on_drain_timeout(EV_P_ ev_timer *w, int revents)
+{
+	log_notice("drain timeout: stopping %d running jobs and putting them "
+	    "back", dispatch_running());
+	dispatch_drain(main_drained);
+}
+
+/* Nothing more can be done in time (Redis is down, say): exit anyway. */
+static void
+main_on_stop_timeout(EV_P_ ev_timer *w, int revents)
+{
+	log_warnx("exiting with work unrecorded; job leases will expire and "
+	    "the jobs will run again");
+	ev_break(EV_A_ EVBREAK_ALL);
+}
+
+/* SIGTERM or SIGINT: drain, or, the second time, exit now. */
+static void
+main_on_stop(EV_P_ ev_signal *w, int revents)
+{
+	if (stopping++) {
+		log_notice("second signal: exiting now");
+		ev_break(EV_A_ EVBREAK_ALL);
+		return;
+	}
+	log_info("stopping: no new jobs; waiting up to %lld ms for %d running",
+	    (long long)cfg->drain_ms, dispatch_running());
+	control_close();
+	ev_timer_init(&drain_timer, main_on_drain_timeout,
+	    (double)cfg->drain_ms / 1000.0, 0.);
+	ev_timer_start(EV_A_ &drain_timer);
+	ev_timer_init(&stop_timer, main_on_stop_timeout,
+	    (double)(cfg->drain_ms + cfg->kill_grace_ms) / 1000.0 + STOP_SLACK_S,
+	    0.);
+	ev_timer_start(EV_A_ &stop_timer);
+	dispatch_drain(main_drained);
+}
+
+/* SIGHUP: not yet a reload. */
+static void
+main_on_hup(EV_P_ ev_signal *w, int revents)
+{
+	log_notice("SIGHUP: reloading is not supported yet; restart the "
+	    "agent to apply a new configuration");
+}
+
+/* Print the version and the libraries it was built with. */
+static void
+main_version(void)
+{
+	printf("dispatchd %s\n", DISPATCHD_VERSION);
+	printf("hiredis %d.%d.%d, libev %d.%d, jansson %s\n", HIREDIS_MAJOR,
+	    HIREDIS_MINOR, HIREDIS_PATCH, ev_version_major(),
+	    ev_version_minor(), JANSSON_VERSION);
+}
+
+int
+main(int argc, char **argv)
+{
+	const char	*path = SYSCONFDIR "/dispatchd/dispatchd.conf";
+	char		 err[1024];
+	int		 ch, check = 0;
+
+	while ((ch = getopt(argc, argv, "c:tVh")) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			check = 1;
+			break;
+		case 'V':
+			main_version();
+			return 0;
+		case 'h':
+			usage(0);
+		default:
+			usage(EXIT_USAGE);
+		}
+	}
+	if (optind != argc)
+		usage(EXIT_USAGE);
+
+	log_init(6);
+	if ((cfg = config_load(path, err, sizeof err)) == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return EXIT_CONFIG;
+	}
+	if (redis_setup(cfg, err, sizeof err) == -1) {
+		fprintf(stderr, "%s\n", err);
+		return EXIT_CONFIG;
+	}
+	if (check) {
+		printf("%s: configuration OK (%zu handlers)\n", path,
+		    cfg->n_handlers);
+		return 0;
+	}
+	log_set_level(cfg->log_level);
+	main_std_fds();
+	signal(SIGPIPE, SIG_IGN);
+	json_object_seed(0);
+
+	if (ev_default_loop(EVFLAG_AUTO) == NULL)
+		fatalx("cannot initialise the event loop");
+	if (control_listen(cfg->socket, cfg->socket_mode, cfg->max_message)
+	    == -1)
+		return EXIT_UNAVAILABLE;
+	rcmd = redis_open("cmd", dispatch_redis_state);
+	subscribe_start();
+	dispatch_start();
+	promote_start();
+
+	ev_signal_init(&sig_term, main_on_stop, SIGTERM);
+	ev_signal_start(EV_DEFAULT_ &sig_term);
+	ev_signal_init(&sig_int, main_on_stop, SIGINT);
+	ev_signal_start(EV_DEFAULT_ &sig_int);
+	ev_signal_init(&sig_hup, main_on_hup, SIGHUP);
+	ev_signal_start(EV_DEFAULT_ &sig_hup);
+
+	log_info("dispatchd %s: agent %s, %zu handlers, %d workers, redis %s",
+	    DISPATCHD_VERSION, cfg->name, cfg->n_handlers, cfg->workers,
+	    cfg->redis);
+	ev_run(EV_DEFAULT_ 0);
+
+	control_close();
+	promote_stop();
+	redis_close(rsub);
+	redis_close(rcmd);
+	config_free(cfg);
+	return 0;
+}

@@ -1,0 +1,197 @@
+/*
+ * proto.c: the socket protocol without I/O.  One line of JSON in, a parsed
+ * request out; error replies out as lines.  Pure, so it is unit-tested and
+ * fuzzable; the same envelope parser serves pub/sub messages.
+ */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "dispatchd.h"
+
+#define ID_MAX		200
+#define DELAY_MAX_S	(366.0 * 86400)
+
+static int	 proto_fill_event(json_t *, struct event *, char *, size_t);
+
+/* Fill ev from a parsed envelope object; -1 with err on a bad field. */
+static int
+proto_fill_event(json_t *obj, struct event *ev, char *err, size_t errlen)
+{
+	const char	*key, *name, *id;
+	json_t		*v, *data;
+	double		 d;
+
+	memset(ev, 0, sizeof *ev);
+	json_object_foreach(obj, key, v) {
+		if (strcmp(key, "op") && strcmp(key, "event") &&
+		    strcmp(key, "data") && strcmp(key, "id") &&
+		    strcmp(key, "delay") && strcmp(key, "at")) {
+			snprintf(err, errlen, "unknown field '%.64s' (an event "
+			    "has event, data, id, delay or at)", key);
+			return -1;
+		}
+	}
+	if ((name = json_string_value(json_object_get(obj, "event"))) == NULL) {
+		snprintf(err, errlen, "'event' must be a string");
+		return -1;
+	}
+	if (!util_valid_event_name(name)) {
+		snprintf(err, errlen, "event name must be 1-%d characters of "
+		    "A-Z a-z 0-9 . _ : -", EVENT_NAME_MAX);
+		return -1;
+	}
+	if ((v = json_object_get(obj, "id")) != NULL) {
+		id = json_string_value(v);
+		if (id == NULL || json_string_length(v) == 0 ||
+		    json_string_length(v) > ID_MAX ||
+		    strpbrk(id, " \t\r\n") != NULL) {
+			snprintf(err, errlen, "'id' must be a string of 1-%d "
+			    "characters without blanks", ID_MAX);
+			return -1;
+		}
+		ev->id = xstrdup(id);
+	}
+	if (json_object_get(obj, "delay") && json_object_get(obj, "at")) {
+		snprintf(err, errlen, "give 'delay' or 'at', not both");
+		goto fail;
+	}
+	if ((v = json_object_get(obj, "delay")) != NULL) {
+		d = json_number_value(v);
+		if (!json_is_number(v) || d < 0 || d > DELAY_MAX_S) {
+			snprintf(err, errlen, "'delay' must be seconds from 0 "
+			    "to one year");
+			goto fail;
+		}
+		ev->delay_ms = (int64_t)llround(d * 1000);
+	}
+	if ((v = json_object_get(obj, "at")) != NULL) {
+		d = json_number_value(v);
+		if (!json_is_number(v) || d < 0 || d > 1e11) {
+			snprintf(err, errlen, "'at' must be a Unix time in "
+			    "seconds");
+			goto fail;
+		}
+		ev->at_ms = (int64_t)llround(d * 1000);
+	}
+	data = json_object_get(obj, "data");
+	if (data == NULL)
+		ev->data = xstrdup("{}");
+	else if ((ev->data = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY))
+	    == NULL)
+		fatalx("proto: json_dumps failed");
+	ev->name = xstrdup(name);
+	return 0;
+fail:
+	proto_event_clear(ev);
+	return -1;
+}
+
+/* Parse a JSON object from buf; NULL with err set when it is not one. */
+static json_t *
+proto_load(const char *buf, size_t len, char *err, size_t errlen)
+{
+	json_t		*obj;
+	json_error_t	 jerr;
+
+	obj = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (obj == NULL) {
+		snprintf(err, errlen, "invalid JSON at column %d: %s",
+		    jerr.column, jerr.text);
+		return NULL;
+	}
+	if (!json_is_object(obj)) {
+		snprintf(err, errlen, "a request must be a JSON object");
+		json_decref(obj);
+		return NULL;
+	}
+	return obj;
+}
+
+/*
+ * Parse one request line (without its newline).  Returns 0, or -1 with err
+ * holding a message for the client.
+ */
+int
+proto_parse(const char *line, size_t len, struct request *req, char *err,
+    size_t errlen)
+{
+	json_t		*obj, *opv;
+	const char	*op = "emit";
+	int		 rc = -1;
+
+	memset(req, 0, sizeof *req);
+	if ((obj = proto_load(line, len, err, errlen)) == NULL)
+		return -1;
+	if ((opv = json_object_get(obj, "op")) != NULL &&
+	    (op = json_string_value(opv)) == NULL) {
+		snprintf(err, errlen, "'op' must be a string");
+		goto out;
+	}
+	if (strcmp(op, "emit") == 0) {
+		req->op = OP_EMIT;
+		rc = proto_fill_event(obj, &req->ev, err, errlen);
+	} else if (strcmp(op, "ping") == 0) {
+		req->op = OP_PING;
+		rc = 0;
+	} else
+		snprintf(err, errlen, "unknown op '%.64s' (try emit or ping)",
+		    op);
+out:
+	json_decref(obj);
+	return rc;
+}
+
+/* Parse a bare event envelope (a pub/sub message). */
+int
+proto_parse_event(const char *buf, size_t len, struct event *ev, char *err,
+    size_t errlen)
+{
+	json_t		*obj, *op;
+	int		 rc;
+
+	memset(ev, 0, sizeof *ev);
+	if ((obj = proto_load(buf, len, err, errlen)) == NULL)
+		return -1;
+	op = json_object_get(obj, "op");
+	if (op != NULL && (!json_is_string(op) ||
+	    strcmp(json_string_value(op), "emit") != 0)) {
+		snprintf(err, errlen, "only emit is accepted here");
+		json_decref(obj);
+		return -1;
+	}
+	rc = proto_fill_event(obj, ev, err, errlen);
+	json_decref(obj);
+	return rc;
+}
+
+/* Free what an event holds. */
+void
+proto_event_clear(struct event *ev)
+{
+	free(ev->name);
+	free(ev->data);
+	free(ev->id);
+	memset(ev, 0, sizeof *ev);
+}
+
+/* An error reply line, newline included; *len gets its length. */
+char *
+proto_error(const char *code, const char *msg, size_t *len)
+{
+	json_t	*o;
+	char	*s, *line;
+
+	o = json_pack("{s:b, s:s, s:s}", "ok", 0, "code", code, "error", msg);
+	if (o == NULL || (s = json_dumps(o, JSON_COMPACT)) == NULL)
+		fatalx("proto: cannot build a reply");
+	json_decref(o);
+	*len = (size_t)xasprintf(&line, "%s\n", s);
+	free(s);
+	return line;
+}

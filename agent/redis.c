@@ -1,0 +1,636 @@
+/*
+ * redis.c: the connections to Redis.  hiredis 0.14 has no reconnect and no
+ * command timeout, so this module owns both: each connection goes
+ * DOWN -> CONNECTING -> READY, a new context for every attempt, with
+ * capped exponential backoff plus jitter between attempts, and a watchdog
+ * that drops a connection whose replies stop coming (a blackholed Redis
+ * must never hang the agent).  On every connect it authenticates, selects
+ * the database, names itself, and loads the scripts or re-subscribes.
+ * Scripts run with EVALSHA and fall back to EVAL on NOSCRIPT.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ev.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libev.h>
+
+#include "dispatchd.h"
+
+#define BACKOFF_MIN_MS		100
+#define BACKOFF_MAX_MS		5000
+#define CONNECT_TIMEOUT_MS	5000
+#define COMMAND_TIMEOUT_MS	10000
+#define WATCHDOG_PERIOD		1.0
+
+enum rstate {
+	RS_DOWN,
+	RS_CONNECTING,
+	RS_READY,
+};
+
+/* One logical connection and its current hiredis context. */
+struct rconn {
+	const char		*role;		/* "cmd" or "sub", for logs */
+	redisAsyncContext	*ac;
+	enum rstate		 state;
+	unsigned		 gen;		/* bumped per context */
+	int			 setup_left;	/* setup replies awaited */
+	int			 setup_failed;
+	int			 was_ready;	/* logged "connected" */
+	int			 backoff_ms;
+	int			 pending;	/* replies awaited */
+	int64_t			 progress_ms;	/* last reply or connect */
+	char			 sha[SCRIPT_COUNT][41];
+	redis_state_cb		 on_state;
+	char			**channels;	/* subscriber only */
+	size_t			 n_channels;
+	redis_msg_cb		 on_message;
+	ev_timer		 retry;
+	ev_timer		 watchdog;
+};
+
+/* One command in flight; for scripts, a copy of argv for the EVAL retry. */
+struct rreq {
+	struct rconn	*rc;
+	unsigned	 gen;
+	redis_cb	 cb;
+	void		*arg;
+	int		 script;	/* enum script_id, or -1 */
+	int		 argc;
+	char		**argv;
+	size_t		*lens;
+};
+
+static char	*redis_unix;		/* unix socket path, or NULL */
+static char	*redis_host;
+static int	 redis_port = 6379;
+static int	 redis_db;
+static char	*redis_password;
+static char	*redis_agent;		/* client name prefix */
+
+struct rconn	*rcmd;
+struct rconn	*rsub;
+
+static void	 redis_connect(struct rconn *);
+static void	 redis_schedule(struct rconn *);
+static void	 redis_went_down(struct rconn *, const char *);
+
+/* Read the whole password file, without its trailing newline. */
+static int
+redis_read_password(const char *path, char *err, size_t errlen)
+{
+	FILE	*fp;
+	char	 buf[1024];
+	size_t	 n;
+
+	if ((fp = fopen(path, "re")) == NULL) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	n = fread(buf, 1, sizeof buf - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (buf[0] == '\0') {
+		snprintf(err, errlen, "%s: the password file is empty", path);
+		return -1;
+	}
+	redis_password = xstrdup(buf);
+	memset(buf, 0, sizeof buf);
+	return 0;
+}
+
+/*
+ * Take the address from the config: "unix:/path", "/path", "host:port",
+ * "[v6]:port" or "redis://host:port/db".
+ */
+int
+redis_setup(const struct config *c, char *err, size_t errlen)
+{
+	const char	*s = c->redis;
+	char		*host, *colon, *slash, *end;
+	long		 v;
+
+	redis_agent = c->name;
+	if (strncmp(s, "unix:", 5) == 0 || s[0] == '/') {
+		s += s[0] == '/' ? 0 : 5;
+		while (s[0] == '/' && s[1] == '/')
+			s++;
+		redis_unix = xstrdup(s);
+	} else {
+		if (strncmp(s, "redis://", 8) == 0)
+			s += 8;
+		host = xstrdup(s);
+		if ((slash = strchr(host, '/')) != NULL) {
+			*slash++ = '\0';
+			if (*slash != '\0' &&
+			    util_parse_int(slash, 0, 1000, &v) == -1) {
+				snprintf(err, errlen, "%s: [agent] redis: bad "
+				    "database number '%s'", c->path, slash);
+				free(host);
+				return -1;
+			}
+			redis_db = *slash ? (int)v : 0;
+		}
+		if (host[0] == '[' && (end = strchr(host, ']')) != NULL) {
+			*end = '\0';
+			colon = end[1] == ':' ? end + 1 : NULL;
+			memmove(host, host + 1, strlen(host + 1) + 1);
+		} else
+			colon = strrchr(host, ':');
+		if (colon != NULL) {
+			*colon++ = '\0';
+			if (util_parse_int(colon, 1, 65535, &v) == -1) {
+				snprintf(err, errlen, "%s: [agent] redis: bad "
+				    "port '%s'", c->path, colon);
+				free(host);
+				return -1;
+			}
+			redis_port = (int)v;
+		}
+		if (host[0] == '\0') {
+			snprintf(err, errlen, "%s: [agent] redis: no host in "
+			    "'%s'", c->path, c->redis);
+			free(host);
+			return -1;
+		}
+		redis_host = host;
+	}
+	if (c->password_file != NULL && c->password_file[0] != '\0')
+		return redis_read_password(c->password_file, err, errlen);
+	return 0;
+}
+
+/* The address, for log lines. */
+static const char *
+redis_where(void)
+{
+	static char	buf[300];
+
+	if (redis_unix != NULL)
+		return redis_unix;
+	snprintf(buf, sizeof buf, "%s:%d", redis_host, redis_port);
+	return buf;
+}
+
+/* The reconnect timer fired. */
+static void
+redis_on_retry(EV_P_ ev_timer *w, int revents)
+{
+	struct rconn	*rc = (struct rconn *)((char *)w -
+	    offsetof(struct rconn, retry));
+
+	redis_connect(rc);
+}
+
+/*
+ * Watchdog: a connection that does not complete its connect, or has
+ * replies outstanding with no progress, is dropped and reconnected.
+ */
+static void
+redis_on_watchdog(EV_P_ ev_timer *w, int revents)
+{
+	struct rconn	*rc = (struct rconn *)((char *)w -
+	    offsetof(struct rconn, watchdog));
+	int64_t		 idle = util_mono_ms() - rc->progress_ms;
+
+	if (rc->ac == NULL)
+		return;
+	if ((rc->state == RS_CONNECTING && idle > CONNECT_TIMEOUT_MS) ||
+	    (rc->pending > 0 && idle > COMMAND_TIMEOUT_MS)) {
+		log_warnx("redis %s: no answer from %s for %lld ms, "
+		    "reconnecting", rc->role, redis_where(), (long long)idle);
+		redis_went_down(rc, NULL);
+	}
+}
+
+/* Create the logical connection and start connecting. */
+struct rconn *
+redis_open(const char *role, redis_state_cb on_state)
+{
+	struct rconn	*rc;
+
+	rc = xcalloc(1, sizeof *rc);
+	rc->role = role;
+	rc->on_state = on_state;
+	rc->backoff_ms = BACKOFF_MIN_MS;
+	ev_init(&rc->retry, redis_on_retry);
+	ev_timer_init(&rc->watchdog, redis_on_watchdog, WATCHDOG_PERIOD,
+	    WATCHDOG_PERIOD);
+	ev_timer_start(EV_DEFAULT_ &rc->watchdog);
+	ev_unref(EV_DEFAULT);
+	/* connect from the loop, once the caller has finished setting up */
+	ev_timer_set(&rc->retry, 0., 0.);
+	ev_timer_start(EV_DEFAULT_ &rc->retry);
+	return rc;
+}
+
+/* Make rc a subscriber to channels, now and after every reconnect. */
+void
+redis_subscribe(struct rconn *rc, char **channels, size_t n,
+    redis_msg_cb on_message)
+{
+	rc->channels = channels;
+	rc->n_channels = n;
+	rc->on_message = on_message;
+}
+
+/* Is the connection ready for commands? */
+int
+redis_ready(const struct rconn *rc)
+{
+	return rc != NULL && rc->state == RS_READY;
+}
+
+/* Free a request record. */
+static void
+redis_free_req(struct rreq *q)
+{
+	int	i;
+
+	for (i = 0; i < q->argc; i++)
+		free(q->argv[i]);
+	free(q->argv);
+	free(q->lens);
+	free(q);
+}
+
+/*
+ * The one reply callback: count progress, retry a script as EVAL once on
+ * NOSCRIPT (nothing ran), then hand the reply, or NULL when the
+ * connection went away with the outcome unknown, to the caller.
+ */
+static void
+redis_on_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct rreq	*q = priv;
+	struct rconn	*rc = q->rc;
+	redisReply	*reply = r;
+
+	if (q->gen == rc->gen) {
+		rc->pending--;
+		rc->progress_ms = util_mono_ms();
+	}
+	if (reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+	    q->script >= 0 && strncmp(reply->str, "NOSCRIPT", 8) == 0 &&
+	    q->gen == rc->gen && rc->ac != NULL) {
+		log_notice("redis: script %s not loaded, sending it again",
+		    scripts[q->script].name);
+		free(q->argv[0]);
+		free(q->argv[1]);
+		q->argv[0] = xstrdup("EVAL");
+		q->argv[1] = xstrdup(scripts[q->script].body);
+		q->lens[0] = 4;
+		q->lens[1] = strlen(q->argv[1]);
+		q->script = -1;
+		if (redisAsyncCommandArgv(rc->ac, redis_on_reply, q, q->argc,
+		    (const char **)q->argv, q->lens) == REDIS_OK) {
+			rc->pending++;
+			return;
+		}
+		reply = NULL;
+	}
+	q->cb(reply, q->arg);
+	redis_free_req(q);
+}
+
+/* Send argv; the callback always runs once unless this returns -1. */
+static int
+redis_send(struct rconn *rc, struct rreq *q, int argc, const char **argv,
+    const size_t *lens)
+{
+	if (rc->ac == NULL)
+		return -1;
+	q->rc = rc;
+	q->gen = rc->gen;
+	if (redisAsyncCommandArgv(rc->ac, redis_on_reply, q, argc, argv,
+	    lens) != REDIS_OK)
+		return -1;
+	if (rc->pending++ == 0)
+		rc->progress_ms = util_mono_ms();
+	return 0;
+}
+
+/* Run a command; -1 (and no callback) when the connection is not ready. */
+int
+redis_command(struct rconn *rc, redis_cb cb, void *arg, int argc,
+    const char **argv, const size_t *lens)
+{
+	struct rreq	*q;
+
+	if (!redis_ready(rc))
+		return -1;
+	q = xcalloc(1, sizeof *q);
+	q->cb = cb;
+	q->arg = arg;
+	q->script = -1;
+	if (redis_send(rc, q, argc, argv, lens) == -1) {
+		free(q);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Run a script with nkeys keys among argc arguments; -1 (and no callback)
+ * when the connection is not ready.
+ */
+int
+redis_script(struct rconn *rc, enum script_id id, redis_cb cb, void *arg,
+    int nkeys, int argc, const char **argv, const size_t *lens)
+{
+	struct rreq	*q;
+	char		 nk[16];
+	int		 i;
+
+	if (!redis_ready(rc))
+		return -1;
+	q = xcalloc(1, sizeof *q);
+	q->cb = cb;
+	q->arg = arg;
+	q->script = id;
+	q->argc = argc + 3;
+	q->argv = xcalloc((size_t)q->argc, sizeof *q->argv);
+	q->lens = xcalloc((size_t)q->argc, sizeof *q->lens);
+	snprintf(nk, sizeof nk, "%d", nkeys);
+	q->argv[0] = xstrdup("EVALSHA");
+	q->argv[1] = xstrdup(rc->sha[id]);
+	q->argv[2] = xstrdup(nk);
+	for (i = 0; i < 3; i++)
+		q->lens[i] = strlen(q->argv[i]);
+	for (i = 0; i < argc; i++) {
+		q->lens[i + 3] = lens ? lens[i] : strlen(argv[i]);
+		q->argv[i + 3] = xmalloc(q->lens[i + 3] + 1);
+		memcpy(q->argv[i + 3], argv[i], q->lens[i + 3]);
+		q->argv[i + 3][q->lens[i + 3]] = '\0';
+	}
+	if (redis_send(rc, q, q->argc, (const char **)q->argv, q->lens) == -1) {
+		redis_free_req(q);
+		return -1;
+	}
+	return 0;
+}
+
+/* A setup reply (AUTH, SELECT, SCRIPT LOAD, ...) arrived. */
+static void
+redis_on_setup(const struct redisReply *reply, void *arg)
+{
+	struct rconn	*rc = arg;
+
+	if (rc->state != RS_CONNECTING)
+		return;
+	if (reply == NULL)
+		return;		/* the disconnect path handles it */
+	if (reply->type == REDIS_REPLY_ERROR) {
+		log_errx("redis %s: %s: setup failed: %s", rc->role,
+		    redis_where(), reply->str);
+		rc->setup_failed = 1;
+	}
+	if (--rc->setup_left > 0)
+		return;
+	if (rc->setup_failed) {
+		redis_went_down(rc, NULL);
+		return;
+	}
+	rc->state = RS_READY;
+	rc->backoff_ms = BACKOFF_MIN_MS;
+	log_info("redis %s: connected to %s", rc->role, redis_where());
+	rc->was_ready = 1;
+	if (rc->on_state != NULL)
+		rc->on_state(1);
+}
+
+/* A SCRIPT LOAD reply: keep the sha, then count it as a setup reply. */
+static void
+redis_on_script_loaded(const struct redisReply *reply, void *arg)
+{
+	struct rreq_sha { struct rconn *rc; int id; } *s = arg;
+
+	if (reply != NULL && reply->type == REDIS_REPLY_STRING &&
+	    reply->len == 40)
+		memcpy(s->rc->sha[s->id], reply->str, 41);
+	redis_on_setup(reply, s->rc);
+	free(s);
+}
+
+/* Deliver pub/sub messages; the setup counts the subscribe replies. */
+static void
+redis_on_sub(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct rconn	*rc = priv;
+	redisReply	*reply = r;
+
+	if (reply == NULL || rc->ac != ac)
+		return;
+	rc->progress_ms = util_mono_ms();
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
+		return;
+	if (strcmp(reply->element[0]->str, "subscribe") == 0) {
+		if (rc->state == RS_CONNECTING)
+			redis_on_setup(reply, rc);
+		return;
+	}
+	if (strcmp(reply->element[0]->str, "message") == 0 &&
+	    reply->element[2]->type == REDIS_REPLY_STRING)
+		rc->on_message(reply->element[1]->str, reply->element[2]->str,
+		    reply->element[2]->len);
+}
+
+/* Queue one setup command with a plain setup callback. */
+static void
+redis_setup_cmd(struct rconn *rc, redis_cb cb, void *arg, int argc,
+    const char **argv)
+{
+	struct rreq	*q;
+
+	q = xcalloc(1, sizeof *q);
+	q->cb = cb;
+	q->arg = arg;
+	q->script = -1;
+	if (redis_send(rc, q, argc, argv, NULL) == -1) {
+		free(q);
+		return;
+	}
+	rc->setup_left++;
+}
+
+/* Connected (or not): in 0.14 a failed connect never calls onDisconnect. */
+static void
+redis_on_connect(const redisAsyncContext *ac, int status)
+{
+	struct rconn	*rc = ac->data;
+
+	if (rc == NULL || rc->ac != ac)
+		return;
+	if (status != REDIS_OK) {
+		/* hiredis frees the context when this returns */
+		rc->ac = NULL;
+		redis_went_down(rc, ac->errstr);
+		return;
+	}
+	rc->progress_ms = util_mono_ms();
+	if (redis_unix == NULL)
+		redisEnableKeepAlive((redisContext *)&ac->c);
+}
+
+/* The connection closed: by the server, an error, or our own free. */
+static void
+redis_on_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct rconn	*rc = ac->data;
+
+	if (rc == NULL || rc->ac != ac)
+		return;
+	rc->ac = NULL;
+	redis_went_down(rc, status == REDIS_OK ? NULL : ac->errstr);
+}
+
+/*
+ * Leave the current context behind: free it if we still hold it (its
+ * pending callbacks then get NULL), tell the owner, schedule a retry.
+ */
+static void
+redis_went_down(struct rconn *rc, const char *why)
+{
+	redisAsyncContext	*ac = rc->ac;
+	int			 was = rc->state == RS_READY;
+
+	rc->state = RS_DOWN;
+	rc->gen++;
+	rc->pending = 0;
+	rc->ac = NULL;
+	if (ac != NULL) {
+		ac->data = NULL;
+		redisAsyncFree(ac);
+	}
+	if (was || rc->was_ready) {
+		log_warnx("redis %s: lost %s%s%s", rc->role, redis_where(),
+		    why ? ": " : "", why ? why : "");
+		rc->was_ready = 0;
+	} else
+		log_debug("redis %s: cannot connect to %s%s%s", rc->role,
+		    redis_where(), why ? ": " : "", why ? why : "");
+	if (was && rc->on_state != NULL)
+		rc->on_state(0);
+	redis_schedule(rc);
+}
+
+/* Arm the reconnect timer: capped exponential backoff with jitter. */
+static void
+redis_schedule(struct rconn *rc)
+{
+	double	delay;
+
+	delay = rc->backoff_ms * (0.5 + util_random01()) / 1000.0;
+	rc->backoff_ms *= 2;
+	if (rc->backoff_ms > BACKOFF_MAX_MS)
+		rc->backoff_ms = BACKOFF_MAX_MS;
+	ev_timer_stop(EV_DEFAULT_ &rc->retry);
+	ev_timer_set(&rc->retry, delay, 0.);
+	ev_timer_start(EV_DEFAULT_ &rc->retry);
+}
+
+/* Open a new context and queue the setup commands behind the connect. */
+static void
+redis_connect(struct rconn *rc)
+{
+	redisAsyncContext	*ac;
+	const char		*argv[4];
+	char			*name, db[16];
+	size_t			 i;
+	int			 id;
+
+	if (redis_unix != NULL)
+		ac = redisAsyncConnectUnix(redis_unix);
+	else
+		ac = redisAsyncConnect(redis_host, redis_port);
+	if (ac == NULL)
+		fatalx("redis: out of memory");
+	if (ac->err) {
+		log_debug("redis %s: cannot connect to %s: %s", rc->role,
+		    redis_where(), ac->errstr);
+		redisAsyncFree(ac);
+		redis_schedule(rc);
+		return;
+	}
+	/* hiredis before 1.4 leaves its socket inheritable */
+	util_set_cloexec(ac->c.fd);
+	rc->ac = ac;
+	rc->gen++;
+	rc->state = RS_CONNECTING;
+	rc->setup_left = 0;
+	rc->setup_failed = 0;
+	rc->pending = 0;
+	rc->progress_ms = util_mono_ms();
+	ac->data = rc;
+	redisLibevAttach(EV_DEFAULT_ ac);
+	redisAsyncSetConnectCallback(ac, redis_on_connect);
+	redisAsyncSetDisconnectCallback(ac, redis_on_disconnect);
+
+	if (redis_password != NULL) {
+		argv[0] = "AUTH";
+		argv[1] = redis_password;
+		redis_setup_cmd(rc, redis_on_setup, rc, 2, argv);
+	}
+	if (redis_db != 0) {
+		snprintf(db, sizeof db, "%d", redis_db);
+		argv[0] = "SELECT";
+		argv[1] = db;
+		redis_setup_cmd(rc, redis_on_setup, rc, 2, argv);
+	}
+	xasprintf(&name, "dispatchd:%s:%s", redis_agent, rc->role);
+	for (i = 0; name[i] != '\0'; i++)
+		if (name[i] == ' ')
+			name[i] = '_';
+	argv[0] = "CLIENT";
+	argv[1] = "SETNAME";
+	argv[2] = name;
+	redis_setup_cmd(rc, redis_on_setup, rc, 3, argv);
+	free(name);
+	if (rc->channels != NULL) {
+		for (i = 0; i < rc->n_channels; i++) {
+			argv[0] = "SUBSCRIBE";
+			argv[1] = rc->channels[i];
+			if (redisAsyncCommand(ac, redis_on_sub, rc,
+			    "SUBSCRIBE %s", rc->channels[i]) == REDIS_OK)
+				rc->setup_left++;
+		}
+		return;
+	}
+	for (id = 0; id < SCRIPT_COUNT; id++) {
+		struct rreq_sha { struct rconn *rc; int id; } *s;
+
+		s = xmalloc(sizeof *s);
+		s->rc = rc;
+		s->id = id;
+		argv[0] = "SCRIPT";
+		argv[1] = "LOAD";
+		argv[2] = scripts[id].body;
+		redis_setup_cmd(rc, redis_on_script_loaded, s, 3, argv);
+	}
+}
+
+/* Close for good (at exit). */
+void
+redis_close(struct rconn *rc)
+{
+	redisAsyncContext	*ac = rc->ac;
+
+	ev_timer_stop(EV_DEFAULT_ &rc->retry);
+	ev_ref(EV_DEFAULT);
+	ev_timer_stop(EV_DEFAULT_ &rc->watchdog);
+	rc->on_state = NULL;
+	rc->state = RS_DOWN;
+	rc->ac = NULL;
+	if (ac != NULL) {
+		ac->data = NULL;
+		redisAsyncFree(ac);
+	}
+	free(rc);
+}

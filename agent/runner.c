@@ -1,0 +1,443 @@
+/*
+ * runner.c: run one handler process and report how it ended.
+ *
+ * The child gets its own session (so the whole process group can be
+ * signalled), the job JSON on stdin from a memfd (no writer to block, and a
+ * handler that never reads stdin is fine), pipes for stdout and stderr, a
+ * clean environment and no inherited descriptors.  Output is kept up to a
+ * cap per stream and the rest is read and counted, so a chatty handler never
+ * blocks on a full pipe.  On timeout the group gets SIGTERM, then SIGKILL
+ * after the grace.  The run is over when the handler has been reaped and
+ * its pipes are closed; a grandchild that holds the pipes open gets a short
+ * drain and is then killed with the rest of the group.
+ *
+ * This module knows nothing of Redis or JSON.
+ */
+#include "config.h"
+
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "dispatchd.h"
+
+#define DRAIN_AFTER_EXIT	1.0	/* seconds to wait for pipe EOF */
+#define READ_CHUNK		65536
+
+/* One captured stream. */
+struct capture {
+	struct run	*run;
+	int		 fd;
+	char		*buf;
+	size_t		 len;
+	size_t		 cap;
+	uint64_t	 total;
+	ev_io		 io;
+};
+
+/* One running handler. */
+struct run {
+	pid_t		 pid;		/* also the process group */
+	int		 status_fd;	/* child's setup error report */
+	int		 reaped;
+	int		 wstatus;
+	int		 timed_out;
+	int		 stopped;
+	int64_t		 started_ms;
+	int64_t		 started_mono;
+	int64_t		 ended_mono;
+	int64_t		 kill_grace_ms;
+	struct capture	 out;
+	struct capture	 err;
+	ev_child	 child;
+	ev_timer	 timeout;
+	ev_timer	 grace;
+	ev_timer	 drain;
+	run_done_cb	 done;
+	void		*arg;
+};
+
+/* What the child writes to the status pipe when set-up fails. */
+struct setup_report {
+	int	stage;			/* 1 chdir, 2 exec */
+	int	error;
+};
+
+static void	 runner_finish(struct run *);
+
+/* Report a set-up failure to the parent and exit 75 (tempfail). */
+static void __attribute__((noreturn))
+runner_child_fail(int stage)
+{
+	struct setup_report	r = { stage, errno };
+	ssize_t			n;
+
+	n = write(3, &r, sizeof r);
+	(void)n;
+	_exit(EXIT_TEMPFAIL);
+}
+
+/*
+ * In the child, between fork and exec: only async-signal-safe calls.
+ * The order matters: own session first, then the descriptors, then the
+ * signal state (ignored signals and the mask survive execve), then exec.
+ */
+static void __attribute__((noreturn))
+runner_child(const struct run_spec *spec, int in_fd, int out_fd, int err_fd,
+    int status_fd, pid_t parent)
+{
+	struct sigaction	sa;
+	sigset_t		none;
+	int			sig;
+
+	setsid();
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(EXIT_TEMPFAIL);
+	/* move the status pipe out of the way of 0-2 before the dup2s */
+	if (status_fd < 3) {
+		status_fd = fcntl(status_fd, F_DUPFD_CLOEXEC, 3);
+		if (status_fd == -1)
+			_exit(EXIT_TEMPFAIL);
+	}
+	if (dup2(in_fd, 0) == -1 || dup2(out_fd, 1) == -1 ||
+	    dup2(err_fd, 2) == -1)
+		_exit(EXIT_TEMPFAIL);
+	if (status_fd != 3 && (dup2(status_fd, 3) == -1 ||
+	    fcntl(3, F_SETFD, FD_CLOEXEC) == -1))
+		_exit(EXIT_TEMPFAIL);
+#ifdef HAVE_CLOSEFROM
+	closefrom(4);
+#else
+	for (sig = 4; sig < 1024; sig++)
+		close(sig);
+#endif
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = SIG_DFL;
+	for (sig = 1; sig < NSIG; sig++)
+		sigaction(sig, &sa, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (chdir(spec->workdir) == -1)
+		runner_child_fail(1);
+	execve(spec->argv[0], spec->argv, spec->envp);
+	runner_child_fail(2);
+}
+
+/* Read what a stream has; keep up to the cap, count and drop the rest. */
+static int
+runner_read(struct capture *c)
+{
+	char	scratch[READ_CHUNK];
+	ssize_t	n;
+	size_t	room;
+
+	for (;;) {
+		room = c->cap - c->len;
+		if (room > 0) {
+			if (c->buf == NULL)
+				c->buf = xmalloc(c->cap);
+			n = read(c->fd, c->buf + c->len, room);
+		} else
+			n = read(c->fd, scratch, sizeof scratch);
+		if (n > 0) {
+			if (room > 0)
+				c->len += (size_t)n;
+			c->total += (uint64_t)n;
+			continue;
+		}
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && errno == EAGAIN)
+			return 0;
+		return -1;	/* EOF or error: the stream is done */
+	}
+}
+
+/* Stop watching a stream and close it. */
+static void
+runner_close_capture(struct capture *c)
+{
+	if (c->fd == -1)
+		return;
+	ev_io_stop(EV_DEFAULT_ &c->io);
+	close(c->fd);
+	c->fd = -1;
+}
+
+/* Output arrived on stdout or stderr. */
+static void
+runner_on_output(EV_P_ ev_io *w, int revents)
+{
+	struct capture	*c = w->data;
+	struct run	*r = c->run;
+
+	if (runner_read(c) == 0)
+		return;
+	runner_close_capture(c);
+	if (r->reaped && r->out.fd == -1 && r->err.fd == -1)
+		runner_finish(r);
+}
+
+/* Signal the handler's whole process group. */
+static void
+runner_signal(struct run *r, int sig)
+{
+	if (kill(-r->pid, sig) == -1 && errno != ESRCH)
+		log_warn("runner: kill %d to group %d", sig, (int)r->pid);
+}
+
+/* The grace after SIGTERM is over. */
+static void
+runner_on_grace(EV_P_ ev_timer *w, int revents)
+{
+	struct run	*r = w->data;
+
+	runner_signal(r, SIGKILL);
+}
+
+/* Begin the end: SIGTERM the group now, SIGKILL after the grace. */
+static void
+runner_terminate(struct run *r)
+{
+	if (r->reaped || ev_is_active(&r->grace))
+		return;
+	runner_signal(r, SIGTERM);
+	ev_timer_set(&r->grace, (double)r->kill_grace_ms / 1000.0, 0.);
+	ev_timer_start(EV_DEFAULT_ &r->grace);
+}
+
+/* The handler ran out of time. */
+static void
+runner_on_timeout(EV_P_ ev_timer *w, int revents)
+{
+	struct run	*r = w->data;
+
+	r->timed_out = 1;
+	runner_terminate(r);
+}
+
+/* Something left in the group still holds the pipes: kill it, finish. */
+static void
+runner_on_drain(EV_P_ ev_timer *w, int revents)
+{
+	struct run	*r = w->data;
+
+	runner_signal(r, SIGKILL);
+	if (r->out.fd != -1)
+		runner_read(&r->out);
+	if (r->err.fd != -1)
+		runner_read(&r->err);
+	runner_close_capture(&r->out);
+	runner_close_capture(&r->err);
+	runner_finish(r);
+}
+
+/* The handler process was reaped. */
+static void
+runner_on_child(EV_P_ ev_child *w, int revents)
+{
+	struct run	*r = w->data;
+
+	ev_child_stop(EV_A_ w);
+	r->reaped = 1;
+	r->wstatus = w->rstatus;
+	r->ended_mono = util_mono_ms();
+	ev_timer_stop(EV_A_ &r->timeout);
+	ev_timer_stop(EV_A_ &r->grace);
+	if (r->out.fd == -1 && r->err.fd == -1) {
+		runner_finish(r);
+		return;
+	}
+	ev_timer_set(&r->drain, DRAIN_AFTER_EXIT, 0.);
+	ev_timer_start(EV_A_ &r->drain);
+}
+
+/*
+ * Report and free.  Whatever the handler left in its process group is
+ * killed: a job's processes do not outlive the job.
+ */
+static void
+runner_finish(struct run *r)
+{
+	struct run_result	 res;
+	struct setup_report	 rep;
+	ssize_t			 n;
+
+	ev_timer_stop(EV_DEFAULT_ &r->drain);
+	runner_signal(r, SIGKILL);
+	memset(&res, 0, sizeof res);
+	n = read(r->status_fd, &rep, sizeof rep);
+	close(r->status_fd);
+	if (n == (ssize_t)sizeof rep) {
+		res.setup_errno = rep.error;
+		res.setup_stage = rep.stage == 1 ? "chdir" : "exec";
+	}
+	if (WIFEXITED(r->wstatus)) {
+		res.exited = 1;
+		res.code = WEXITSTATUS(r->wstatus);
+	} else if (WIFSIGNALED(r->wstatus)) {
+		res.signaled = 1;
+		res.signo = WTERMSIG(r->wstatus);
+	}
+	res.timed_out = r->timed_out;
+	res.stopped = r->stopped;
+	res.started_ms = r->started_ms;
+	res.duration_ms = r->ended_mono - r->started_mono;
+	res.out = r->out.buf;
+	res.out_len = r->out.len;
+	res.err = r->err.buf;
+	res.err_len = r->err.len;
+	res.output_bytes = r->out.total + r->err.total;
+	res.truncated = r->out.total > r->out.len ||
+	    r->err.total > r->err.len;
+	r->done(&res, r->arg);
+	free(r->out.buf);
+	free(r->err.buf);
+	free(r);
+}
+
+/* Set up one capture on the read end of a pipe. */
+static void
+runner_watch(struct run *r, struct capture *c, int fd, size_t cap)
+{
+	c->run = r;
+	c->fd = fd;
+	c->cap = cap;
+	util_set_nonblock(fd);
+	ev_io_init(&c->io, runner_on_output, fd, EV_READ);
+	c->io.data = c;
+	ev_io_start(EV_DEFAULT_ &c->io);
+}
+
+/* Put the input in an anonymous file positioned at its start. */
+static int
+runner_input(const char *input, size_t len)
+{
+	int	fd;
+	ssize_t	n;
+
+	if ((fd = memfd_create("dispatchd-job", MFD_CLOEXEC)) == -1)
+		return -1;
+	while (len > 0) {
+		if ((n = write(fd, input, len)) == -1) {
+			if (errno == EINTR)
+				continue;
+			close(fd);
+			return -1;
+		}
+		input += n;
+		len -= (size_t)n;
+	}
+	if (lseek(fd, 0, SEEK_SET) == -1) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * Start a handler.  done is called once when it is over, with a result
+ * whose buffers live only for that call.  NULL with err on failure to
+ * start (no descriptors, no processes).
+ */
+struct run *
+runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
+    char *err, size_t errlen)
+{
+	struct run	*r;
+	int		 in_fd, out[2] = { -1, -1 }, errp[2] = { -1, -1 };
+	int		 st[2] = { -1, -1 }, saved;
+	sigset_t	 all, old;
+	pid_t		 pid, parent = getpid();
+
+	if ((in_fd = runner_input(spec->input, spec->input_len)) == -1) {
+		snprintf(err, errlen, "memfd: %s", strerror(errno));
+		return NULL;
+	}
+	if (pipe2(out, O_CLOEXEC) == -1 || pipe2(errp, O_CLOEXEC) == -1 ||
+	    pipe2(st, O_CLOEXEC) == -1) {
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		goto fail;
+	}
+	/* no signal handler of the agent may run in the child */
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
+	pid = fork();
+	if (pid == 0)
+		runner_child(spec, in_fd, out[1], errp[1], st[1], parent);
+	saved = errno;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (pid == -1) {
+		snprintf(err, errlen, "fork: %s", strerror(saved));
+		goto fail;
+	}
+	close(in_fd);
+	close(out[1]);
+	close(errp[1]);
+	close(st[1]);
+	util_set_nonblock(st[0]);
+
+	r = xcalloc(1, sizeof *r);
+	r->pid = pid;
+	r->status_fd = st[0];
+	r->started_ms = util_wall_ms();
+	r->started_mono = util_mono_ms();
+	r->kill_grace_ms = spec->kill_grace_ms;
+	r->done = done;
+	r->arg = arg;
+	runner_watch(r, &r->out, out[0], spec->output_max);
+	runner_watch(r, &r->err, errp[0], spec->output_max);
+	ev_child_init(&r->child, runner_on_child, pid, 0);
+	r->child.data = r;
+	ev_child_start(EV_DEFAULT_ &r->child);
+	ev_timer_init(&r->timeout, runner_on_timeout,
+	    (double)spec->timeout_ms / 1000.0, 0.);
+	r->timeout.data = r;
+	ev_timer_start(EV_DEFAULT_ &r->timeout);
+	ev_init(&r->grace, runner_on_grace);
+	r->grace.data = r;
+	ev_init(&r->drain, runner_on_drain);
+	r->drain.data = r;
+	return r;
+fail:
+	close(in_fd);
+	if (out[0] != -1) {
+		close(out[0]);
+		close(out[1]);
+	}
+	if (errp[0] != -1) {
+		close(errp[0]);
+		close(errp[1]);
+	}
+	if (st[0] != -1) {
+		close(st[0]);
+		close(st[1]);
+	}
+	return NULL;
+}
+
+/* Stop a handler early (lost lease, drain): SIGTERM, grace, SIGKILL. */
+void
+runner_stop(struct run *r)
+{
+	r->stopped = 1;
+	runner_terminate(r);
+}
+
+/* The handler's process id (and process group). */
+int
+runner_pid(const struct run *r)
+{
+	return (int)r->pid;
+}

@@ -1,0 +1,249 @@
+/*
+ * scripts.c: the Lua scripts that make every change of a job's state one
+ * atomic step in Redis.  Every key shares the "{namespace}:" hash tag, so
+ * keys built inside a script from ARGV's prefix stay on one Cluster node.
+ * Time always comes from Redis TIME, so agents' clocks may disagree.
+ * Each script checks everything before its first write: Lua in Redis is
+ * atomic but not transactional.
+ */
+#include "config.h"
+
+#include "dispatchd.h"
+
+#define NOW \
+	"local t = redis.call('TIME')\n" \
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+/*
+ * enqueue: fan one event out to its handlers, once per event id.
+ * KEYS: seen:<eid>, delayed.
+ * ARGV: P eid dedup_ms at_ms event data notify_channel, then per job:
+ *   jid handler delay_ms max_attempts timeout_ms.
+ * Returns {1, "jid handler ..."} or, for a repeated id, {0, first jobs}.
+ */
+static const char script_enqueue[] = NOW
+"local P = ARGV[1]\n"
+"local prev = redis.call('GET', KEYS[1])\n"
+"if prev then return {0, prev} end\n"
+"local n = (#ARGV - 7) / 5\n"
+"for i = 0, n - 1 do\n"
+"  if redis.call('EXISTS', P .. 'job:' .. ARGV[8 + i * 5]) == 1 then\n"
+"    return redis.error_reply('ERR enqueue: job id already exists') end\n"
+"end\n"
+"local base, at = now, tonumber(ARGV[4])\n"
+"if at > now then base = at end\n"
+"local list, ready, delayed = {}, 0, 0\n"
+"for i = 0, n - 1 do\n"
+"  local o = 8 + i * 5\n"
+"  local jid, h = ARGV[o], ARGV[o + 1]\n"
+"  local due = base + tonumber(ARGV[o + 2])\n"
+"  local state = 'ready'\n"
+"  if due > now then state = 'delayed' end\n"
+"  redis.call('HSET', P .. 'job:' .. jid, 'id', jid, 'event_id', ARGV[2],\n"
+"    'event', ARGV[5], 'handler', h, 'data', ARGV[6], 'state', state,\n"
+"    'attempt', 0, 'failures', 0, 'max_attempts', ARGV[o + 3],\n"
+"    'timeout_ms', ARGV[o + 4], 'created_ms', now, 'due_ms', due)\n"
+"  if state == 'delayed' then\n"
+"    redis.call('ZADD', KEYS[2], due, jid); delayed = delayed + 1\n"
+"  else\n"
+"    redis.call('LPUSH', P .. 'ready:' .. h, jid); ready = ready + 1\n"
+"  end\n"
+"  list[#list + 1] = jid .. ' ' .. h\n"
+"end\n"
+"local joined = table.concat(list, ' ')\n"
+"redis.call('SET', KEYS[1], joined, 'PX', ARGV[3])\n"
+"if ARGV[7] ~= '' then\n"
+"  if ready > 0 then redis.call('PUBLISH', ARGV[7], 'r') end\n"
+"  if delayed > 0 then redis.call('PUBLISH', ARGV[7], 'd') end\n"
+"end\n"
+"return {1, joined}\n";
+
+/*
+ * promote: move due delayed jobs to their ready lists.
+ * KEYS: delayed.  ARGV: P limit notify_channel.
+ * Returns {moved, next_due_ms or -1, now_ms}.
+ */
+static const char script_promote[] = NOW
+"local P = ARGV[1]\n"
+"local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0,\n"
+"  tonumber(ARGV[2]))\n"
+"local moved = 0\n"
+"for _, jid in ipairs(due) do\n"
+"  redis.call('ZREM', KEYS[1], jid)\n"
+"  local jk = P .. 'job:' .. jid\n"
+"  local h = redis.call('HGET', jk, 'handler')\n"
+"  if h then\n"
+"    redis.call('HSET', jk, 'state', 'ready')\n"
+"    redis.call('LPUSH', P .. 'ready:' .. h, jid)\n"
+"    moved = moved + 1\n"
+"  end\n"
+"end\n"
+"if moved > 0 and ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], 'r') end\n"
+"local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+"local nextdue = -1\n"
+"if nxt[2] then nextdue = tonumber(nxt[2]) end\n"
+"return {moved, nextdue, now}\n";
+
+/*
+ * fetch: take the next ready job of the first handler that has one, bump
+ * its attempt (the fencing token) and register a lease.
+ * KEYS: leases, agent:<name>:running.  ARGV: P agent lease_ms handler...
+ * Returns {jid, handler, attempt, data, max_attempts, event, event_id,
+ * created_ms, now_ms} or nil.
+ */
+static const char script_fetch[] = NOW
+"local P = ARGV[1]\n"
+"for i = 4, #ARGV do\n"
+"  local h = ARGV[i]\n"
+"  while true do\n"
+"    local jid = redis.call('RPOP', P .. 'ready:' .. h)\n"
+"    if not jid then break end\n"
+"    local jk = P .. 'job:' .. jid\n"
+"    if redis.call('HGET', jk, 'state') == 'ready' then\n"
+"      local attempt = redis.call('HINCRBY', jk, 'attempt', 1)\n"
+"      local lease = now + tonumber(ARGV[3])\n"
+"      redis.call('HSET', jk, 'state', 'running', 'owner', ARGV[2],\n"
+"        'lease_ms', lease, 'started_ms', now)\n"
+"      redis.call('ZADD', KEYS[1], lease, jid)\n"
+"      redis.call('SADD', KEYS[2], jid)\n"
+"      local f = redis.call('HMGET', jk, 'data', 'max_attempts', 'event',\n"
+"        'event_id', 'created_ms')\n"
+"      return {jid, h, attempt, f[1], f[2], f[3], f[4], f[5], now}\n"
+"    end\n"
+"  end\n"
+"end\n"
+"return false\n";
+
+/*
+ * extend: heartbeat and lease renewal for the jobs this agent runs.
+ * KEYS: leases, agent:<name>, agents.
+ * ARGV: P agent lease_ms heartbeat_ttl_ms, then pairs jid attempt.
+ * Returns the jids whose lease this agent no longer holds.
+ */
+static const char script_extend[] = NOW
+"local P = ARGV[1]\n"
+"redis.call('SET', KEYS[2], now, 'PX', ARGV[4])\n"
+"redis.call('ZADD', KEYS[3], now, ARGV[2])\n"
+"local lost, lease = {}, now + tonumber(ARGV[3])\n"
+"for i = 5, #ARGV, 2 do\n"
+"  local jid, att = ARGV[i], ARGV[i + 1]\n"
+"  local jk = P .. 'job:' .. jid\n"
+"  local f = redis.call('HMGET', jk, 'owner', 'attempt', 'state')\n"
+"  if f[1] == ARGV[2] and f[2] == att and f[3] == 'running' then\n"
+"    redis.call('ZADD', KEYS[1], 'XX', lease, jid)\n"
+"    redis.call('HSET', jk, 'lease_ms', lease)\n"
+"  else lost[#lost + 1] = jid end\n"
+"end\n"
+"return lost\n";
+
+/*
+ * finish: record one attempt's outcome in the results stream, then mark
+ * the job done, retry it after a backoff, send it to dead, or release it.
+ * A finish from an agent that no longer holds the lease is 'stale' and
+ * changes nothing but the stream.
+ * KEYS: job:<jid> leases agent:<name>:running delayed dead results
+ *   ready:<handler>.
+ * ARGV: jid agent attempt outcome(ok|fail|fatal|release) backoff_ms
+ *   results_max dead_ttl_s, then result fields as name value pairs.
+ * Returns {outcome, stream_id}.
+ */
+static const char script_finish[] = NOW
+"local jid, agent, att, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+"redis.call('SREM', KEYS[3], jid)\n"
+"local f = redis.call('HMGET', KEYS[1], 'owner', 'attempt', 'state',\n"
+"  'failures', 'max_attempts', 'event', 'handler', 'event_id')\n"
+"local status\n"
+"if not (f[1] == agent and f[2] == att and f[3] == 'running') then\n"
+"  status = 'stale'\n"
+"else\n"
+"  redis.call('ZREM', KEYS[2], jid)\n"
+"  if outcome == 'ok' then status = 'done'\n"
+"  elseif outcome == 'release' then status = 'released'\n"
+"  else\n"
+"    local failures = tonumber(f[4]) + 1\n"
+"    redis.call('HSET', KEYS[1], 'failures', failures)\n"
+"    if outcome == 'fatal' or failures >= tonumber(f[5]) then\n"
+"      status = 'dead' else status = 'retry' end\n"
+"  end\n"
+"end\n"
+"local fields = {'job', jid, 'event', f[6] or '', 'event_id', f[8] or '',\n"
+"  'handler', f[7] or '', 'attempt', att, 'outcome', status, 'agent', agent}\n"
+"for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end\n"
+"local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6], '*',\n"
+"  unpack(fields))\n"
+"if status == 'done' then\n"
+"  redis.call('DEL', KEYS[1])\n"
+"elseif status == 'released' then\n"
+"  redis.call('HSET', KEYS[1], 'state', 'ready', 'owner', '')\n"
+"  redis.call('RPUSH', KEYS[7], jid)\n"
+"elseif status == 'retry' then\n"
+"  local due = now + tonumber(ARGV[5])\n"
+"  redis.call('HSET', KEYS[1], 'state', 'delayed', 'owner', '', 'due_ms', due)\n"
+"  redis.call('ZADD', KEYS[4], due, jid)\n"
+"elseif status == 'dead' then\n"
+"  redis.call('HSET', KEYS[1], 'state', 'dead', 'owner', '', 'died_ms', now)\n"
+"  redis.call('ZADD', KEYS[5], now, jid)\n"
+"  if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[7]) end\n"
+"end\n"
+"return {status, id}\n";
+
+/*
+ * recover: jobs whose lease expired (their agent died or lost Redis) are
+ * retried with a failure counted, or sent to dead after max_attempts; the
+ * count is what stops a job that kills its agent from looping forever.
+ * One agent at a time runs it: the lock key.
+ * KEYS: leases delayed dead results lock:recover.
+ * ARGV: P lock_ms limit grace_ms backoff_base_ms backoff_cap_ms
+ *   results_max dead_ttl_s notify_channel.
+ * Returns the number of jobs recovered, or -1 when another agent holds
+ * the lock.
+ */
+static const char script_recover[] = NOW
+"local P = ARGV[1]\n"
+"if not redis.call('SET', KEYS[5], now, 'NX', 'PX', ARGV[2]) then\n"
+"  return -1 end\n"
+"local exp = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf',\n"
+"  now - tonumber(ARGV[4]), 'LIMIT', 0, tonumber(ARGV[3]))\n"
+"local n = 0\n"
+"for _, jid in ipairs(exp) do\n"
+"  redis.call('ZREM', KEYS[1], jid)\n"
+"  local jk = P .. 'job:' .. jid\n"
+"  local f = redis.call('HMGET', jk, 'owner', 'attempt', 'state',\n"
+"    'failures', 'max_attempts', 'event', 'handler', 'event_id')\n"
+"  if f[3] == 'running' then\n"
+"    if f[1] and f[1] ~= '' then\n"
+"      redis.call('SREM', P .. 'agent:' .. f[1] .. ':running', jid) end\n"
+"    local failures, status = tonumber(f[4]) + 1, 'retry'\n"
+"    redis.call('HSET', jk, 'failures', failures, 'owner', '',\n"
+"      'last_error', 'lease expired')\n"
+"    if failures >= tonumber(f[5]) then\n"
+"      status = 'dead'\n"
+"      redis.call('HSET', jk, 'state', 'dead', 'died_ms', now)\n"
+"      redis.call('ZADD', KEYS[3], now, jid)\n"
+"      if tonumber(ARGV[8]) > 0 then redis.call('EXPIRE', jk, ARGV[8]) end\n"
+"    else\n"
+"      local b = math.min(tonumber(ARGV[6]),\n"
+"        tonumber(ARGV[5]) * 2 ^ (failures - 1))\n"
+"      redis.call('HSET', jk, 'state', 'delayed', 'due_ms', now + b)\n"
+"      redis.call('ZADD', KEYS[2], now + b, jid)\n"
+"    end\n"
+"    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'job', jid,\n"
+"      'event', f[6] or '', 'event_id', f[8] or '', 'handler', f[7] or '',\n"
+"      'attempt', f[2] or '', 'outcome', status, 'agent', f[1] or '',\n"
+"      'exit', '', 'signal', '', 'timed_out', '0', 'started_ms', '',\n"
+"      'duration_ms', '', 'stdout', '', 'stderr', '', 'output_bytes', '0',\n"
+"      'truncated', '0', 'host', '', 'error', 'lease expired')\n"
+"    n = n + 1\n"
+"  end\n"
+"end\n"
+"if n > 0 and ARGV[9] ~= '' then redis.call('PUBLISH', ARGV[9], 'd') end\n"
+"return n\n";
+
+const struct script scripts[SCRIPT_COUNT] = {
+	[SCRIPT_ENQUEUE] = { "enqueue", script_enqueue },
+	[SCRIPT_PROMOTE] = { "promote", script_promote },
+	[SCRIPT_FETCH] = { "fetch", script_fetch },
+	[SCRIPT_EXTEND] = { "extend", script_extend },
+	[SCRIPT_FINISH] = { "finish", script_finish },
+	[SCRIPT_RECOVER] = { "recover", script_recover },
+};

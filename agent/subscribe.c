@@ -1,0 +1,89 @@
+/*
+ * subscribe.c: the pub/sub side.  The events channel is an ingress like
+ * the socket, with nobody to answer: a bad message is logged and counted,
+ * never fatal.  The notify channel carries wake-up hints from enqueues and
+ * promotions: "r" means a job is ready, "d" that a delayed one was added.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dispatchd.h"
+
+static char	*channels[2];
+static size_t	 n_channels;
+static char	*notify;
+
+/* An event from pub/sub was queued, or not. */
+static void
+subscribe_on_enqueued(int ok, const char *line, size_t len, void *arg)
+{
+	if (!ok)
+		log_warnx("pub/sub event not queued: %.*s", (int)len - 1, line);
+}
+
+/* Print at most 80 bytes of untrusted text, escaped, for a log line. */
+static void
+subscribe_escape(char *out, size_t outlen, const char *in, size_t len)
+{
+	size_t	i, o = 0;
+
+	for (i = 0; i < len && o + 5 < outlen; i++) {
+		unsigned char	ch = (unsigned char)in[i];
+
+		if (ch >= 0x20 && ch < 0x7f && ch != '\\')
+			out[o++] = (char)ch;
+		else
+			o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", ch);
+		if (i == 80) {
+			snprintf(out + o, outlen - o, "...");
+			return;
+		}
+	}
+	out[o] = '\0';
+}
+
+/* A message arrived on one of our channels. */
+static void
+subscribe_on_message(const char *channel, const char *msg, size_t len)
+{
+	struct event	ev;
+	char		err[300], shown[400];
+
+	if (strcmp(channel, notify) == 0) {
+		if (len == 1 && msg[0] == 'd')
+			promote_kick();
+		else
+			dispatch_kick();
+		return;
+	}
+	if (len > cfg->max_message) {
+		counters.pubsub_bad++;
+		log_warnx("pub/sub %s: message of %zu bytes is over "
+		    "max_message; dropped", channel, len);
+		return;
+	}
+	if (proto_parse_event(msg, len, &ev, err, sizeof err) == -1) {
+		counters.pubsub_bad++;
+		subscribe_escape(shown, sizeof shown, msg, len);
+		log_warnx("pub/sub %s: bad event (%s): %s", channel, err,
+		    shown);
+		return;
+	}
+	enqueue_event(&ev, subscribe_on_enqueued, NULL);
+	proto_event_clear(&ev);
+}
+
+/* Open the subscriber connection: hints always, events unless turned off. */
+void
+subscribe_start(void)
+{
+	xasprintf(&notify, "%snotify", cfg->prefix);
+	channels[n_channels++] = notify;
+	if (cfg->subscribe[0] != '\0')
+		channels[n_channels++] = cfg->subscribe;
+	rsub = redis_open("sub", NULL);
+	redis_subscribe(rsub, channels, n_channels, subscribe_on_message);
+}

@@ -1,0 +1,383 @@
+/*
+ * util.c: small pure helpers: strict parsing of durations, sizes and
+ * numbers, word splitting for exec lines, clocks, random ids, backoff,
+ * UTF-8 cleaning, name validation, fd flags and exit classification.
+ */
+#include "config.h"
+
+#include <sys/random.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dispatchd.h"
+
+/* Parse "250ms", "30s", "15m", "2h", "1d" or bare seconds into ms. */
+int
+util_parse_duration(const char *s, int64_t *ms)
+{
+	char		*end;
+	double		 v, mult;
+
+	if (s == NULL || *s == '\0' || isspace((unsigned char)*s) || *s == '-')
+		return -1;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || end == s || !isfinite(v) || v < 0)
+		return -1;
+	if (*end == '\0' || strcmp(end, "s") == 0)
+		mult = 1000;
+	else if (strcmp(end, "ms") == 0)
+		mult = 1;
+	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
+		mult = 60 * 1000;
+	else if (strcmp(end, "h") == 0)
+		mult = 3600 * 1000;
+	else if (strcmp(end, "d") == 0)
+		mult = 86400 * 1000;
+	else
+		return -1;
+	v *= mult;
+	if (v > (double)INT64_MAX / 2)
+		return -1;
+	*ms = (int64_t)llround(v);
+	return 0;
+}
+
+/* Parse "512", "64k", "1m", "1g" (powers of 1024) into bytes. */
+int
+util_parse_size(const char *s, size_t *bytes)
+{
+	char			*end;
+	unsigned long long	 v, mult = 1;
+
+	if (s == NULL || !isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	switch (tolower((unsigned char)*end)) {
+	case '\0':
+		break;
+	case 'k':
+		mult = 1024;
+		break;
+	case 'm':
+		mult = 1024 * 1024;
+		break;
+	case 'g':
+		mult = 1024 * 1024 * 1024;
+		break;
+	default:
+		return -1;
+	}
+	if (*end != '\0') {
+		end++;
+		if (tolower((unsigned char)*end) == 'b' ||
+		    tolower((unsigned char)*end) == 'i')
+			end++;
+		if (tolower((unsigned char)*end) == 'b')
+			end++;
+		if (*end != '\0')
+			return -1;
+	}
+	if (v > SIZE_MAX / mult)
+		return -1;
+	*bytes = (size_t)(v * mult);
+	return 0;
+}
+
+/* Parse a whole decimal (or 0-prefixed octal) number within [min, max]. */
+int
+util_parse_int(const char *s, long min, long max, long *out)
+{
+	char	*end;
+	long	 v;
+
+	if (s == NULL || *s == '\0' || isspace((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtol(s, &end, 0);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/*
+ * Split an exec line into words: blanks separate, single quotes keep
+ * everything literally, double quotes keep all but \" and \\, a backslash
+ * outside quotes escapes the next character.  No expansion of any kind.
+ */
+int
+util_split_words(const char *s, char ***out, const char **why)
+{
+	char	**words = NULL, *w;
+	size_t	  n = 0, len;
+	char	  quote;
+	int	  inword;
+
+	w = xmalloc(strlen(s) + 1);
+	for (;;) {
+		while (*s == ' ' || *s == '\t')
+			s++;
+		if (*s == '\0')
+			break;
+		len = 0;
+		quote = 0;
+		inword = 1;
+		while (inword && *s != '\0') {
+			if (quote == '\'') {
+				if (*s == '\'')
+					quote = 0;
+				else
+					w[len++] = *s;
+			} else if (quote == '"') {
+				if (*s == '"')
+					quote = 0;
+				else if (*s == '\\' && (s[1] == '"' ||
+				    s[1] == '\\'))
+					w[len++] = *++s;
+				else
+					w[len++] = *s;
+			} else if (*s == ' ' || *s == '\t')
+				inword = 0;
+			else if (*s == '\'' || *s == '"')
+				quote = *s;
+			else if (*s == '\\' && s[1] != '\0')
+				w[len++] = *++s;
+			else
+				w[len++] = *s;
+			if (inword)
+				s++;
+		}
+		if (quote) {
+			*why = "unterminated quote";
+			free(w);
+			util_free_words(words);
+			return -1;
+		}
+		words = xreallocarray(words, n + 2, sizeof *words);
+		words[n++] = xstrndup(w, len);
+		words[n] = NULL;
+	}
+	free(w);
+	if (n == 0) {
+		*why = "empty command";
+		return -1;
+	}
+	*out = words;
+	return 0;
+}
+
+/* Free a NULL-ended word array. */
+void
+util_free_words(char **words)
+{
+	size_t	i;
+
+	if (words == NULL)
+		return;
+	for (i = 0; words[i] != NULL; i++)
+		free(words[i]);
+	free(words);
+}
+
+/* Monotonic milliseconds, for timers and durations. */
+int64_t
+util_mono_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wall-clock Unix milliseconds, for what people read. */
+int64_t
+util_wall_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Fill buf with 2*nbytes hex digits of kernel randomness and a NUL. */
+void
+util_random_hex(char *buf, size_t nbytes)
+{
+	static const char	 hex[] = "0123456789abcdef";
+	unsigned char		 raw[64];
+	size_t			 i;
+
+	if (nbytes > sizeof raw)
+		nbytes = sizeof raw;
+	if (getrandom(raw, nbytes, 0) != (ssize_t)nbytes)
+		fatal("getrandom");
+	for (i = 0; i < nbytes; i++) {
+		buf[2 * i] = hex[raw[i] >> 4];
+		buf[2 * i + 1] = hex[raw[i] & 15];
+	}
+	buf[2 * nbytes] = '\0';
+}
+
+/* A uniform random number in [0, 1). */
+double
+util_random01(void)
+{
+	uint32_t	r;
+
+	if (getrandom(&r, sizeof r, 0) != sizeof r)
+		fatal("getrandom");
+	return r / 4294967296.0;
+}
+
+/*
+ * Backoff before attempt n+1 after n failures: base * 2^(n-1) capped, then
+ * scaled by a jitter factor in [0.5, 1.5) so retries of a burst spread out.
+ */
+int64_t
+util_backoff_ms(int64_t base, int64_t cap, int failures, double rand01)
+{
+	double	d = (double)base;
+	int	i;
+
+	for (i = 1; i < failures && d < (double)cap; i++)
+		d *= 2;
+	if (d > (double)cap)
+		d = (double)cap;
+	return (int64_t)(d * (0.5 + rand01));
+}
+
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 if invalid. */
+static size_t
+util_utf8_seq(const unsigned char *s, size_t left)
+{
+	size_t		n, i;
+	uint32_t	cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2, cp = s[0] & 0x1f;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3, cp = s[0] & 0x0f;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	if (n > left)
+		return 0;
+	for (i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+	    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+/*
+ * Copy bytes into valid UTF-8: each invalid byte and each NUL becomes
+ * U+FFFD, so binary output is stored safely and visibly.
+ */
+char *
+util_utf8_clean(const char *in, size_t len, size_t *outlen)
+{
+	const unsigned char	*s = (const unsigned char *)in;
+	char			*out, *o;
+	size_t			 i = 0, n;
+
+	o = out = xmalloc(len * 3 + 1);
+	while (i < len) {
+		n = s[i] == 0 ? 0 : util_utf8_seq(s + i, len - i);
+		if (n == 0) {
+			memcpy(o, "\xef\xbf\xbd", 3);
+			o += 3;
+			i++;
+			continue;
+		}
+		memcpy(o, s + i, n);
+		o += n;
+		i += n;
+	}
+	*o = '\0';
+	*outlen = (size_t)(o - out);
+	return out;
+}
+
+/* Event names: 1-200 characters of [A-Za-z0-9._:-]. */
+int
+util_valid_event_name(const char *s)
+{
+	size_t	n;
+
+	for (n = 0; s[n] != '\0'; n++)
+		if (!isalnum((unsigned char)s[n]) && strchr("._:-", s[n]) == NULL)
+			return 0;
+	return n >= 1 && n <= EVENT_NAME_MAX;
+}
+
+/* Handler names: 1-100 characters of [A-Za-z0-9._-]. */
+int
+util_valid_handler_name(const char *s)
+{
+	size_t	n;
+
+	for (n = 0; s[n] != '\0'; n++)
+		if (!isalnum((unsigned char)s[n]) && strchr("._-", s[n]) == NULL)
+			return 0;
+	return n >= 1 && n <= HANDLER_NAME_MAX;
+}
+
+/* Set FD_CLOEXEC. */
+int
+util_set_cloexec(int fd)
+{
+	int	flags;
+
+	if ((flags = fcntl(fd, F_GETFD)) == -1)
+		return -1;
+	return fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+}
+
+/* Set O_NONBLOCK. */
+int
+util_set_nonblock(int fd)
+{
+	int	flags;
+
+	if ((flags = fcntl(fd, F_GETFL)) == -1)
+		return -1;
+	return fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+/*
+ * The handler contract: exit 0 is done; 75 (EX_TEMPFAIL) retries; the other
+ * sysexits codes 64-78 are permanent; anything else, a signal or a timeout
+ * retries until the attempts run out.
+ */
+enum exit_class
+util_exit_class(int exited, int code, int signaled, int timed_out)
+{
+	if (timed_out || signaled || !exited)
+		return EXIT_CLASS_FAIL;
+	if (code == 0)
+		return EXIT_CLASS_OK;
+	if (code == EXIT_TEMPFAIL)
+		return EXIT_CLASS_FAIL;
+	if (code >= 64 && code <= 78)
+		return EXIT_CLASS_FATAL;
+	return EXIT_CLASS_FAIL;
+}
