@@ -529,7 +529,8 @@ struct config *
 config_load(const char *path, char *err, size_t errlen)
 {
 	struct config	*conf;
-	char		 host[256], *dir, *slash;
+	char		 host[256], *dir;
+	const char	*slash;
 
 	conf = xcalloc(1, sizeof *conf);
 	conf->path = xstrdup(path);
@@ -553,16 +554,10 @@ config_load(const char *path, char *err, size_t errlen)
 
 	if (config_parse_file(conf, path, err, errlen) == -1)
 		goto fail;
-	dir = xstrdup(path);
-	slash = strrchr(dir, '/');
-	if (slash == NULL) {
-		free(dir);
+	if ((slash = strrchr(path, '/')) == NULL)
 		dir = xstrdup("conf.d");
-	} else {
-		*slash = '\0';
-		free(dir);
+	else
 		xasprintf(&dir, "%.*s/conf.d", (int)(slash - path), path);
-	}
 	if (config_parse_dir(conf, dir, err, errlen) == -1) {
 		free(dir);
 		goto fail;

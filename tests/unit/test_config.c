@@ -1,4 +1,184 @@
+/*
+ * test_config.c: the configuration loader, each error path with its
+ * file:line, defaults, conf.d order and event matching.
+ */
 #include "config.h"
+
+#include <sys/stat.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "../../agent/dispatchd.h"
 #include "tap.h"
-int main(void){ok(1,"placeholder");return done();}
+
+static char	dir[64];
+static char	path[128];
+static char	err[1024];
+
+/* Write text to name inside the test directory. */
+static void
+put(const char *name, const char *text)
+{
+	char	p[256];
+	FILE	*fp;
+
+	snprintf(p, sizeof p, "%s/%s", dir, name);
+	if ((fp = fopen(p, "w")) == NULL)
+		abort();
+	fputs(text, fp);
+	fclose(fp);
+}
+
+/* Load the main file with text; NULL on error (err set). */
+static struct config *
+load(const char *text)
+{
+	put("d.conf", text);
+	return config_load(path, err, sizeof err);
+}
+
+/* Does loading text fail with an error that starts "d.conf:line:" and
+ * contains what? */
+static int
+fails(const char *text, int line, const char *what)
+{
+	struct config	*c;
+	char		 want[256];
+
+	if ((c = load(text)) != NULL) {
+		config_free(c);
+		return 0;
+	}
+	snprintf(want, sizeof want, "%s:%d: ", path, line);
+	if (strncmp(err, want, strlen(want)) != 0 || strstr(err, what) == NULL) {
+		printf("# got: %s\n", err);
+		return 0;
+	}
+	return 1;
+}
+
+int
+main(void)
+{
+	struct config	*c;
+	struct handler	*hs[8];
+	char		 prog[128], text[2048];
+
+	strcpy(dir, "/tmp/dispatchd-test-XXXXXX");
+	if (mkdtemp(dir) == NULL)
+		abort();
+	snprintf(path, sizeof path, "%s/d.conf", dir);
+	snprintf(prog, sizeof prog, "%s/h.sh", dir);
+	put("h.sh", "#!/bin/sh\nexit 0\n");
+	chmod(prog, 0755);
+
+	c = load("[agent]\nname = a1\n");
+	ok(c != NULL, "minimal config loads: %s", c ? "" : err);
+	ok(c && c->workers == 4 && c->lease_ms == 30000 &&
+	    c->output_max == 65536 && c->max_message == 1048576 &&
+	    c->results_max == 100000 && c->socket_mode == 0660 &&
+	    c->drain_ms == 30000, "defaults");
+	ok(c && strcmp(c->prefix, "{dispatchd}:") == 0 &&
+	    strcmp(c->subscribe, "{dispatchd}:events") == 0,
+	    "namespace gives the key prefix and channel");
+	config_free(c);
+
+	snprintf(text, sizeof text,
+	    "; comment\n[agent]\nnamespace = shop\nworkers = 2\nlease = 2s\n"
+	    "subscribe =\n\n"
+	    "[handler sms]\non = order.paid, user.*\nexec = %s --to \"a b\"\n"
+	    "timeout = 250ms\nattempts = 3\nbackoff = 1s..10s\ndelay = 2s\n"
+	    "concurrency = 9\nworkdir = /tmp\nenv = A=1\nenv = B=x=y\n", prog);
+	c = load(text);
+	ok(c != NULL, "full config loads: %s", c ? "" : err);
+	if (c != NULL) {
+		struct handler *h = config_handler(c, "sms");
+
+		ok(strcmp(c->prefix, "{shop}:") == 0 && c->subscribe[0] == '\0',
+		    "namespace and empty subscribe");
+		ok(h && h->n_on == 2 && strcmp(h->on[1], "user.*") == 0, "on list");
+		ok(h && strcmp(h->argv[2], "a b") == 0 && h->argv[3] == NULL,
+		    "exec split into words");
+		ok(h && h->timeout_ms == 250 && h->attempts == 3 &&
+		    h->backoff_base_ms == 1000 && h->backoff_cap_ms == 10000 &&
+		    h->delay_ms == 2000, "durations and numbers");
+		ok(h && h->concurrency == 2, "concurrency capped at workers");
+		ok(h && h->n_env == 2 && strcmp(h->env[1], "B=x=y") == 0,
+		    "env lines add up");
+		ok(config_match(c, "order.paid", hs, 8) == 1 &&
+		    config_match(c, "user.new", hs, 8) == 1 &&
+		    config_match(c, "order.refunded", hs, 8) == 0, "glob match");
+		config_free(c);
+	}
+
+	ok(fails("[agent]\nworkers = 0\n", 2, "workers"), "workers out of range");
+	ok(fails("[agent]\n\nlease = soon\n", 3, "lease"), "bad duration");
+	ok(fails("[agent]\noutput_max = lots\n", 2, "output_max"), "bad size");
+	ok(fails("[agent]\nsocket_mode = 660\n", 2, "octal"), "mode not octal");
+	ok(fails("[agent]\nlog_level = chatty\n", 2, "log_level"),
+	    "bad log level");
+	ok(fails("[agent]\nworkerz = 3\n", 2, "unknown key"), "unknown key");
+	ok(fails("[agent]\n[agnet]\nname = x\n", 2, "unknown section"),
+	    "unknown section");
+	ok(fails("[agent]\n[nothing]\n", 2, "unknown section"),
+	    "unknown empty section");
+	ok(fails("name = x\n", 1, "outside"), "key outside a section");
+	ok(fails("[handler a b]\n", 1, "handler"), "bad handler name");
+	ok(fails("[handler h]\non = x\nexec = /nonexistent/prog\n", 3,
+	    "No such file"), "missing program");
+	ok(fails("[handler h]\non = x\nexec = relative/prog\n", 3,
+	    "absolute"), "relative program");
+	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n"
+	    "timeout = 0\n", dir);
+	ok(fails(text, 3, "not a regular file"), "program is a directory");
+	put("noexec.sh", "#!/bin/sh\n");
+	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s/noexec.sh\n",
+	    dir);
+	ok(fails(text, 3, "not executable"), "program not executable");
+	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s 'open\n",
+	    prog);
+	ok(fails(text, 3, "quote"), "unterminated quote in exec");
+	ok(fails("[handler h]\non = a b!\n", 2, "event name"), "bad on");
+	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n"
+	    "backoff = 5s\n", prog);
+	ok(fails(text, 4, "BASE..CAP"), "bad backoff");
+	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n"
+	    "env = NOEQUALS\n", prog);
+	ok(fails(text, 4, "KEY=value"), "bad env");
+	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n"
+	    "env = DISPATCH_JOB_ID=1\n", prog);
+	ok(fails(text, 4, "DISPATCH_"), "env may not set DISPATCH_*");
+	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n"
+	    "workdir = /nonexistent\n", prog);
+	ok(fails(text, 4, "workdir"), "missing workdir");
+	ok(fails("[agent]\n\n[handler h]\non = x\n", 3, "exec"),
+	    "handler without exec names its section line");
+	ok(fails("[agent]\nthis line has no equals\n", 2, "syntax"),
+	    "syntax error");
+
+	/* conf.d: read in name order, later files override */
+	snprintf(text, sizeof text, "%s/conf.d", dir);
+	mkdir(text, 0755);
+	put("conf.d/20-b.conf", "[agent]\nworkers = 7\n");
+	put("conf.d/10-a.conf", "[agent]\nworkers = 3\nname = fromdir\n");
+	put("conf.d/ignored.txt", "[agent]\nworkers = 99\n");
+	c = load("[agent]\nworkers = 1\n");
+	ok(c && c->workers == 7 && strcmp(c->name, "fromdir") == 0,
+	    "conf.d files in name order override the main file");
+	config_free(c);
+	put("conf.d/30-bad.conf", "[agent]\nbogus = 1\n");
+	c = load("[agent]\n");
+	ok(c == NULL && strstr(err, "conf.d/30-bad.conf:2: ") != NULL,
+	    "an error in conf.d names that file: %s", err);
+
+	c = config_load("/nonexistent/d.conf", err, sizeof err);
+	ok(c == NULL && strstr(err, "No such file"), "missing config file");
+
+	snprintf(text, sizeof text, "rm -rf '%s'", dir);
+	if (system(text) != 0)
+		printf("# could not remove %s\n", dir);
+	return done();
+}
