@@ -195,6 +195,7 @@ static const char script_finish[] = NOW
  * KEYS: leases delayed dead results lock:recover.
  * ARGV: P lock_ms limit grace_ms backoff_base_ms backoff_cap_ms
  *   results_max dead_ttl_s notify_channel.
+ * Also forgets dead jobs older than dead_ttl_s (their hashes expire then).
  * Returns the number of jobs recovered, or -1 when another agent holds
  * the lock.
  */
@@ -237,6 +238,8 @@ static const char script_recover[] = NOW
 "  end\n"
 "end\n"
 "if n > 0 and ARGV[9] ~= '' then redis.call('PUBLISH', ARGV[9], 'd') end\n"
+"redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf',\n"
+"  now - tonumber(ARGV[8]) * 1000)\n"
 "return n\n";
 
 const struct script scripts[SCRIPT_COUNT] = {
