@@ -150,14 +150,15 @@ control_request(struct conn *c, const char *line, size_t len)
 	struct request	 req;
 	struct slot	*s;
 	char		 err[300];
+	int		 rc;
 
 	s = xcalloc(1, sizeof *s);
 	s->conn = c;
 	TAILQ_INSERT_TAIL(&c->slots, s, entry);
 	c->n_slots++;
-	if (proto_parse(line, len, &req, err, sizeof err) == -1) {
+	if ((rc = proto_parse(line, len, &req, err, sizeof err)) != 0) {
 		counters.rejected++;
-		control_error(s, "invalid", err);
+		control_error(s, rc == -2 ? "unknown_op" : "invalid", err);
 		return;
 	}
 	switch (req.op) {

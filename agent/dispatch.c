@@ -227,6 +227,8 @@ dispatch_on_finished(const struct redisReply *reply, void *arg)
 	if (strcmp(reply->element[0]->str, "stale") == 0)
 		log_warnx("job %s: finished after its lease was lost; "
 		    "recorded as stale", f->what);
+	else if (strcmp(reply->element[0]->str, "retry") == 0)
+		promote_kick();		/* re-arm for the retry's due time */
 	TAILQ_REMOVE(&unsent, f, entry);
 	dispatch_free_finish(f);
 	counters.jobs_finished++;

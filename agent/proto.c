@@ -114,8 +114,9 @@ proto_load(const char *buf, size_t len, char *err, size_t errlen)
 }
 
 /*
- * Parse one request line (without its newline).  Returns 0, or -1 with err
- * holding a message for the client.
+ * Parse one request line (without its newline).  Returns 0, or -1 for an
+ * invalid request or -2 for an unknown op, with err holding a message for
+ * the client.
  */
 int
 proto_parse(const char *line, size_t len, struct request *req, char *err,
@@ -139,9 +140,11 @@ proto_parse(const char *line, size_t len, struct request *req, char *err,
 	} else if (strcmp(op, "ping") == 0) {
 		req->op = OP_PING;
 		rc = 0;
-	} else
+	} else {
 		snprintf(err, errlen, "unknown op '%.64s' (try emit or ping)",
 		    op);
+		rc = -2;
+	}
 out:
 	json_decref(obj);
 	return rc;

@@ -9,15 +9,19 @@
 
 static int	tap_n, tap_failed;
 
+/* cond is evaluated once: it may have side effects. */
 #define ok(cond, ...) do {						\
+	int tap_ok = (cond) != 0;					\
+									\
 	tap_n++;							\
-	if (!(cond))							\
+	if (!tap_ok)							\
 		tap_failed++;						\
-	printf("%sok %d - ", (cond) ? "" : "not ", tap_n);		\
+	printf("%sok %d - ", tap_ok ? "" : "not ", tap_n);		\
 	printf(__VA_ARGS__);						\
 	printf("\n");							\
-	if (!(cond))							\
+	if (!tap_ok)							\
 		printf("#   failed at %s:%d\n", __FILE__, __LINE__);	\
+	fflush(stdout);							\
 } while (0)
 
 /* Print the plan; the exit status is non-zero if anything failed. */
