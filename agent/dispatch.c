@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -271,10 +272,18 @@ dispatch_log_outcome(const struct job *j, const struct run_result *res,
 		snprintf(how, sizeof how, "killed by signal %d", res->signo);
 	else
 		snprintf(how, sizeof how, "exit %d", res->code);
-	log_msg(strcmp(outcome, "ok") == 0 ? 6 : 5,
+	if (strcmp(outcome, "ok") == 0)
+		outcome = "done";
+	else if (strcmp(outcome, "fail") == 0)
+		outcome = "failed";
+	else if (strcmp(outcome, "fatal") == 0)
+		outcome = "failed permanently";
+	else
+		outcome = "stopped and put back";
+	log_msg(strcmp(outcome, "done") == 0 ? LOG_INFO : LOG_NOTICE,
 	    "job %s event %s handler %s attempt %ld: %s, %s, %lld ms", j->id,
-	    j->event, j->h->name, j->attempt, strcmp(outcome, "ok") == 0 ?
-	    "done" : outcome, how, (long long)res->duration_ms);
+	    j->event, j->h->name, j->attempt, outcome, how,
+	    (long long)res->duration_ms);
 }
 
 /* A run is over: free its slot and queue its finish. */
