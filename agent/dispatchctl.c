@@ -25,6 +25,9 @@
 
 static const char	*socket_path;
 static int		 json_output;
+static json_t		*emit_data;	/* live JSON, freed by ctl_exit */
+static json_t		*request;
+static json_t		*reply;
 
 /* Print usage and exit. */
 static void __attribute__((noreturn))
@@ -44,6 +47,16 @@ usage(int status)
 	exit(status);
 }
 
+/* Free what is live and exit. */
+static void __attribute__((noreturn))
+ctl_exit(int status)
+{
+	json_decref(emit_data);
+	json_decref(request);
+	json_decref(reply);
+	exit(status);
+}
+
 /* Print an error and exit with status. */
 static void __attribute__((noreturn, format(printf, 2, 3)))
 die(int status, const char *fmt, ...)
@@ -55,16 +68,15 @@ die(int status, const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
-	exit(status);
+	ctl_exit(status);
 }
 
-/* Send one request line and return the parsed reply object. */
-static json_t *
-ctl_call(json_t *req)
+/* Send the request line and read the reply object into reply. */
+static void
+ctl_call(void)
 {
 	struct sockaddr_un	 sun;
 	struct pollfd		 pfd;
-	json_t			*reply;
 	json_error_t		 jerr;
 	char			*line, *buf = NULL, *nl;
 	size_t			 len, have = 0, size = 0, off = 0;
@@ -81,7 +93,7 @@ ctl_call(json_t *req)
 	if (connect(fd, (struct sockaddr *)&sun, sizeof sun) == -1)
 		die(EXIT_UNAVAILABLE, "cannot reach the agent at %s: %s",
 		    socket_path, strerror(errno));
-	if ((line = json_dumps(req, JSON_COMPACT)) == NULL)
+	if ((line = json_dumps(request, JSON_COMPACT)) == NULL)
 		die(1, "cannot encode the request");
 	len = strlen(line);
 	line = xreallocarray(line, len + 2, 1);
@@ -124,12 +136,11 @@ ctl_call(json_t *req)
 	if (json_output)
 		printf("%.*s\n", (int)(nl - buf), buf);
 	free(buf);
-	return reply;
 }
 
 /* Exit 1 with the agent's error, if the reply is one. */
 static void
-ctl_check(json_t *reply)
+ctl_check(void)
 {
 	const char	*code, *msg;
 
@@ -140,7 +151,7 @@ ctl_check(json_t *reply)
 	if (!json_output)
 		fprintf(stderr, "dispatchctl: %s: %s\n", code ? code : "error",
 		    msg ? msg : "(no message)");
-	exit(1);
+	ctl_exit(1);
 }
 
 /* Read all of standard input. */
@@ -168,7 +179,7 @@ ctl_read_stdin(size_t *len)
 static int
 ctl_emit(int argc, char **argv)
 {
-	json_t		*req, *data = NULL, *reply, *jobs, *job, *v;
+	json_t		*jobs, *job, *v;
 	json_error_t	 jerr;
 	const char	*id = NULL, *delay = NULL, *event;
 	char		*end, *eq, *buf;
@@ -184,20 +195,20 @@ ctl_emit(int argc, char **argv)
 		    "A-Z a-z 0-9 . _ : -)", event, EVENT_NAME_MAX);
 	for (k = 2; k < argc; k++) {
 		if (strcmp(argv[k], "--data") == 0 && k + 1 < argc) {
-			if (data != NULL)
+			if (emit_data != NULL)
 				die(EXIT_USAGE, "--data cannot be combined "
 				    "with KEY=VALUE or given twice");
 			if (strcmp(argv[++k], "-") == 0) {
 				buf = ctl_read_stdin(&len);
-				data = json_loadb(buf, len, 0, &jerr);
+				emit_data = json_loadb(buf, len, 0, &jerr);
 				free(buf);
 			} else
-				data = json_loads(argv[k], JSON_DECODE_ANY,
+				emit_data = json_loads(argv[k], JSON_DECODE_ANY,
 				    &jerr);
-			if (data == NULL)
+			if (emit_data == NULL)
 				die(EXIT_USAGE, "--data: invalid JSON: %s",
 				    jerr.text);
-			if (!json_is_object(data))
+			if (!json_is_object(emit_data))
 				die(EXIT_USAGE, "--data: must be a JSON object");
 		} else if (strcmp(argv[k], "--id") == 0 && k + 1 < argc)
 			id = argv[++k];
@@ -209,8 +220,8 @@ ctl_emit(int argc, char **argv)
 				    "of seconds", delay);
 		} else if ((eq = strchr(argv[k], '=')) != NULL &&
 		    eq != argv[k] && argv[k][0] != '-') {
-			if (data == NULL)
-				data = json_object();
+			if (emit_data == NULL)
+				emit_data = json_object();
 			if (eq[-1] == ':') {
 				v = json_loads(eq + 1, JSON_DECODE_ANY, &jerr);
 				if (v == NULL)
@@ -224,21 +235,22 @@ ctl_emit(int argc, char **argv)
 					    argv[k]);
 				*eq = '\0';
 			}
-			json_object_set_new(data, argv[k], v);
+			json_object_set_new(emit_data, argv[k], v);
 		} else
 			die(EXIT_USAGE, "emit: unexpected '%s' (try KEY=VALUE, "
 			    "KEY:=JSON, --data, --id or --delay)", argv[k]);
 	}
-	req = json_pack("{s:s, s:s}", "op", "emit", "event", event);
-	if (data != NULL)
-		json_object_set_new(req, "data", data);
+	request = json_pack("{s:s, s:s}", "op", "emit", "event", event);
+	if (emit_data != NULL)
+		json_object_set_new(request, "data", emit_data);
+	emit_data = NULL;	/* the request owns it now */
 	if (id != NULL)
-		json_object_set_new(req, "id", json_string(id));
+		json_object_set_new(request, "id", json_string(id));
 	if (delay != NULL)
-		json_object_set_new(req, "delay", json_real(strtod(delay, NULL)));
-	reply = ctl_call(req);
-	json_decref(req);
-	ctl_check(reply);
+		json_object_set_new(request, "delay",
+		    json_real(strtod(delay, NULL)));
+	ctl_call();
+	ctl_check();
 	if (!json_output) {
 		printf("event %s%s\n",
 		    json_string_value(json_object_get(reply, "event_id")),
@@ -252,22 +264,18 @@ ctl_emit(int argc, char **argv)
 		if (json_array_size(jobs) == 0)
 			printf("no handler is configured for %s\n", event);
 	}
-	json_decref(reply);
-	return 0;
+	ctl_exit(0);
 }
 
 /* dispatchctl ping. */
 static int
 ctl_ping(int argc, char **argv)
 {
-	json_t	*req, *reply;
-
 	if (argc != 1)
 		usage(EXIT_USAGE);
-	req = json_pack("{s:s}", "op", "ping");
-	reply = ctl_call(req);
-	json_decref(req);
-	ctl_check(reply);
+	request = json_pack("{s:s}", "op", "ping");
+	ctl_call();
+	ctl_check();
 	if (!json_output)
 		printf("agent %s (dispatchd %s): redis %s, %lld of %lld "
 		    "workers busy\n",
@@ -279,8 +287,7 @@ ctl_ping(int argc, char **argv)
 		    "running")),
 		    (long long)json_integer_value(json_object_get(reply,
 		    "workers")));
-	json_decref(reply);
-	return 0;
+	ctl_exit(0);
 }
 
 /* Find the socket from the config file, quietly. */

@@ -160,7 +160,7 @@ enqueue_event(struct event *ev, enqueue_cb cb, void *arg)
 	pe->event_id = xstrdup(ev->id ? ev->id : eid);
 	pe->event = xstrdup(ev->name);
 
-	argc = 9 + 5 * n;
+	argc = 9 + 7 * n;
 	argv = xcalloc(argc, sizeof *argv);
 	own = xcalloc(argc, sizeof *own);
 	xasprintf(&own[0], "%sseen:%s", cfg->prefix, pe->event_id);
@@ -178,7 +178,7 @@ enqueue_event(struct event *ev, enqueue_cb cb, void *arg)
 	argv[7] = ev->data;
 	argv[8] = notify;
 	for (i = 0; i < n; i++) {
-		o = 9 + 5 * i;
+		o = 9 + 7 * i;
 		own[o] = xmalloc(2 * JOB_ID_BYTES + 1);
 		util_random_hex(own[o], JOB_ID_BYTES);
 		argv[o] = own[o];
@@ -190,6 +190,11 @@ enqueue_event(struct event *ev, enqueue_cb cb, void *arg)
 		argv[o + 3] = own[o + 3];
 		xasprintf(&own[o + 4], "%lld", (long long)hs[i]->timeout_ms);
 		argv[o + 4] = own[o + 4];
+		xasprintf(&own[o + 5], "%lld",
+		    (long long)hs[i]->backoff_base_ms);
+		argv[o + 5] = own[o + 5];
+		xasprintf(&own[o + 6], "%lld", (long long)hs[i]->backoff_cap_ms);
+		argv[o + 6] = own[o + 6];
 	}
 	if (redis_script(rcmd, SCRIPT_ENQUEUE, enqueue_on_reply, pe, 2,
 	    (int)argc, argv, NULL) == -1) {

@@ -18,23 +18,24 @@
  * enqueue: fan one event out to its handlers, once per event id.
  * KEYS: seen:<eid>, delayed.
  * ARGV: P eid dedup_ms at_ms event data notify_channel, then per job:
- *   jid handler delay_ms max_attempts timeout_ms.
+ *   jid handler delay_ms max_attempts timeout_ms backoff_ms backoff_cap_ms
+ *   (the backoff is kept so that lease recovery, on any agent, can use it).
  * Returns {1, "jid handler ..."} or, for a repeated id, {0, first jobs}.
  */
 static const char script_enqueue[] = NOW
 "local P = ARGV[1]\n"
 "local prev = redis.call('GET', KEYS[1])\n"
 "if prev then return {0, prev} end\n"
-"local n = (#ARGV - 7) / 5\n"
+"local n = (#ARGV - 7) / 7\n"
 "for i = 0, n - 1 do\n"
-"  if redis.call('EXISTS', P .. 'job:' .. ARGV[8 + i * 5]) == 1 then\n"
+"  if redis.call('EXISTS', P .. 'job:' .. ARGV[8 + i * 7]) == 1 then\n"
 "    return redis.error_reply('ERR enqueue: job id already exists') end\n"
 "end\n"
 "local base, at = now, tonumber(ARGV[4])\n"
 "if at > now then base = at end\n"
 "local list, ready, delayed = {}, 0, 0\n"
 "for i = 0, n - 1 do\n"
-"  local o = 8 + i * 5\n"
+"  local o = 8 + i * 7\n"
 "  local jid, h = ARGV[o], ARGV[o + 1]\n"
 "  local due = base + tonumber(ARGV[o + 2])\n"
 "  local state = 'ready'\n"
@@ -42,7 +43,8 @@ static const char script_enqueue[] = NOW
 "  redis.call('HSET', P .. 'job:' .. jid, 'id', jid, 'event_id', ARGV[2],\n"
 "    'event', ARGV[5], 'handler', h, 'data', ARGV[6], 'state', state,\n"
 "    'attempt', 0, 'failures', 0, 'max_attempts', ARGV[o + 3],\n"
-"    'timeout_ms', ARGV[o + 4], 'created_ms', now, 'due_ms', due)\n"
+"    'timeout_ms', ARGV[o + 4], 'backoff_ms', ARGV[o + 5],\n"
+"    'backoff_cap_ms', ARGV[o + 6], 'created_ms', now, 'due_ms', due)\n"
 "  if state == 'delayed' then\n"
 "    redis.call('ZADD', KEYS[2], due, jid); delayed = delayed + 1\n"
 "  else\n"
@@ -194,7 +196,8 @@ static const char script_finish[] = NOW
  * One agent at a time runs it: the lock key.
  * KEYS: leases delayed dead results lock:recover.
  * ARGV: P lock_ms limit grace_ms backoff_base_ms backoff_cap_ms
- *   results_max dead_ttl_s notify_channel.
+ *   results_max dead_ttl_s notify_channel; the backoff is a default for
+ *   jobs that carry none of their own.
  * Also forgets dead jobs older than dead_ttl_s (their hashes expire then).
  * Returns the number of jobs recovered, or -1 when another agent holds
  * the lock.
@@ -210,7 +213,8 @@ static const char script_recover[] = NOW
 "  redis.call('ZREM', KEYS[1], jid)\n"
 "  local jk = P .. 'job:' .. jid\n"
 "  local f = redis.call('HMGET', jk, 'owner', 'attempt', 'state',\n"
-"    'failures', 'max_attempts', 'event', 'handler', 'event_id')\n"
+"    'failures', 'max_attempts', 'event', 'handler', 'event_id',\n"
+"    'backoff_ms', 'backoff_cap_ms')\n"
 "  if f[3] == 'running' then\n"
 "    if f[1] and f[1] ~= '' then\n"
 "      redis.call('SREM', P .. 'agent:' .. f[1] .. ':running', jid) end\n"
@@ -223,8 +227,9 @@ static const char script_recover[] = NOW
 "      redis.call('ZADD', KEYS[3], now, jid)\n"
 "      if tonumber(ARGV[8]) > 0 then redis.call('EXPIRE', jk, ARGV[8]) end\n"
 "    else\n"
-"      local b = math.min(tonumber(ARGV[6]),\n"
-"        tonumber(ARGV[5]) * 2 ^ (failures - 1))\n"
+"      local base = tonumber(f[9] or ARGV[5]) or tonumber(ARGV[5])\n"
+"      local cap = tonumber(f[10] or ARGV[6]) or tonumber(ARGV[6])\n"
+"      local b = math.min(cap, base * 2 ^ (failures - 1))\n"
 "      redis.call('HSET', jk, 'state', 'delayed', 'due_ms', now + b)\n"
 "      redis.call('ZADD', KEYS[2], now + b, jid)\n"
 "    end\n"
