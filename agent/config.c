@@ -401,6 +401,7 @@ config_add_handler(struct config *conf, const char *name, const char *file,
 	if ((h = config_handler(conf, name)) != NULL)
 		return h;
 	h = xcalloc(1, sizeof *h);
+	h->refs = 1;
 	h->name = xstrdup(name);
 	h->file = xstrdup(file);
 	h->line = line;
@@ -571,12 +572,21 @@ fail:
 	return NULL;
 }
 
-/* Free a handler. */
-static void
-config_free_handler(struct handler *h)
+/* A running job keeps its handler's settings alive across a reload. */
+void
+config_handler_hold(struct handler *h)
+{
+	h->refs++;
+}
+
+/* Drop a reference; the last one frees the handler. */
+void
+config_handler_release(struct handler *h)
 {
 	size_t	i;
 
+	if (--h->refs > 0)
+		return;
 	for (i = 0; i < h->n_on; i++)
 		free(h->on[i]);
 	free(h->on);
@@ -598,7 +608,7 @@ config_free(struct config *conf)
 	if (conf == NULL)
 		return;
 	for (i = 0; i < conf->n_handlers; i++)
-		config_free_handler(conf->handlers[i]);
+		config_handler_release(conf->handlers[i]);
 	free(conf->handlers);
 	free(conf->path);
 	free(conf->name);
@@ -609,6 +619,49 @@ config_free(struct config *conf)
 	free(conf->socket);
 	free(conf->subscribe);
 	free(conf);
+}
+
+/*
+ * Carry over from the running configuration the keys that only a restart
+ * can change (the socket, the Redis address and identity, the channel),
+ * logging each one that differs.
+ */
+void
+config_keep_fixed(struct config *next, const struct config *now)
+{
+	struct {
+		const char	*key;
+		size_t		 off;
+	} fixed[] = {
+		{ "name", offsetof(struct config, name) },
+		{ "redis", offsetof(struct config, redis) },
+		{ "redis_password_file", offsetof(struct config, password_file) },
+		{ "namespace", offsetof(struct config, namespace) },
+		{ "socket", offsetof(struct config, socket) },
+		{ "subscribe", offsetof(struct config, subscribe) },
+		{ "prefix", offsetof(struct config, prefix) },
+	};
+	char		**a, *b;
+	size_t		  i;
+
+	for (i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+		a = (char **)((char *)next + fixed[i].off);
+		b = *(char *const *)((const char *)now + fixed[i].off);
+		if ((*a == NULL) != (b == NULL) ||
+		    (*a != NULL && strcmp(*a, b) != 0)) {
+			if (strcmp(fixed[i].key, "prefix") != 0)
+				log_warnx("reload: [agent] %s changes only "
+				    "with a restart; keeping '%s'",
+				    fixed[i].key, b ? b : "");
+			free(*a);
+			*a = b ? xstrdup(b) : NULL;
+		}
+	}
+	if (next->socket_mode != now->socket_mode) {
+		log_warnx("reload: [agent] socket_mode changes only with a "
+		    "restart");
+		next->socket_mode = now->socket_mode;
+	}
 }
 
 /* Collect up to max handlers whose 'on' matches event; returns the count. */

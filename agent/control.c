@@ -44,6 +44,7 @@ struct conn {
 	ev_io		 wio;
 	char		*rbuf;
 	size_t		 rlen;
+	size_t		 rsize;
 	char		*wbuf;
 	size_t		 wlen;
 	size_t		 woff;
@@ -218,10 +219,15 @@ control_on_read(EV_P_ ev_io *w, int revents)
 {
 	struct conn	*c = w->data;
 	ssize_t		 n;
+	size_t		 room;
 
-	if (c->rbuf == NULL)
-		c->rbuf = xmalloc(control_max + 2);
-	n = read(c->fd, c->rbuf + c->rlen, control_max + 2 - c->rlen);
+	/* room for one line over the limit, so too_large can be told */
+	room = control_max + 2 > c->rlen ? control_max + 2 - c->rlen : 1;
+	if (c->rsize < c->rlen + room) {
+		c->rsize = c->rlen + room;
+		c->rbuf = xreallocarray(c->rbuf, c->rsize, 1);
+	}
+	n = read(c->fd, c->rbuf + c->rlen, room);
 	if (n == -1 && (errno == EAGAIN || errno == EINTR))
 		return;
 	/* replies may complete, and the connection close, while we work */
@@ -401,6 +407,13 @@ control_listen(const char *path, int mode, size_t max_message)
 	ev_io_start(EV_DEFAULT_ &control_io);
 	log_info("control: listening on %s", path);
 	return 0;
+}
+
+/* A new max_message (reload); buffers grow to it as they are used. */
+void
+control_set_max(size_t max_message)
+{
+	control_max = max_message;
 }
 
 /* Stop listening and remove the socket file. */

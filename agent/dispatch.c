@@ -74,10 +74,11 @@ static void	 dispatch_fetch(void);
 static void	 dispatch_flush(void);
 static void	 dispatch_check_drained(void);
 
-/* Free a job. */
+/* Free a job and its hold on its handler's settings. */
 static void
 dispatch_free_job(struct job *j)
 {
+	config_handler_release(j->h);
 	free(j->id);
 	free(j->event);
 	free(j->event_id);
@@ -367,7 +368,6 @@ dispatch_on_run_done(const struct run_result *res, void *arg)
 
 	TAILQ_REMOVE(&running, j, entry);
 	n_running--;
-	j->h->running--;
 	dispatch_free_job(j);
 	dispatch_flush();
 	dispatch_kick();
@@ -397,7 +397,6 @@ dispatch_run(struct job *j, const char *data, int64_t created_ms,
 	spec.output_max = cfg->output_max;
 	TAILQ_INSERT_TAIL(&running, j, entry);
 	n_running++;
-	j->h->running++;
 	counters.jobs_started++;
 	j->run = runner_start(&spec, dispatch_on_run_done, j, err, sizeof err);
 	util_free_words(envp);
@@ -443,6 +442,7 @@ dispatch_on_fetched(const struct redisReply *reply, void *arg)
 	j = xcalloc(1, sizeof *j);
 	j->id = xstrdup(e[0]->str);
 	j->h = h;
+	config_handler_hold(h);
 	j->attempt = (long)e[2]->integer;
 	j->max_attempts = e[4]->str ? strtol(e[4]->str, NULL, 10) : 1;
 	j->event = xstrdup(e[5]->str ? e[5]->str : "");
@@ -451,6 +451,23 @@ dispatch_on_fetched(const struct redisReply *reply, void *arg)
 	    e[7]->str ? strtoll(e[7]->str, NULL, 10) : 0,
 	    (int64_t)e[8]->integer);
 	dispatch_fetch();
+}
+
+/*
+ * Jobs of the handler called name running now.  By name, not by struct:
+ * after a reload the old settings of running jobs and the new ones share
+ * the handler's concurrency.
+ */
+static int
+dispatch_running_for(const char *name)
+{
+	struct job	*j;
+	int		 n = 0;
+
+	TAILQ_FOREACH(j, &running, entry)
+		if (strcmp(j->h->name, name) == 0)
+			n++;
+	return n;
 }
 
 /* Ask for one job if a slot is free and we are not already asking. */
@@ -476,7 +493,8 @@ dispatch_fetch(void)
 	rotate++;
 	for (i = 0; i < nh; i++) {
 		k = (rotate + i) % nh;
-		if (cfg->handlers[k]->running < cfg->handlers[k]->concurrency)
+		if (dispatch_running_for(cfg->handlers[k]->name) <
+		    cfg->handlers[k]->concurrency)
 			argv[n++] = cfg->handlers[k]->name;
 	}
 	if (n > 5 && redis_script(rcmd, SCRIPT_FETCH, dispatch_on_fetched,
@@ -648,6 +666,17 @@ dispatch_start(void)
 	    RECOVER_S);
 	ev_timer_start(EV_DEFAULT_ &recover_timer);
 	ev_timer_init(&retry_timer, dispatch_on_retry, 1.0, 0.);
+}
+
+/* The configuration changed: new lease period, new handlers to fetch. */
+void
+dispatch_reconfigure(void)
+{
+	ev_timer_stop(EV_DEFAULT_ &lease_timer);
+	ev_timer_set(&lease_timer, (double)cfg->lease_ms / 3000.0,
+	    (double)cfg->lease_ms / 3000.0);
+	ev_timer_start(EV_DEFAULT_ &lease_timer);
+	dispatch_kick();
 }
 
 /* Tell main once nothing runs and every finish is in Redis. */

@@ -50,7 +50,7 @@ struct handler {
 	int		  concurrency;	/* 0: as many as workers */
 	char		 *file;		/* where the section was declared */
 	int		  line;
-	int		  running;	/* jobs running now on this agent */
+	int		  refs;		/* the config, plus each running job */
 };
 
 /* The whole configuration: [agent] keys and the handlers. */
@@ -154,6 +154,9 @@ void		 config_free(struct config *);
 size_t		 config_match(const struct config *, const char *,
 		    struct handler **, size_t);
 struct handler	*config_handler(const struct config *, const char *);
+void		 config_handler_hold(struct handler *);
+void		 config_handler_release(struct handler *);
+void		 config_keep_fixed(struct config *, const struct config *);
 
 /* proto.c */
 int	 proto_parse(const char *, size_t, struct request *, char *, size_t);
@@ -225,6 +228,7 @@ void	 promote_stop(void);
 
 /* control.c */
 int	 control_listen(const char *, int, size_t);
+void	 control_set_max(size_t);
 void	 control_close(void);
 
 /* runner.c */
@@ -264,6 +268,7 @@ int		 runner_pid(const struct run *);
 
 /* dispatch.c */
 void	 dispatch_start(void);
+void	 dispatch_reconfigure(void);
 void	 dispatch_kick(void);
 void	 dispatch_redis_state(int);
 void	 dispatch_drain(void (*)(void));

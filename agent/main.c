@@ -106,12 +106,30 @@ main_on_stop(EV_P_ ev_signal *w, int revents)
 	dispatch_drain(main_drained);
 }
 
-/* SIGHUP: not yet a reload. */
+/*
+ * SIGHUP: read the configuration again beside the one in force; swap if it
+ * is valid, else keep the old one and say why.  Running jobs keep the
+ * handler settings they started with (they hold a reference); the socket
+ * and the Redis connections stay up.
+ */
 static void
 main_on_hup(EV_P_ ev_signal *w, int revents)
 {
-	log_notice("SIGHUP: reloading is not supported yet; restart the "
-	    "agent to apply a new configuration");
+	struct config	*next;
+	char		 err[1024];
+
+	if ((next = config_load(cfg->path, err, sizeof err)) == NULL) {
+		log_errx("reload: %s; keeping the configuration in force", err);
+		return;
+	}
+	config_keep_fixed(next, cfg);
+	config_free(cfg);
+	cfg = next;
+	log_set_level(cfg->log_level);
+	control_set_max(cfg->max_message);
+	dispatch_reconfigure();
+	log_info("reload: %s: %zu handlers, %d workers", cfg->path,
+	    cfg->n_handlers, cfg->workers);
 }
 
 /* Print the version and the libraries it was built with. */
