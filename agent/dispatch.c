@@ -39,6 +39,9 @@ struct job {
 	long		 attempt;
 	long		 max_attempts;
 	struct run	*run;
+	int		 pid;		/* the handler's process group */
+	unsigned long long started;	/* its start time, for the state file */
+	int64_t		 renewed_mono;	/* when Redis last confirmed the lease */
 	int		 lost;		/* the lease went to someone else */
 	int		 release;	/* stopped by the drain */
 };
@@ -67,12 +70,37 @@ static ev_timer		 recover_timer;
 static ev_timer		 retry_timer;
 static ev_idle		 kick_idle;
 static char		 host[256];
+static char		 token[128];		/* this life, in the heartbeat */
+static char		 prev_token[200];	/* the previous life's */
+static int		 claimed;		/* the name is ours in Redis */
 static char		*home;
 static void		(*drained)(void);
 
 static void	 dispatch_fetch(void);
+static void	 dispatch_on_recover(struct ev_loop *, ev_timer *, int);
 static void	 dispatch_flush(void);
 static void	 dispatch_check_drained(void);
+
+/* Write the running handlers' process groups to the state file. */
+static void
+dispatch_save_state(void)
+{
+	struct job		*j;
+	int			*pids;
+	unsigned long long	*started;
+	size_t			 n = 0;
+
+	pids = xcalloc((size_t)n_running + 1, sizeof *pids);
+	started = xcalloc((size_t)n_running + 1, sizeof *started);
+	TAILQ_FOREACH(j, &running, entry)
+		if (j->pid > 0) {
+			pids[n] = j->pid;
+			started[n++] = j->started;
+		}
+	state_save(token, pids, started, n);
+	free(pids);
+	free(started);
+}
 
 /* Free a job and its hold on its handler's settings. */
 static void
@@ -369,6 +397,7 @@ dispatch_on_run_done(const struct run_result *res, void *arg)
 	TAILQ_REMOVE(&running, j, entry);
 	n_running--;
 	dispatch_free_job(j);
+	dispatch_save_state();
 	dispatch_flush();
 	dispatch_kick();
 }
@@ -398,9 +427,15 @@ dispatch_run(struct job *j, const char *data, int64_t created_ms,
 	TAILQ_INSERT_TAIL(&running, j, entry);
 	n_running++;
 	counters.jobs_started++;
+	j->renewed_mono = util_mono_ms();
 	j->run = runner_start(&spec, dispatch_on_run_done, j, err, sizeof err);
 	util_free_words(envp);
 	free(input);
+	if (j->run != NULL) {
+		j->pid = runner_pid(j->run);
+		j->started = state_start_time(j->pid);
+		dispatch_save_state();
+	}
 	if (j->run == NULL) {
 		log_warnx("job %s: cannot start %s: %s", j->id, j->h->name,
 		    err);
@@ -478,7 +513,7 @@ dispatch_fetch(void)
 	char		 *keys[2], lease[32];
 	size_t		  i, k, n = 0, nh = cfg->n_handlers;
 
-	if (fetching || draining || n_running >= cfg->workers ||
+	if (fetching || draining || !claimed || n_running >= cfg->workers ||
 	    !redis_ready(rcmd) || nh == 0)
 		return;
 	argv = xcalloc(5 + nh, sizeof *argv);
@@ -532,11 +567,14 @@ dispatch_on_poll(EV_P_ ev_timer *w, int revents)
 static void
 dispatch_on_extended(const struct redisReply *reply, void *arg)
 {
+	int64_t		*asked = arg;
 	struct job	*j;
 	size_t		 i;
 
-	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY)
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+		free(asked);
 		return;
+	}
 	for (i = 0; i < reply->elements; i++)
 		TAILQ_FOREACH(j, &running, entry)
 			if (strcmp(j->id, reply->element[i]->str) == 0 &&
@@ -546,6 +584,34 @@ dispatch_on_extended(const struct redisReply *reply, void *arg)
 				j->lost = 1;
 				runner_stop(j->run);
 			}
+	/* the leases of the others run from when we asked */
+	TAILQ_FOREACH(j, &running, entry)
+		if (!j->lost && j->renewed_mono < *asked)
+			j->renewed_mono = *asked;
+	free(asked);
+}
+
+/*
+ * The local lease guard: a job whose lease Redis has not confirmed for
+ * most of a lease period may be recovered by another agent any moment, so
+ * its handler is stopped here rather than left to run twice at once.
+ */
+static void
+dispatch_guard_leases(void)
+{
+	struct job	*j;
+	int64_t		 now = util_mono_ms();
+	int64_t		 limit = cfg->lease_ms - cfg->lease_ms / 6;
+
+	TAILQ_FOREACH(j, &running, entry)
+		if (!j->lost && !j->release && now - j->renewed_mono > limit) {
+			log_warnx("job %s: Redis has not renewed its lease for "
+			    "%lld ms; stopping its handler before another "
+			    "agent runs it", j->id,
+			    (long long)(now - j->renewed_mono));
+			j->lost = 1;
+			runner_stop(j->run);
+		}
 }
 
 /* Heartbeat: say we are alive and renew the leases of running jobs. */
@@ -555,9 +621,13 @@ dispatch_on_lease(EV_P_ ev_timer *w, int revents)
 	const char	**argv;
 	char		 *own[5], **att;
 	struct job	 *j;
+	int64_t		 *asked;
 	size_t		  n = 0, i = 0;
 
-	argv = xcalloc(7 + 2 * (size_t)n_running, sizeof *argv);
+	dispatch_guard_leases();
+	if (!claimed)
+		return;
+	argv = xcalloc(8 + 2 * (size_t)n_running, sizeof *argv);
 	att = xcalloc((size_t)n_running + 1, sizeof *att);
 	xasprintf(&own[0], "%sleases", cfg->prefix);
 	xasprintf(&own[1], "%sagent:%s", cfg->prefix, cfg->name);
@@ -571,6 +641,7 @@ dispatch_on_lease(EV_P_ ev_timer *w, int revents)
 	argv[n++] = cfg->name;
 	argv[n++] = own[3];
 	argv[n++] = own[4];
+	argv[n++] = token;
 	TAILQ_FOREACH(j, &running, entry) {
 		if (j->lost)
 			continue;
@@ -578,8 +649,11 @@ dispatch_on_lease(EV_P_ ev_timer *w, int revents)
 		argv[n++] = j->id;
 		argv[n++] = att[i++];
 	}
-	redis_script(rcmd, SCRIPT_EXTEND, dispatch_on_extended, NULL, 3,
-	    (int)n, argv, NULL);
+	asked = xmalloc(sizeof *asked);
+	*asked = util_mono_ms();
+	if (redis_script(rcmd, SCRIPT_EXTEND, dispatch_on_extended, asked, 3,
+	    (int)n, argv, NULL) == -1)
+		free(asked);
 	while (i > 0)
 		free(att[--i]);
 	for (i = 0; i < 5; i++)
@@ -633,12 +707,70 @@ dispatch_on_recover(EV_P_ ev_timer *w, int revents)
 		free(own[i]);
 }
 
+/* The claim script answered: the name is ours, or another agent's. */
+static void
+dispatch_on_claimed(const struct redisReply *reply, void *arg)
+{
+	long long	n;
+
+	if (reply == NULL)
+		return;		/* lost the connection: claim again on return */
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) {
+		log_errx("claim: %s", reply->type == REDIS_REPLY_ERROR ?
+		    reply->str : "unexpected reply");
+		return;
+	}
+	n = reply->element[0]->integer;
+	if (n < 0) {
+		log_errx("another agent named '%s' is alive (its heartbeat "
+		    "expires in %lld ms): two agents must not share a name; "
+		    "set [agent] name", cfg->name,
+		    reply->element[2]->integer);
+		exit(EXIT_UNAVAILABLE);
+	}
+	claimed = 1;
+	if (n > 0) {
+		log_notice("reclaimed %lld jobs this agent was running when it "
+		    "stopped; they will be retried", n);
+		dispatch_on_recover(EV_DEFAULT_ &recover_timer, 0);
+	}
+	dispatch_redis_state(1);
+}
+
+/* Take the agent's name in Redis (once a life) before fetching. */
+static void
+dispatch_claim(void)
+{
+	const char	*argv[6];
+	char		*own[4];
+	int		 i;
+
+	xasprintf(&own[0], "%sagent:%s", cfg->prefix, cfg->name);
+	xasprintf(&own[1], "%sagent:%s:running", cfg->prefix, cfg->name);
+	xasprintf(&own[2], "%sleases", cfg->prefix);
+	xasprintf(&own[3], "%lld", (long long)cfg->lease_ms);
+	argv[0] = own[0];
+	argv[1] = own[1];
+	argv[2] = own[2];
+	argv[3] = token;
+	argv[4] = prev_token;
+	argv[5] = own[3];
+	redis_script(rcmd, SCRIPT_CLAIM, dispatch_on_claimed, NULL, 3, 6, argv,
+	    NULL);
+	for (i = 0; i < 4; i++)
+		free(own[i]);
+}
+
 /* Redis came up or went down. */
 void
 dispatch_redis_state(int up)
 {
 	if (!up)
 		return;
+	if (!claimed) {
+		dispatch_claim();
+		return;
+	}
 	dispatch_on_lease(EV_DEFAULT_ &lease_timer, 0);
 	dispatch_flush();
 	promote_kick();
@@ -647,15 +779,24 @@ dispatch_redis_state(int up)
 
 /* Start the timers; fetching begins when Redis is ready. */
 void
-dispatch_start(void)
+dispatch_start(const char *rundir)
 {
 	struct passwd	*pw;
+	char		 nonce[17];
+	int		 killed;
 
 	if (gethostname(host, sizeof host) == -1)
 		strcpy(host, "localhost");
 	host[sizeof host - 1] = '\0';
 	pw = getpwuid(getuid());
 	home = xstrdup(pw != NULL && pw->pw_dir != NULL ? pw->pw_dir : "/");
+	util_random_hex(nonce, 8);
+	snprintf(token, sizeof token, "%s:%d:%s", host, (int)getpid(), nonce);
+	if ((killed = state_open(rundir, cfg->name, prev_token,
+	    sizeof prev_token)) > 0)
+		log_notice("killed %d handler process groups left by this "
+		    "agent's previous run", killed);
+	dispatch_save_state();
 	ev_idle_init(&kick_idle, dispatch_on_kick);
 	ev_timer_init(&poll_timer, dispatch_on_poll, POLL_S, POLL_S);
 	ev_timer_start(EV_DEFAULT_ &poll_timer);

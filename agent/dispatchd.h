@@ -190,6 +190,7 @@ enum script_id {
 	SCRIPT_EXTEND,
 	SCRIPT_FINISH,
 	SCRIPT_RECOVER,
+	SCRIPT_CLAIM,
 	SCRIPT_COUNT
 };
 struct script {
@@ -266,8 +267,14 @@ struct run	*runner_start(const struct run_spec *, run_done_cb, void *,
 void		 runner_stop(struct run *);
 int		 runner_pid(const struct run *);
 
+/* state.c */
+unsigned long long state_start_time(int);
+int	 state_open(const char *, const char *, char *, size_t);
+void	 state_save(const char *, const int *, const unsigned long long *,
+	    size_t);
+
 /* dispatch.c */
-void	 dispatch_start(void);
+void	 dispatch_start(const char *);
 void	 dispatch_reconfigure(void);
 void	 dispatch_kick(void);
 void	 dispatch_redis_state(int);

@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include <sys/prctl.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -146,7 +147,7 @@ int
 main(int argc, char **argv)
 {
 	const char	*path = SYSCONFDIR "/dispatchd/dispatchd.conf";
-	char		 err[1024];
+	char		 err[1024], *rundir, *slash;
 	int		 ch, check = 0;
 
 	while ((ch = getopt(argc, argv, "c:tVh")) != -1) {
@@ -193,9 +194,18 @@ main(int argc, char **argv)
 	if (control_listen(cfg->socket, cfg->socket_mode, cfg->max_message)
 	    == -1)
 		return EXIT_UNAVAILABLE;
+	/* orphaned grandchildren of handlers are reparented here and reaped */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1) == -1)
+		log_warn("prctl PR_SET_CHILD_SUBREAPER");
+	rundir = xstrdup(cfg->socket);
+	if ((slash = strrchr(rundir, '/')) != NULL && slash != rundir)
+		*slash = '\0';
+	else
+		strcpy(rundir, ".");
+	dispatch_start(rundir);
+	free(rundir);
 	rcmd = redis_open("cmd", dispatch_redis_state);
 	subscribe_start();
-	dispatch_start();
 	promote_start();
 
 	ev_signal_init(&sig_term, main_on_stop, SIGTERM);

@@ -119,15 +119,15 @@ static const char script_fetch[] = NOW
 /*
  * extend: heartbeat and lease renewal for the jobs this agent runs.
  * KEYS: leases, agent:<name>, agents.
- * ARGV: P agent lease_ms heartbeat_ttl_ms, then pairs jid attempt.
+ * ARGV: P agent lease_ms heartbeat_ttl_ms token, then pairs jid attempt.
  * Returns the jids whose lease this agent no longer holds.
  */
 static const char script_extend[] = NOW
 "local P = ARGV[1]\n"
-"redis.call('SET', KEYS[2], now, 'PX', ARGV[4])\n"
+"redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])\n"
 "redis.call('ZADD', KEYS[3], now, ARGV[2])\n"
 "local lost, lease = {}, now + tonumber(ARGV[3])\n"
-"for i = 5, #ARGV, 2 do\n"
+"for i = 6, #ARGV, 2 do\n"
 "  local jid, att = ARGV[i], ARGV[i + 1]\n"
 "  local jk = P .. 'job:' .. jid\n"
 "  local f = redis.call('HMGET', jk, 'owner', 'attempt', 'state')\n"
@@ -247,6 +247,26 @@ static const char script_recover[] = NOW
 "  now - tonumber(ARGV[8]) * 1000)\n"
 "return n\n";
 
+/*
+ * claim: at start, take the agent's name.  A heartbeat key holding another
+ * token means another live agent has this name: refuse.  Otherwise set
+ * ours, and make the leases of whatever our previous life was running
+ * expire now, so recover retries them (with a failure counted: the job may
+ * be what killed the agent).
+ * KEYS: agent:<name> agent:<name>:running leases.
+ * ARGV: token previous_token heartbeat_ttl_ms.
+ * Returns {jobs reclaimed, ""} or {-1, the other token, its age in ms}.
+ */
+static const char script_claim[] =
+"local cur = redis.call('GET', KEYS[1])\n"
+"if cur and cur ~= ARGV[1] and cur ~= ARGV[2] then\n"
+"  return {-1, cur, redis.call('PTTL', KEYS[1])} end\n"
+"redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])\n"
+"local jids = redis.call('SMEMBERS', KEYS[2])\n"
+"for _, jid in ipairs(jids) do redis.call('ZADD', KEYS[3], 'XX', 0, jid) end\n"
+"redis.call('DEL', KEYS[2])\n"
+"return {#jids, '', 0}\n";
+
 const struct script scripts[SCRIPT_COUNT] = {
 	[SCRIPT_ENQUEUE] = { "enqueue", script_enqueue },
 	[SCRIPT_PROMOTE] = { "promote", script_promote },
@@ -254,4 +274,5 @@ const struct script scripts[SCRIPT_COUNT] = {
 	[SCRIPT_EXTEND] = { "extend", script_extend },
 	[SCRIPT_FINISH] = { "finish", script_finish },
 	[SCRIPT_RECOVER] = { "recover", script_recover },
+	[SCRIPT_CLAIM] = { "claim", script_claim },
 };

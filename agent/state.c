@@ -1,0 +1,119 @@
+/*
+ * state.c: what must outlive a crash of the agent, kept in a small file in
+ * its runtime directory: the token of this life (written to the heartbeat
+ * key, so a restart can tell its own previous life from another live agent
+ * of the same name) and the process groups of the running handlers (so a
+ * restart can make sure they are gone before their jobs are reclaimed).
+ * Each group is recorded with its leader's start time, so a recycled pid
+ * is never signalled.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dispatchd.h"
+
+static char	*state_path;
+static char	*state_tmp;
+
+/* The start time of a process (clock ticks since boot), or 0 if gone. */
+unsigned long long
+state_start_time(int pid)
+{
+	char			 path[64], buf[1024], *p;
+	unsigned long long	 t = 0;
+	FILE			*fp;
+	size_t			 n;
+	int			 field;
+
+	snprintf(path, sizeof path, "/proc/%d/stat", pid);
+	if ((fp = fopen(path, "re")) == NULL)
+		return 0;
+	n = fread(buf, 1, sizeof buf - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	/* the command name may hold spaces and parentheses: skip past it */
+	if ((p = strrchr(buf, ')')) == NULL)
+		return 0;
+	for (field = 2; field < 22 && p != NULL; field++)
+		p = strchr(p + 1, ' ');
+	if (p != NULL)
+		t = strtoull(p + 1, NULL, 10);
+	return t;
+}
+
+/* Kill one recorded group, unless its pid now belongs to someone else. */
+static int
+state_kill_group(int pgid, unsigned long long started)
+{
+	unsigned long long	now = state_start_time(pgid);
+
+	/*
+	 * If the leader is gone, the kernel does not hand its pid out again
+	 * while the group still has members, so the group id is still ours.
+	 */
+	if (now != 0 && now != started)
+		return 0;
+	if (kill(-pgid, SIGKILL) == -1)
+		return 0;
+	return 1;
+}
+
+/*
+ * Open the state file for the agent called name in dir: kill the handler
+ * groups a previous life left behind, and copy its token into prev
+ * (empty if none).  Returns the number of groups killed.
+ */
+int
+state_open(const char *dir, const char *name, char *prev, size_t prevlen)
+{
+	FILE			*fp;
+	char			 line[256], tok[200];
+	unsigned long long	 started;
+	int			 pgid, killed = 0;
+
+	xasprintf(&state_path, "%s/dispatchd-%s.state", dir, name);
+	xasprintf(&state_tmp, "%s.tmp", state_path);
+	prev[0] = '\0';
+	if ((fp = fopen(state_path, "re")) == NULL)
+		return 0;
+	while (fgets(line, sizeof line, fp) != NULL) {
+		if (sscanf(line, "token %199s", tok) == 1)
+			snprintf(prev, prevlen, "%s", tok);
+		else if (sscanf(line, "group %d %llu", &pgid, &started) == 2 &&
+		    pgid > 1)
+			killed += state_kill_group(pgid, started);
+	}
+	fclose(fp);
+	return killed;
+}
+
+/*
+ * Record this life's token and the running groups (pgids[i] with
+ * started[i]).  The file is replaced whole; /run is memory, no fsync.
+ */
+void
+state_save(const char *token, const int *pgids,
+    const unsigned long long *started, size_t n)
+{
+	FILE	*fp;
+	size_t	 i;
+
+	if (state_path == NULL)
+		return;
+	if ((fp = fopen(state_tmp, "we")) == NULL) {
+		log_warn("state: %s", state_tmp);
+		return;
+	}
+	fprintf(fp, "token %s\n", token);
+	for (i = 0; i < n; i++)
+		fprintf(fp, "group %d %llu\n", pgids[i], started[i]);
+	if (fclose(fp) != 0 || rename(state_tmp, state_path) == -1)
+		log_warn("state: %s", state_path);
+}
+
