@@ -729,6 +729,7 @@ dispatch_on_claimed(const struct redisReply *reply, void *arg)
 		exit(EXIT_UNAVAILABLE);
 	}
 	claimed = 1;
+	redis_check_durability(rcmd);
 	if (n > 0) {
 		log_notice("reclaimed %lld jobs this agent was running when it "
 		    "stopped; they will be retried", n);

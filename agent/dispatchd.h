@@ -211,6 +211,9 @@ int	 redis_command(struct rconn *, redis_cb, void *, int, const char **,
 	    const size_t *);
 int	 redis_script(struct rconn *, enum script_id, redis_cb, void *, int,
 	    int, const char **, const size_t *);
+int64_t	 redis_silence_ms(const struct rconn *);
+void	 redis_check_durability(struct rconn *);
+void	 redis_reconnect(struct rconn *, const char *);
 void	 redis_close(struct rconn *);
 extern struct rconn	*rcmd;		/* commands and scripts */
 extern struct rconn	*rsub;		/* pub/sub */

@@ -51,8 +51,10 @@ struct rconn {
 	char			**channels;	/* subscriber only */
 	size_t			 n_channels;
 	redis_msg_cb		 on_message;
+	int64_t			 heard_ms;	/* subscriber: last message */
 	ev_timer		 retry;
 	ev_timer		 watchdog;
+	ev_timer		 drop;		/* leave this node, from the loop */
 };
 
 /* One command in flight; for scripts, a copy of argv for the EVAL retry. */
@@ -80,6 +82,48 @@ struct rconn	*rsub;
 static void	 redis_connect(struct rconn *);
 static void	 redis_schedule(struct rconn *);
 static void	 redis_went_down(struct rconn *, const char *);
+static const char *redis_where(void);
+
+/* The drop timer: leave the connection outside any hiredis callback. */
+static void
+redis_on_drop(EV_P_ ev_timer *w, int revents)
+{
+	struct rconn	*rc = (struct rconn *)((char *)w -
+	    offsetof(struct rconn, drop));
+
+	if (rc->ac != NULL)
+		redis_went_down(rc, "redirected");
+}
+
+/*
+ * Errors that say this node is the wrong one: a replica after a failover
+ * (READONLY) or a Cluster slot that moved (MOVED host:port).  Reconnect,
+ * to the named node for MOVED.
+ */
+static void
+redis_check_redirect(struct rconn *rc, const redisReply *reply)
+{
+	char	 host[256];
+	int	 port;
+
+	if (reply == NULL || reply->type != REDIS_REPLY_ERROR)
+		return;
+	if (strncmp(reply->str, "MOVED ", 6) == 0 &&
+	    sscanf(reply->str, "MOVED %*d %255[^:]:%d", host, &port) == 2 &&
+	    redis_unix == NULL) {
+		log_notice("redis %s: the keys moved to %s:%d", rc->role, host,
+		    port);
+		free(redis_host);
+		redis_host = xstrdup(host);
+		redis_port = port;
+	} else if (strncmp(reply->str, "READONLY", 8) == 0)
+		log_notice("redis %s: %s is a replica now; reconnecting",
+		    rc->role, redis_where());
+	else
+		return;
+	ev_timer_set(&rc->drop, 0., 0.);
+	ev_timer_start(EV_DEFAULT_ &rc->drop);
+}
 
 /* Read the whole password file, without its trailing newline. */
 static int
@@ -221,6 +265,7 @@ redis_open(const char *role, redis_state_cb on_state)
 	rc->on_state = on_state;
 	rc->backoff_ms = BACKOFF_MIN_MS;
 	ev_init(&rc->retry, redis_on_retry);
+	ev_init(&rc->drop, redis_on_drop);
 	ev_timer_init(&rc->watchdog, redis_on_watchdog, WATCHDOG_PERIOD,
 	    WATCHDOG_PERIOD);
 	ev_timer_start(EV_DEFAULT_ &rc->watchdog);
@@ -276,6 +321,7 @@ redis_on_reply(redisAsyncContext *ac, void *r, void *priv)
 	if (q->gen == rc->gen) {
 		rc->pending--;
 		rc->progress_ms = util_mono_ms();
+		redis_check_redirect(rc, reply);
 	}
 	if (reply != NULL && reply->type == REDIS_REPLY_ERROR &&
 	    q->script >= 0 && strncmp(reply->str, "NOSCRIPT", 8) == 0 &&
@@ -399,6 +445,7 @@ redis_on_setup(const struct redisReply *reply, void *arg)
 		return;
 	}
 	rc->state = RS_READY;
+	rc->heard_ms = util_mono_ms();
 	rc->backoff_ms = BACKOFF_MIN_MS;
 	log_info("redis %s: connected to %s", rc->role, redis_where());
 	rc->was_ready = 1;
@@ -428,7 +475,7 @@ redis_on_sub(redisAsyncContext *ac, void *r, void *priv)
 
 	if (reply == NULL || rc->ac != ac)
 		return;
-	rc->progress_ms = util_mono_ms();
+	rc->progress_ms = rc->heard_ms = util_mono_ms();
 	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
 		return;
 	if (strcmp(reply->element[0]->str, "subscribe") == 0) {
@@ -616,6 +663,60 @@ redis_connect(struct rconn *rc)
 	}
 }
 
+/*
+ * How long since the subscriber last heard anything: the heartbeat the
+ * agent publishes to itself proves the subscription end to end (hiredis
+ * 0.14 cannot PING a subscribed connection).  -1 when not subscribed.
+ */
+int64_t
+redis_silence_ms(const struct rconn *rc)
+{
+	if (rc->state != RS_READY)
+		return -1;
+	return util_mono_ms() - rc->heard_ms;
+}
+
+/* Drop and reconnect (a subscriber that went deaf). */
+void
+redis_reconnect(struct rconn *rc, const char *why)
+{
+	if (rc->ac != NULL)
+		redis_went_down(rc, why);
+}
+
+/* CONFIG GET answered: warn in plain words when jobs could be lost. */
+static void
+redis_on_config(const struct redisReply *reply, void *arg)
+{
+	const char	*name, *value;
+
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
+	    reply->elements != 2)
+		return;		/* CONFIG may be renamed or denied: fine */
+	name = reply->element[0]->str;
+	value = reply->element[1]->str;
+	if (strcmp(name, "maxmemory-policy") == 0 &&
+	    strcmp(value, "noeviction") != 0)
+		log_warnx("redis: maxmemory-policy is %s: when Redis fills up "
+		    "it will silently delete queued jobs; set it to "
+		    "noeviction", value);
+	if (strcmp(name, "appendonly") == 0 && strcmp(value, "yes") != 0)
+		log_warnx("redis: appendonly is off: jobs queued since the last "
+		    "snapshot are lost if Redis restarts; set appendonly yes");
+}
+
+/* Ask the server how it keeps data, once per start. */
+void
+redis_check_durability(struct rconn *rc)
+{
+	const char	*argv[3] = { "CONFIG", "GET", NULL };
+
+	argv[2] = "maxmemory-policy";
+	redis_command(rc, redis_on_config, NULL, 3, argv, NULL);
+	argv[2] = "appendonly";
+	redis_command(rc, redis_on_config, NULL, 3, argv, NULL);
+}
+
 /* Close for good (at exit). */
 void
 redis_close(struct rconn *rc)
@@ -623,6 +724,7 @@ redis_close(struct rconn *rc)
 	redisAsyncContext	*ac = rc->ac;
 
 	ev_timer_stop(EV_DEFAULT_ &rc->retry);
+	ev_timer_stop(EV_DEFAULT_ &rc->drop);
 	ev_ref(EV_DEFAULT);
 	ev_timer_stop(EV_DEFAULT_ &rc->watchdog);
 	rc->on_state = NULL;

@@ -2,7 +2,8 @@
  * subscribe.c: the pub/sub side.  The events channel is an ingress like
  * the socket, with nobody to answer: a bad message is logged and counted,
  * never fatal.  The notify channel carries wake-up hints from enqueues and
- * promotions: "r" means a job is ready, "d" that a delayed one was added.
+ * promotions: "r" means a job is ready, "d" that a delayed one was added,
+ * "h" is a heartbeat that proves the subscription still works.
  */
 #include "config.h"
 
@@ -10,11 +11,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ev.h>
+
 #include "dispatchd.h"
+
+#define HEARTBEAT_S	5.0	/* publish a heartbeat to ourselves */
+#define DEAF_MS		15000	/* no message for this long: resubscribe */
 
 static char	*channels[2];
 static size_t	 n_channels;
 static char	*notify;
+static ev_timer	 heartbeat;
 
 /* An event from pub/sub was queued, or not. */
 static void
@@ -55,9 +62,9 @@ subscribe_on_message(const char *channel, const char *msg, size_t len)
 	if (strcmp(channel, notify) == 0) {
 		if (len == 1 && msg[0] == 'd')
 			promote_kick();
-		else
+		else if (len == 1 && msg[0] == 'r')
 			dispatch_kick();
-		return;
+		return;		/* "h": a heartbeat, heard is all it is for */
 	}
 	if (len > cfg->max_message) {
 		counters.pubsub_bad++;
@@ -76,6 +83,45 @@ subscribe_on_message(const char *channel, const char *msg, size_t len)
 	proto_event_clear(&ev);
 }
 
+/* A PUBLISH of ours was answered; nothing to do. */
+static void
+subscribe_on_published(const struct redisReply *reply, void *arg)
+{
+}
+
+/*
+ * Every few seconds: publish a heartbeat on the notify channel, and if the
+ * subscriber has heard nothing (not even our own heartbeats) for a while,
+ * it is deaf: resubscribe.  Hints published meanwhile are lost, so the
+ * reconnect is followed by a fetch and promote sweep.
+ */
+static void
+subscribe_on_heartbeat(EV_P_ ev_timer *w, int revents)
+{
+	const char	*argv[3] = { "PUBLISH", notify, "h" };
+	int64_t		 silent = redis_silence_ms(rsub);
+
+	if (!redis_ready(rcmd))
+		return;
+	if (silent > DEAF_MS) {
+		log_warnx("redis sub: nothing heard for %lld ms; "
+		    "subscribing again", (long long)silent);
+		redis_reconnect(rsub, "deaf");
+		return;
+	}
+	redis_command(rcmd, subscribe_on_published, NULL, 3, argv, NULL);
+}
+
+/* The subscriber came back: sweep for what its hints would have said. */
+static void
+subscribe_on_state(int up)
+{
+	if (up) {
+		promote_kick();
+		dispatch_kick();
+	}
+}
+
 /* Open the subscriber connection: hints always, events unless turned off. */
 void
 subscribe_start(void)
@@ -84,6 +130,9 @@ subscribe_start(void)
 	channels[n_channels++] = notify;
 	if (cfg->subscribe[0] != '\0')
 		channels[n_channels++] = cfg->subscribe;
-	rsub = redis_open("sub", NULL);
+	rsub = redis_open("sub", subscribe_on_state);
 	redis_subscribe(rsub, channels, n_channels, subscribe_on_message);
+	ev_timer_init(&heartbeat, subscribe_on_heartbeat, HEARTBEAT_S,
+	    HEARTBEAT_S);
+	ev_timer_start(EV_DEFAULT_ &heartbeat);
 }
