@@ -61,6 +61,8 @@ static const struct agent_key agent_keys[] = {
 	{ "kill_grace",		KEY_DURATION,	OFF(kill_grace_ms),	0, 0 },
 	{ "dedup_window",	KEY_DURATION,	OFF(dedup_ms),		1000, 0 },
 	{ "log_level",		KEY_LOGLEVEL,	OFF(log_level),		0, 0 },
+	{ "spool",		KEY_STRING,	OFF(spool),		0, 0 },
+	{ "spool_max",		KEY_SIZE,	OFF(spool_max),		4096, LONG_MAX },
 };
 #undef OFF
 
@@ -506,6 +508,15 @@ config_finish(struct config *conf, char *err, size_t errlen)
 		    "non-empty without blanks or braces", conf->path, conf->name);
 		return -1;
 	}
+	if (conf->spool != NULL && conf->spool[0] == '\0') {
+		free(conf->spool);
+		conf->spool = NULL;
+	}
+	if (conf->spool != NULL && conf->spool[0] != '/') {
+		snprintf(err, errlen, "%s: [agent] spool: '%s' must be an "
+		    "absolute directory", conf->path, conf->spool);
+		return -1;
+	}
 	xasprintf(&conf->prefix, "{%s}:", conf->namespace);
 	if (conf->subscribe == NULL)
 		xasprintf(&conf->subscribe, "%sevents", conf->prefix);
@@ -552,6 +563,7 @@ config_load(const char *path, char *err, size_t errlen)
 	conf->dedup_ms = 24 * 3600 * 1000;
 	conf->results_max = 100000;
 	conf->log_level = LOG_INFO;
+	conf->spool_max = 256 * 1024 * 1024;
 
 	if (config_parse_file(conf, path, err, errlen) == -1)
 		goto fail;
@@ -618,6 +630,7 @@ config_free(struct config *conf)
 	free(conf->prefix);
 	free(conf->socket);
 	free(conf->subscribe);
+	free(conf->spool);
 	free(conf);
 }
 
@@ -640,6 +653,7 @@ config_keep_fixed(struct config *next, const struct config *now)
 		{ "socket", offsetof(struct config, socket) },
 		{ "subscribe", offsetof(struct config, subscribe) },
 		{ "prefix", offsetof(struct config, prefix) },
+		{ "spool", offsetof(struct config, spool) },
 	};
 	char		**a, *b;
 	size_t		  i;

@@ -126,7 +126,8 @@ control_ping(struct slot *s)
 	char	*str, *line;
 	size_t	 len;
 
-	o = json_pack("{s:b, s:s, s:s, s:b, s:i, s:i, s:I, s:I, s:I, s:I, s:I}",
+	o = json_pack("{s:b, s:s, s:s, s:b, s:i, s:i, s:I, s:I, s:I, s:I, s:I,"
+	    " s:I, s:I, s:I}",
 	    "ok", 1, "agent", cfg->name, "version", DISPATCHD_VERSION,
 	    "redis", redis_ready(rcmd), "running", dispatch_running(),
 	    "workers", cfg->workers,
@@ -134,7 +135,10 @@ control_ping(struct slot *s)
 	    "unrouted", (json_int_t)counters.unrouted,
 	    "rejected", (json_int_t)counters.rejected,
 	    "pubsub_rejected", (json_int_t)counters.pubsub_bad,
-	    "jobs_finished", (json_int_t)counters.jobs_finished);
+	    "jobs_finished", (json_int_t)counters.jobs_finished,
+	    "spooled", (json_int_t)counters.spooled,
+	    "replayed", (json_int_t)counters.replayed,
+	    "spool_waiting", (json_int_t)spool_count());
 	if (o == NULL || (str = json_dumps(o, JSON_COMPACT)) == NULL)
 		fatalx("control: cannot build the ping reply");
 	json_decref(o);
@@ -167,7 +171,7 @@ control_request(struct conn *c, const char *line, size_t len)
 		control_ping(s);
 		break;
 	case OP_EMIT:
-		enqueue_event(&req.ev, control_on_enqueued, s);
+		enqueue_event(&req.ev, 1, control_on_enqueued, s);
 		proto_event_clear(&req.ev);
 		break;
 	}

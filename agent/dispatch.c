@@ -776,6 +776,7 @@ dispatch_redis_state(int up)
 	dispatch_flush();
 	promote_kick();
 	dispatch_kick();
+	enqueue_replay();
 }
 
 /* Start the timers; fetching begins when Redis is ready. */

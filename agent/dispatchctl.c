@@ -256,12 +256,15 @@ ctl_emit(int argc, char **argv)
 		    json_string_value(json_object_get(reply, "event_id")),
 		    json_is_true(json_object_get(reply, "duplicate")) ?
 		    " (duplicate: already queued)" : "");
+		if (json_is_true(json_object_get(reply, "spooled")))
+			printf("spooled: Redis is unreachable; the agent queues "
+			    "it when Redis is back\n");
 		jobs = json_object_get(reply, "jobs");
 		json_array_foreach(jobs, i, job)
 			printf("job %s %s\n",
 			    json_string_value(json_object_get(job, "id")),
 			    json_string_value(json_object_get(job, "handler")));
-		if (json_array_size(jobs) == 0)
+		if (jobs != NULL && json_array_size(jobs) == 0)
 			printf("no handler is configured for %s\n", event);
 	}
 	ctl_exit(0);

@@ -9,6 +9,8 @@
 #ifndef DISPATCHD_H
 #define DISPATCHD_H
 
+#include <sys/types.h>
+
 #include <stddef.h>
 #include <stdint.h>
 #include <stdarg.h>
@@ -29,6 +31,7 @@ struct redisReply;
 /* Exit codes from <sysexits.h>, spelled out where the contract uses them. */
 #define EXIT_USAGE		64
 #define EXIT_UNAVAILABLE	69
+#define EXIT_CANTCREAT		73
 #define EXIT_TEMPFAIL		75
 #define EXIT_CONFIG		78
 
@@ -73,6 +76,8 @@ struct config {
 	int64_t		  dedup_ms;
 	long		  results_max;
 	int		  log_level;
+	char		 *spool;	/* directory, or NULL when off */
+	size_t		  spool_max;
 	struct handler	**handlers;
 	size_t		  n_handlers;
 };
@@ -176,6 +181,8 @@ struct counters {
 	uint64_t	unrouted;	/* events no handler matched */
 	uint64_t	rejected;	/* bad socket requests */
 	uint64_t	pubsub_bad;	/* bad pub/sub messages */
+	uint64_t	spooled;	/* events written to the spool */
+	uint64_t	replayed;	/* spooled events queued since */
 	uint64_t	jobs_started;
 	uint64_t	jobs_finished;
 };
@@ -218,9 +225,20 @@ void	 redis_close(struct rconn *);
 extern struct rconn	*rcmd;		/* commands and scripts */
 extern struct rconn	*rsub;		/* pub/sub */
 
+/* spool.c */
+extern ssize_t	(*spool_write_fn)(int, const void *, size_t);
+int	 spool_open(const char *, size_t, char *, size_t);
+int	 spool_enabled(void);
+size_t	 spool_count(void);
+int	 spool_put(const char *, size_t, char *, size_t);
+char	*spool_oldest(const char **, size_t *);
+void	 spool_reject(const char *);
+void	 spool_remove(const char *);
+
 /* enqueue.c */
 typedef void (*enqueue_cb)(int, const char *, size_t, void *);
-void	 enqueue_event(struct event *, enqueue_cb, void *);
+void	 enqueue_event(struct event *, int, enqueue_cb, void *);
+void	 enqueue_replay(void);
 
 /* subscribe.c */
 void	 subscribe_start(void);

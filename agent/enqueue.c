@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ev.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
@@ -24,7 +25,16 @@ struct pending_enqueue {
 	void		*arg;
 	char		*event_id;
 	char		*event;
+	char		*spool_line;	/* the event to spool if Redis fails */
 };
+
+/* A spooled event being queued again. */
+struct replay {
+	char		*name;
+};
+
+static ev_timer	 replay_timer;
+static int	 replaying;
 
 /* Build the reply line {"ok":true,"event_id":..,"jobs":[..]} from "jid h ...". */
 static char *
@@ -83,7 +93,69 @@ enqueue_done(struct pending_enqueue *pe, int ok, char *line, size_t len)
 	free(line);
 	free(pe->event_id);
 	free(pe->event);
+	free(pe->spool_line);
 	free(pe);
+}
+
+/*
+ * The event as a self-contained envelope line for the spool: with its id,
+ * so replay is idempotent, and with a delay turned into an absolute time,
+ * so time spent in the spool counts.
+ */
+static char *
+enqueue_spool_line(const struct event *ev, const char *event_id,
+    size_t *len)
+{
+	json_t		*o, *data;
+	json_error_t	 jerr;
+	char		*s, *line;
+	int64_t		 at = ev->at_ms;
+
+	if (at == 0 && ev->delay_ms > 0)
+		at = util_wall_ms() + ev->delay_ms;
+	data = json_loads(ev->data, JSON_DECODE_ANY, &jerr);
+	o = json_pack("{s:s, s:o, s:s}", "event", ev->name,
+	    "data", data ? data : json_object(), "id", event_id);
+	if (at > 0)
+		json_object_set_new(o, "at", json_real((double)at / 1000.0));
+	if (o == NULL || (s = json_dumps(o, JSON_COMPACT |
+	    JSON_REAL_PRECISION(17))) == NULL)
+		fatalx("enqueue: cannot build a spool line");
+	json_decref(o);
+	*len = (size_t)xasprintf(&line, "%s\n", s);
+	free(s);
+	return line;
+}
+
+/*
+ * Redis could not take the event: spool it if there is a spool, and
+ * answer ok, spooled; otherwise (or if the spool fails) unavailable.
+ */
+static void
+enqueue_fallback(struct pending_enqueue *pe, const char *why)
+{
+	char	*line, err[300], msg[400];
+	size_t	 len;
+
+	if (pe->spool_line != NULL && spool_put(pe->spool_line,
+	    strlen(pe->spool_line), err, sizeof err) == 0) {
+		counters.spooled++;
+		log_notice("event %s id %s: %s; spooled", pe->event,
+		    pe->event_id, why);
+		len = (size_t)xasprintf(&line, "{\"ok\":true,\"spooled\":true,"
+		    "\"event_id\":\"%s\"}\n", pe->event_id);
+		enqueue_done(pe, 1, line, len);
+		return;
+	}
+	if (pe->spool_line != NULL) {
+		log_warnx("event %s id %s: %s, and %s", pe->event,
+		    pe->event_id, why, err);
+		snprintf(msg, sizeof msg, "%s, and %s; nothing was queued", why,
+		    err);
+	} else
+		snprintf(msg, sizeof msg, "%s; nothing was queued", why);
+	line = enqueue_error("unavailable", msg, NULL, &len);
+	enqueue_done(pe, 0, line, len);
 }
 
 /* The enqueue script answered. */
@@ -94,6 +166,11 @@ enqueue_on_reply(const struct redisReply *reply, void *arg)
 	char			*line, msg[300];
 	size_t			 len;
 
+	if (reply == NULL && pe->spool_line != NULL) {
+		/* outcome unknown: the spool's replay is idempotent by id */
+		enqueue_fallback(pe, "lost the connection to Redis");
+		return;
+	}
 	if (reply == NULL) {
 		line = enqueue_error("unavailable", "lost the connection to "
 		    "Redis: the event may or may not be queued; send it again "
@@ -107,6 +184,12 @@ enqueue_on_reply(const struct redisReply *reply, void *arg)
 		    reply->type == REDIS_REPLY_ERROR ? reply->str :
 		    "unexpected reply to enqueue");
 		log_warnx("enqueue %s: %s", pe->event, msg);
+		if (reply->type == REDIS_REPLY_ERROR &&
+		    strncmp(reply->str, "ERR", 3) != 0) {
+			/* LOADING, BUSY, MISCONF, OOM, READONLY, ...: passing */
+			enqueue_fallback(pe, msg);
+			return;
+		}
 		line = enqueue_error("unavailable", msg, pe->event_id, &len);
 		enqueue_done(pe, 0, line, len);
 		return;
@@ -121,10 +204,11 @@ enqueue_on_reply(const struct redisReply *reply, void *arg)
 
 /*
  * Enqueue ev (borrowed); cb gets (ok, reply line, length, arg) exactly
- * once, possibly before this returns.
+ * once, possibly before this returns.  With may_spool, an event Redis
+ * cannot take goes to the spool, if there is one.
  */
 void
-enqueue_event(struct event *ev, enqueue_cb cb, void *arg)
+enqueue_event(struct event *ev, int may_spool, enqueue_cb cb, void *arg)
 {
 	struct pending_enqueue	 *pe;
 	struct handler		 *hs[MAX_FANOUT];
@@ -147,18 +231,17 @@ enqueue_event(struct event *ev, enqueue_cb cb, void *arg)
 		free(line);
 		return;
 	}
-	if (!redis_ready(rcmd)) {
-		line = enqueue_error("unavailable", "Redis is not reachable; "
-		    "nothing was queued", NULL, &len);
-		cb(0, line, len, arg);
-		free(line);
-		return;
-	}
 	pe = xcalloc(1, sizeof *pe);
 	pe->cb = cb;
 	pe->arg = arg;
 	pe->event_id = xstrdup(ev->id ? ev->id : eid);
 	pe->event = xstrdup(ev->name);
+	if (may_spool && spool_enabled())
+		pe->spool_line = enqueue_spool_line(ev, pe->event_id, &len);
+	if (!redis_ready(rcmd)) {
+		enqueue_fallback(pe, "Redis is not reachable");
+		return;
+	}
 
 	argc = 9 + 7 * n;
 	argv = xcalloc(argc, sizeof *argv);
@@ -197,14 +280,77 @@ enqueue_event(struct event *ev, enqueue_cb cb, void *arg)
 		argv[o + 6] = own[o + 6];
 	}
 	if (redis_script(rcmd, SCRIPT_ENQUEUE, enqueue_on_reply, pe, 2,
-	    (int)argc, argv, NULL) == -1) {
-		line = enqueue_error("unavailable", "Redis is not reachable; "
-		    "nothing was queued", NULL, &len);
-		enqueue_done(pe, 0, line, len);
-	}
+	    (int)argc, argv, NULL) == -1)
+		enqueue_fallback(pe, "Redis is not reachable");
 	for (i = 0; i < argc; i++)
 		free(own[i]);
 	free(own);
 	free(argv);
 	free(notify);
+}
+
+/* A spooled event was queued (remove it, go on) or not (retry later). */
+static void
+enqueue_on_replayed(int ok, const char *line, size_t len, void *arg)
+{
+	struct replay	*rp = arg;
+
+	replaying = 0;
+	if (ok) {
+		spool_remove(rp->name);
+		counters.replayed++;
+		if (spool_count() == 0)
+			log_notice("spool: every spooled event is queued");
+		/* go on from the loop, not by recursion */
+		ev_timer_set(&replay_timer, 0., 0.);
+	} else {
+		log_warnx("spool: replay of %s stopped: %.*s", rp->name,
+		    (int)len - 1, line);
+		ev_timer_set(&replay_timer, 1., 0.);
+	}
+	ev_timer_start(EV_DEFAULT_ &replay_timer);
+	free(rp->name);
+	free(rp);
+}
+
+/* The replay timer fired. */
+static void
+enqueue_on_replay_timer(EV_P_ ev_timer *w, int revents)
+{
+	enqueue_replay();
+}
+
+/*
+ * Queue the spooled events, oldest first, one at a time: each file is
+ * deleted only after its enqueue succeeded.
+ */
+void
+enqueue_replay(void)
+{
+	static int	 inited;
+	struct replay	*rp;
+	struct event	 ev;
+	const char	*name;
+	char		*buf, err[300];
+	size_t		 len;
+
+	if (!inited++)
+		ev_init(&replay_timer, enqueue_on_replay_timer);
+	if (replaying || !spool_enabled() || !redis_ready(rcmd))
+		return;
+	while ((buf = spool_oldest(&name, &len)) != NULL) {
+		if (proto_parse_event(buf, len, &ev, err, sizeof err) == 0)
+			break;
+		log_warnx("spool: %s: %s", name, err);
+		spool_reject(name);
+		free(buf);
+	}
+	if (buf == NULL)
+		return;
+	free(buf);
+	rp = xcalloc(1, sizeof *rp);
+	rp->name = xstrdup(name);
+	replaying = 1;
+	enqueue_event(&ev, 0, enqueue_on_replayed, rp);
+	proto_event_clear(&ev);
 }

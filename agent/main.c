@@ -194,6 +194,11 @@ main(int argc, char **argv)
 	if (control_listen(cfg->socket, cfg->socket_mode, cfg->max_message)
 	    == -1)
 		return EXIT_UNAVAILABLE;
+	if (cfg->spool != NULL &&
+	    spool_open(cfg->spool, cfg->spool_max, err, sizeof err) == -1) {
+		log_errx("%s", err);
+		return EXIT_CANTCREAT;
+	}
 	/* orphaned grandchildren of handlers are reparented here and reaped */
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) == -1)
 		log_warn("prctl PR_SET_CHILD_SUBREAPER");

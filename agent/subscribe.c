@@ -79,7 +79,7 @@ subscribe_on_message(const char *channel, const char *msg, size_t len)
 		    shown);
 		return;
 	}
-	enqueue_event(&ev, subscribe_on_enqueued, NULL);
+	enqueue_event(&ev, 1, subscribe_on_enqueued, NULL);
 	proto_event_clear(&ev);
 }
 
