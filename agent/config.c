@@ -52,6 +52,8 @@ static const struct agent_key agent_keys[] = {
 	{ "socket",		KEY_STRING,	OFF(socket),		0, 0 },
 	{ "socket_mode",	KEY_MODE,	OFF(socket_mode),	0, 0777 },
 	{ "max_message",	KEY_SIZE,	OFF(max_message),	64, 64L << 20 },
+	{ "max_clients",	KEY_INT,	OFF(max_clients),	1, 100000 },
+	{ "client_timeout",	KEY_DURATION,	OFF(client_timeout_ms),	100, 0 },
 	{ "subscribe",		KEY_STRING,	OFF(subscribe),		0, 0 },
 	{ "workers",		KEY_INT,	OFF(workers),		1, 4096 },
 	{ "lease",		KEY_DURATION,	OFF(lease_ms),		300, 0 },
@@ -555,6 +557,8 @@ config_load(const char *path, char *err, size_t errlen)
 	conf->socket = xstrdup("/run/dispatchd/dispatchd.sock");
 	conf->socket_mode = 0660;
 	conf->max_message = 1024 * 1024;
+	conf->max_clients = 256;
+	conf->client_timeout_ms = 60 * 1000;
 	conf->output_max = 64 * 1024;
 	conf->workers = 4;
 	conf->lease_ms = 30 * 1000;

@@ -39,7 +39,9 @@ TAILQ_HEAD(slots, slot);
 
 /* One client connection. */
 struct conn {
+	TAILQ_ENTRY(conn) entry;
 	int		 fd;
+	int64_t		 since;		/* accept or last complete request */
 	ev_io		 rio;
 	ev_io		 wio;
 	char		*rbuf;
@@ -55,12 +57,18 @@ struct conn {
 	int		 dead;		/* closed while busy: free on the way out */
 };
 
-static int	 control_fd = -1;
-static ev_io	 control_io;
-static char	*control_path;
-static size_t	 control_max;
+TAILQ_HEAD(conns, conn);
+
+static int		 control_fd = -1;
+static ev_io		 control_io;
+static ev_timer		 control_sweep;
+static struct conns	 conns = TAILQ_HEAD_INITIALIZER(conns);
+static int		 n_conns;
+static char		*control_path;
+static size_t		 control_max;
 
 static void	 control_close_conn(struct conn *);
+static void	 control_refuse(struct conn *, const char *, const char *);
 static void	 control_write(struct conn *);
 
 /* Move the answered slots at the head into the write buffer. */
@@ -189,6 +197,7 @@ control_lines(struct conn *c)
 		len = (size_t)(nl - start);
 		if (len > control_max)
 			break;
+		c->since = util_mono_ms();
 		if (len > 0 && start[len - 1] == '\r')
 			len--;
 		if (len > 0)
@@ -198,19 +207,12 @@ control_lines(struct conn *c)
 	}
 	if (!c->closing && !c->dead && (left > control_max ||
 	    (nl != NULL && (size_t)(nl - start) > control_max))) {
-		struct slot	*s;
-		char		 msg[128];
+		char	msg[128];
 
 		counters.rejected++;
-		s = xcalloc(1, sizeof *s);
-		s->conn = c;
-		TAILQ_INSERT_TAIL(&c->slots, s, entry);
-		c->n_slots++;
 		snprintf(msg, sizeof msg, "a request line is limited to "
 		    "%zu bytes (max_message); closing", control_max);
-		c->closing = 1;
-		ev_io_stop(EV_DEFAULT_ &c->rio);
-		control_error(s, "too_large", msg);
+		control_refuse(c, "too_large", msg);
 		left = 0;
 	}
 	memmove(c->rbuf, start, left);
@@ -312,7 +314,47 @@ control_close_conn(struct conn *c)
 	close(c->fd);
 	free(c->rbuf);
 	free(c->wbuf);
+	TAILQ_REMOVE(&conns, c, entry);
+	n_conns--;
 	free(c);
+}
+
+/* Answer one line on a connection we are about to close. */
+static void
+control_refuse(struct conn *c, const char *code, const char *msg)
+{
+	struct slot	*s;
+
+	s = xcalloc(1, sizeof *s);
+	s->conn = c;
+	TAILQ_INSERT_TAIL(&c->slots, s, entry);
+	c->n_slots++;
+	c->closing = 1;
+	ev_io_stop(EV_DEFAULT_ &c->rio);
+	control_error(s, code, msg);
+}
+
+/*
+ * Once a second: close clients that have sent no complete request for
+ * client_timeout while we owe them nothing (idle, or a slow partial line).
+ */
+static void
+control_on_sweep(EV_P_ ev_timer *w, int revents)
+{
+	struct conn	*c, *next;
+	int64_t		 now = util_mono_ms();
+	char		 msg[128];
+
+	for (c = TAILQ_FIRST(&conns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, entry);
+		if (c->closing || c->n_slots > 0 ||
+		    now - c->since < cfg->client_timeout_ms)
+			continue;
+		snprintf(msg, sizeof msg, "no complete request for %lld ms "
+		    "(client_timeout); closing",
+		    (long long)cfg->client_timeout_ms);
+		control_refuse(c, "timeout", msg);
+	}
 }
 
 /* A client connected. */
@@ -331,12 +373,22 @@ control_on_accept(EV_P_ ev_io *w, int revents)
 	}
 	c = xcalloc(1, sizeof *c);
 	c->fd = fd;
+	c->since = util_mono_ms();
 	TAILQ_INIT(&c->slots);
+	TAILQ_INSERT_TAIL(&conns, c, entry);
+	n_conns++;
 	ev_io_init(&c->rio, control_on_read, fd, EV_READ);
 	c->rio.data = c;
 	ev_io_init(&c->wio, control_on_write, fd, EV_WRITE);
 	c->wio.data = c;
 	ev_io_start(EV_A_ &c->rio);
+	if (n_conns > cfg->max_clients) {
+		log_warnx("control: %d clients connected (max_clients); "
+		    "refusing one", n_conns - 1);
+		counters.rejected++;
+		control_refuse(c, "unavailable", "too many clients "
+		    "(max_clients); try again later");
+	}
 }
 
 /*
@@ -409,6 +461,8 @@ control_listen(const char *path, int mode, size_t max_message)
 	control_max = max_message;
 	ev_io_init(&control_io, control_on_accept, fd, EV_READ);
 	ev_io_start(EV_DEFAULT_ &control_io);
+	ev_timer_init(&control_sweep, control_on_sweep, 1., 1.);
+	ev_timer_start(EV_DEFAULT_ &control_sweep);
 	log_info("control: listening on %s", path);
 	return 0;
 }
@@ -427,6 +481,7 @@ control_close(void)
 	if (control_fd == -1)
 		return;
 	ev_io_stop(EV_DEFAULT_ &control_io);
+	ev_timer_stop(EV_DEFAULT_ &control_sweep);
 	close(control_fd);
 	unlink(control_path);
 	free(control_path);

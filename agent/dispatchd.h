@@ -68,6 +68,8 @@ struct config {
 	char		 *subscribe;
 	int		  socket_mode;
 	size_t		  max_message;
+	int		  max_clients;
+	int64_t		  client_timeout_ms;
 	size_t		  output_max;
 	int		  workers;
 	int64_t		  lease_ms;

@@ -16,6 +16,7 @@
 
 #define ID_MAX		200
 #define DELAY_MAX_S	(366.0 * 86400)
+#define DEPTH_MAX	64	/* nesting of arrays and objects */
 
 static int	 proto_fill_event(json_t *, struct event *, char *, size_t);
 
@@ -92,6 +93,28 @@ fail:
 	return -1;
 }
 
+/* Is v nested deeper than max levels? */
+static int
+proto_too_deep(json_t *v, int max)
+{
+	const char	*key;
+	json_t		*e;
+	size_t		 i;
+
+	if (max < 0)
+		return 1;
+	if (json_is_object(v)) {
+		json_object_foreach(v, key, e)
+			if (proto_too_deep(e, max - 1))
+				return 1;
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, e)
+			if (proto_too_deep(e, max - 1))
+				return 1;
+	}
+	return 0;
+}
+
 /* Parse a JSON object from buf; NULL with err set when it is not one. */
 static json_t *
 proto_load(const char *buf, size_t len, char *err, size_t errlen)
@@ -107,6 +130,12 @@ proto_load(const char *buf, size_t len, char *err, size_t errlen)
 	}
 	if (!json_is_object(obj)) {
 		snprintf(err, errlen, "a request must be a JSON object");
+		json_decref(obj);
+		return NULL;
+	}
+	if (proto_too_deep(obj, DEPTH_MAX)) {
+		snprintf(err, errlen, "JSON nested deeper than %d levels",
+		    DEPTH_MAX);
 		json_decref(obj);
 		return NULL;
 	}

@@ -76,6 +76,24 @@ main(void)
 	ok(proto_parse(deep, strlen(deep), &req, err, sizeof err) == -1,
 	    "deep nesting rejected without a crash");
 
+	strcpy(deep, "{\"event\":\"a\",\"data\":");
+	for (i = 0; i < 70; i++)
+		strcat(deep, "[");
+	for (i = 0; i < 70; i++)
+		strcat(deep, "]");
+	strcat(deep, "}");
+	ok(proto_parse(deep, strlen(deep), &req, err, sizeof err) == -1 &&
+	    strstr(err, "deeper"), "nesting over 64 levels rejected: %s", err);
+	strcpy(deep, "{\"event\":\"a\",\"data\":");
+	for (i = 0; i < 60; i++)
+		strcat(deep, "[");
+	for (i = 0; i < 60; i++)
+		strcat(deep, "]");
+	strcat(deep, "}");
+	ok(proto_parse(deep, strlen(deep), &req, err, sizeof err) == 0,
+	    "nesting of 60 levels accepted");
+	proto_event_clear(&req.ev);
+
 	ok(proto_parse_event("{\"event\":\"x\"}", 13, &ev, err, sizeof err)
 	    == 0 && strcmp(ev.name, "x") == 0, "pub/sub envelope");
 	proto_event_clear(&ev);
