@@ -505,9 +505,9 @@ config_finish(struct config *conf, char *err, size_t errlen)
 		    conf->namespace);
 		return -1;
 	}
-	if (conf->name[0] == '\0' || strpbrk(conf->name, " \t{}")) {
-		snprintf(err, errlen, "%s: [agent] name: '%s' must be "
-		    "non-empty without blanks or braces", conf->path, conf->name);
+	if (!util_valid_event_name(conf->name)) {
+		snprintf(err, errlen, "%s: [agent] name: '%s' must be 1-200 "
+		    "characters of A-Z a-z 0-9 . _ : -", conf->path, conf->name);
 		return -1;
 	}
 	if (conf->spool != NULL && conf->spool[0] == '\0') {

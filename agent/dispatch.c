@@ -113,6 +113,23 @@ dispatch_free_job(struct job *j)
 	free(j);
 }
 
+/*
+ * A JSON string from text read back from Redis, which is a trust boundary:
+ * whatever was written there, the handler gets valid JSON.
+ */
+static json_t *
+dispatch_jstr(const char *text)
+{
+	json_t	*v;
+	char	*clean;
+	size_t	 n;
+
+	clean = util_utf8_clean(text, strlen(text), &n);
+	v = json_stringn(clean, n);
+	free(clean);
+	return v;
+}
+
 /* Build the job JSON given to the handler on stdin. */
 static char *
 dispatch_job_json(const struct job *j, const char *data, double emitted_s,
@@ -124,9 +141,10 @@ dispatch_job_json(const struct job *j, const char *data, double emitted_s,
 
 	d = json_loads(data, JSON_DECODE_ANY, &jerr);
 	if (d == NULL)
-		d = json_string(data);	/* not ours: keep it, as text */
-	o = json_pack("{s:s, s:s, s:s, s:s, s:o, s:i, s:i, s:f, s:f}",
-	    "id", j->id, "event", j->event, "event_id", j->event_id,
+		d = dispatch_jstr(data);	/* not ours: keep it, as text */
+	o = json_pack("{s:o, s:o, s:o, s:s, s:o, s:i, s:i, s:f, s:f}",
+	    "id", dispatch_jstr(j->id), "event", dispatch_jstr(j->event),
+	    "event_id", dispatch_jstr(j->event_id),
 	    "handler", j->h->name, "data", d, "attempt", (json_int_t)j->attempt,
 	    "max_attempts", (json_int_t)j->max_attempts,
 	    "emitted_at", emitted_s, "deadline", deadline_s);

@@ -50,8 +50,10 @@ enqueue_reply(const char *event_id, const char *joined, size_t len,
 	    jid = strtok_r(NULL, " ", &save)) {
 		if ((h = strtok_r(NULL, " ", &save)) == NULL)
 			break;
-		json_array_append_new(jobs, json_pack("{s:s, s:s}", "id", jid,
-		    "handler", h));
+		/* from Redis: keep only well-formed entries */
+		if (util_valid_handler_name(jid) && util_valid_handler_name(h))
+			json_array_append_new(jobs, json_pack("{s:s, s:s}",
+			    "id", jid, "handler", h));
 	}
 	free(copy);
 	o = json_pack("{s:b, s:s, s:o}", "ok", 1, "event_id", event_id,
@@ -72,9 +74,13 @@ enqueue_error(const char *code, const char *msg, const char *event_id,
     size_t *outlen)
 {
 	json_t	*o;
-	char	*s, *line;
+	char	*s, *line, *clean;
+	size_t	 n;
 
-	o = json_pack("{s:b, s:s, s:s}", "ok", 0, "code", code, "error", msg);
+	/* the message may quote Redis's error text */
+	clean = util_utf8_clean(msg, strlen(msg), &n);
+	o = json_pack("{s:b, s:s, s:s}", "ok", 0, "code", code, "error", clean);
+	free(clean);
 	if (event_id != NULL)
 		json_object_set_new(o, "event_id", json_string(event_id));
 	if ((s = json_dumps(o, JSON_COMPACT)) == NULL)

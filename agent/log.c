@@ -23,7 +23,8 @@ static const char *const log_names[] = {
 	"emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"
 };
 
-static void	 log_vmsg(int, const char *, const char *, va_list);
+static void	 log_vmsg(int, const char *, const char *, va_list)
+	    __attribute__((format(printf, 3, 0)));
 
 /* Choose the line format and the first threshold. */
 void

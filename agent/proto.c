@@ -217,9 +217,13 @@ char *
 proto_error(const char *code, const char *msg, size_t *len)
 {
 	json_t	*o;
-	char	*s, *line;
+	char	*s, *line, *clean;
+	size_t	 n;
 
-	o = json_pack("{s:b, s:s, s:s}", "ok", 0, "code", code, "error", msg);
+	/* the message may quote the client's bytes: make them valid UTF-8 */
+	clean = util_utf8_clean(msg, strlen(msg), &n);
+	o = json_pack("{s:b, s:s, s:s}", "ok", 0, "code", code, "error", clean);
+	free(clean);
 	if (o == NULL || (s = json_dumps(o, JSON_COMPACT)) == NULL)
 		fatalx("proto: cannot build a reply");
 	json_decref(o);

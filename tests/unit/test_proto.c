@@ -100,6 +100,10 @@ main(void)
 	ok(proto_parse_event("{\"op\":\"ping\"}", 13, &ev, err, sizeof err)
 	    == -1, "pub/sub accepts only emit");
 
+	line = proto_error("invalid", "near '\xff\xfe'", &len);
+	ok(line != NULL && strstr(line, "\xef\xbf\xbd") != NULL,
+	    "error text with invalid UTF-8 is cleaned, not fatal");
+	free(line);
 	line = proto_error("invalid", "bad \"thing\"", &len);
 	ok(len == strlen(line) && line[len - 1] == '\n' &&
 	    strcmp(line, "{\"ok\":false,\"code\":\"invalid\","
