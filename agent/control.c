@@ -391,6 +391,18 @@ control_on_accept(EV_P_ ev_io *w, int revents)
 	}
 }
 
+/* Start accepting on fd. */
+static void
+control_start(int fd, size_t max_message)
+{
+	control_fd = fd;
+	control_max = max_message;
+	ev_io_init(&control_io, control_on_accept, fd, EV_READ);
+	ev_io_start(EV_DEFAULT_ &control_io);
+	ev_timer_init(&control_sweep, control_on_sweep, 1., 1.);
+	ev_timer_start(EV_DEFAULT_ &control_sweep);
+}
+
 /*
  * Listen on path.  A live agent already there is an error; a stale socket
  * file is replaced; anything else at the path is left alone.
@@ -456,14 +468,21 @@ control_listen(const char *path, int mode, size_t max_message)
 		close(fd);
 		return -1;
 	}
-	control_fd = fd;
 	control_path = xstrdup(path);
-	control_max = max_message;
-	ev_io_init(&control_io, control_on_accept, fd, EV_READ);
-	ev_io_start(EV_DEFAULT_ &control_io);
-	ev_timer_init(&control_sweep, control_on_sweep, 1., 1.);
-	ev_timer_start(EV_DEFAULT_ &control_sweep);
+	control_start(fd, max_message);
 	log_info("control: listening on %s", path);
+	return 0;
+}
+
+/*
+ * Serve a listening socket passed in by the service manager (socket
+ * activation); it owns the socket file, so it is not removed at exit.
+ */
+int
+control_adopt(int fd, const char *path, size_t max_message)
+{
+	control_start(fd, max_message);
+	log_info("control: serving the socket passed by systemd (%s)", path);
 	return 0;
 }
 
@@ -483,7 +502,10 @@ control_close(void)
 	ev_io_stop(EV_DEFAULT_ &control_io);
 	ev_timer_stop(EV_DEFAULT_ &control_sweep);
 	close(control_fd);
-	unlink(control_path);
-	free(control_path);
+	if (control_path != NULL) {
+		unlink(control_path);
+		free(control_path);
+		control_path = NULL;
+	}
 	control_fd = -1;
 }

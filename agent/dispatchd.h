@@ -227,6 +227,11 @@ void	 redis_close(struct rconn *);
 extern struct rconn	*rcmd;		/* commands and scripts */
 extern struct rconn	*rsub;		/* pub/sub */
 
+/* notify.c */
+void	 notify_init(void);
+void	 notify_send(const char *, ...) __attribute__((format(printf, 1, 2)));
+int	 notify_listen_fd(void);
+
 /* spool.c */
 extern ssize_t	(*spool_write_fn)(int, const void *, size_t);
 int	 spool_open(const char *, size_t, char *, size_t);
@@ -252,6 +257,7 @@ void	 promote_stop(void);
 
 /* control.c */
 int	 control_listen(const char *, int, size_t);
+int	 control_adopt(int, const char *, size_t);
 void	 control_set_max(size_t);
 void	 control_close(void);
 

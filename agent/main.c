@@ -31,8 +31,9 @@ struct counters	 counters;
 struct config	*cfg;
 
 static ev_signal	 sig_term, sig_int, sig_hup;
-static ev_timer		 drain_timer, stop_timer;
+static ev_timer		 drain_timer, stop_timer, status_timer;
 static int		 stopping;
+static int		 ready;		/* READY=1 sent */
 
 /* Print usage and exit. */
 static void __attribute__((noreturn))
@@ -96,6 +97,8 @@ main_on_stop(EV_P_ ev_signal *w, int revents)
 	}
 	log_info("stopping: no new jobs; waiting up to %lld ms for %d running",
 	    (long long)cfg->drain_ms, dispatch_running());
+	notify_send("STOPPING=1\nSTATUS=draining %d running jobs",
+	    dispatch_running());
 	control_close();
 	ev_timer_init(&drain_timer, main_on_drain_timeout,
 	    (double)cfg->drain_ms / 1000.0, 0.);
@@ -119,8 +122,10 @@ main_on_hup(EV_P_ ev_signal *w, int revents)
 	struct config	*next;
 	char		 err[1024];
 
+	notify_send("RELOADING=1");
 	if ((next = config_load(cfg->path, err, sizeof err)) == NULL) {
 		log_errx("reload: %s; keeping the configuration in force", err);
+		notify_send("READY=1\nSTATUS=reload failed: %s", err);
 		return;
 	}
 	config_keep_fixed(next, cfg);
@@ -131,6 +136,37 @@ main_on_hup(EV_P_ ev_signal *w, int revents)
 	dispatch_reconfigure();
 	log_info("reload: %s: %zu handlers, %d workers", cfg->path,
 	    cfg->n_handlers, cfg->workers);
+	notify_send("READY=1");
+}
+
+/* Tell systemd how things stand; the first call also says READY=1. */
+static void
+main_status(void)
+{
+	notify_send("%sSTATUS=%d of %d workers busy, Redis %s%s", ready++ ?
+	    "" : "READY=1\n", dispatch_running(), cfg->workers,
+	    redis_ready(rcmd) ? "connected" : "unreachable",
+	    spool_count() ? ", events waiting in the spool" : "");
+}
+
+/*
+ * The status timer keeps the status line current; its first run, 5 s
+ * after start, says READY=1 even without Redis: the agent still accepts
+ * events then, and spools them.
+ */
+static void
+main_on_status(EV_P_ ev_timer *w, int revents)
+{
+	main_status();
+}
+
+/* Redis came up or went down: tell dispatch; the first time, READY=1. */
+static void
+main_on_redis(int up)
+{
+	dispatch_redis_state(up);
+	if (up && !ready)
+		main_status();
 }
 
 /* Print the version and the libraries it was built with. */
@@ -148,7 +184,7 @@ main(int argc, char **argv)
 {
 	const char	*path = SYSCONFDIR "/dispatchd/dispatchd.conf";
 	char		 err[1024], *rundir, *slash;
-	int		 ch, check = 0;
+	int		 ch, fd, check = 0;
 
 	while ((ch = getopt(argc, argv, "c:tVh")) != -1) {
 		switch (ch) {
@@ -191,8 +227,11 @@ main(int argc, char **argv)
 
 	if (ev_default_loop(EVFLAG_AUTO) == NULL)
 		fatalx("cannot initialise the event loop");
-	if (control_listen(cfg->socket, cfg->socket_mode, cfg->max_message)
-	    == -1)
+	notify_init();
+	if ((fd = notify_listen_fd()) != -1)
+		control_adopt(fd, cfg->socket, cfg->max_message);
+	else if (control_listen(cfg->socket, cfg->socket_mode,
+	    cfg->max_message) == -1)
 		return EXIT_UNAVAILABLE;
 	if (cfg->spool != NULL &&
 	    spool_open(cfg->spool, cfg->spool_max, err, sizeof err) == -1) {
@@ -209,7 +248,7 @@ main(int argc, char **argv)
 		strcpy(rundir, ".");
 	dispatch_start(rundir);
 	free(rundir);
-	rcmd = redis_open("cmd", dispatch_redis_state);
+	rcmd = redis_open("cmd", main_on_redis);
 	subscribe_start();
 	promote_start();
 
@@ -219,6 +258,8 @@ main(int argc, char **argv)
 	ev_signal_start(EV_DEFAULT_ &sig_int);
 	ev_signal_init(&sig_hup, main_on_hup, SIGHUP);
 	ev_signal_start(EV_DEFAULT_ &sig_hup);
+	ev_timer_init(&status_timer, main_on_status, 5., 5.);
+	ev_timer_start(EV_DEFAULT_ &status_timer);
 
 	log_info("dispatchd %s: agent %s, %zu handlers, %d workers, redis %s",
 	    DISPATCHD_VERSION, cfg->name, cfg->n_handlers, cfg->workers,
