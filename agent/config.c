@@ -12,7 +12,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fnmatch.h>
+#include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +34,8 @@ enum key_type {
 	KEY_INT,
 	KEY_MODE,
 	KEY_LOGLEVEL,
+	KEY_USER,
+	KEY_GROUP,
 };
 
 /* One [agent] key: its name, type, bounds and place in struct config. */
@@ -64,6 +68,9 @@ static const struct agent_key agent_keys[] = {
 	{ "dedup_window",	KEY_DURATION,	OFF(dedup_ms),		1000, 0 },
 	{ "log_level",		KEY_LOGLEVEL,	OFF(log_level),		0, 0 },
 	{ "spool",		KEY_STRING,	OFF(spool),		0, 0 },
+	{ "user",		KEY_USER,	OFF(user),		0, 0 },
+	{ "group",		KEY_GROUP,	OFF(group),		0, 0 },
+	{ "socket_group",	KEY_GROUP,	OFF(socket_group),	0, 0 },
 	{ "spool_max",		KEY_SIZE,	OFF(spool_max),		4096, LONG_MAX },
 };
 #undef OFF
@@ -260,6 +267,15 @@ config_agent_key(struct parse *p, const char *key, const char *value)
 			    "debug, info, notice, warning, err", key, value);
 		*(int *)(base + k->off) = level;
 		break;
+	case KEY_USER:
+	case KEY_GROUP:
+		if (value[0] != '\0' && (k->type == KEY_USER ?
+		    getpwnam(value) == NULL : getgrnam(value) == NULL))
+			return config_fail(p, "[agent] %s: no %s named '%s'",
+			    key, k->type == KEY_USER ? "user" : "group", value);
+		free(*(char **)(base + k->off));
+		*(char **)(base + k->off) = value[0] ? xstrdup(value) : NULL;
+		break;
 	}
 	return 1;
 }
@@ -330,8 +346,11 @@ config_handler_key(struct parse *p, const char *key, const char *value)
 		}
 		util_free_words(h->argv);
 		free(h->exec);
+		free(h->exec_file);
 		h->argv = words;
 		h->exec = xstrdup(value);
+		h->exec_file = xstrdup(p->file);
+		h->exec_line = p->line;
 	} else if (strcmp(key, "timeout") == 0) {
 		if (util_parse_duration(value, &ms) == -1 || ms <= 0)
 			return config_fail(p, "[handler %s] timeout: bad "
@@ -374,6 +393,37 @@ config_handler_key(struct parse *p, const char *key, const char *value)
 			    "an existing absolute directory", h->name, value);
 		free(h->workdir);
 		h->workdir = xstrdup(value);
+	} else if (strcmp(key, "user") == 0 || strcmp(key, "group") == 0) {
+		if (key[0] == 'u' ? getpwnam(value) == NULL :
+		    getgrnam(value) == NULL)
+			return config_fail(p, "[handler %s] %s: no %s named "
+			    "'%s'", h->name, key, key, value);
+		if (key[0] == 'u') {
+			free(h->user);
+			h->user = xstrdup(value);
+		} else {
+			free(h->group);
+			h->group = xstrdup(value);
+		}
+	} else if (strcmp(key, "limit_nofile") == 0 ||
+	    strcmp(key, "limit_nproc") == 0) {
+		if (util_parse_int(value, 1, 1L << 30, &n) == -1)
+			return config_fail(p, "[handler %s] %s: '%s' is not a "
+			    "positive number", h->name, key, value);
+		if (key[6] == 'n' && key[7] == 'o')
+			h->limit_nofile = n;
+		else
+			h->limit_nproc = n;
+	} else if (strcmp(key, "limit_as") == 0) {
+		if (util_parse_size(value, &h->limit_as) == -1 ||
+		    h->limit_as < 1024 * 1024)
+			return config_fail(p, "[handler %s] limit_as: '%s' is "
+			    "not a size of at least 1m", h->name, value);
+	} else if (strcmp(key, "limit_cpu") == 0) {
+		if (util_parse_duration(value, &h->limit_cpu_ms) == -1 ||
+		    h->limit_cpu_ms < 1000)
+			return config_fail(p, "[handler %s] limit_cpu: '%s' is "
+			    "not a duration of at least 1s", h->name, value);
 	} else if (strcmp(key, "env") == 0) {
 		eq = strchr(value, '=');
 		for (i = 0; eq != NULL && value + i < eq; i++)
@@ -492,6 +542,119 @@ config_parse_dir(struct config *conf, const char *dir, char *err,
 	return rc;
 }
 
+/*
+ * Who runs the handler: its user (or [agent] user), its group (or [agent]
+ * group, or the user's primary group), the user's supplementary groups.
+ * Unset, handlers run as the agent itself.  Only an agent running as root
+ * can run them as someone else.
+ */
+static int
+config_resolve_user(const struct config *conf, struct handler *h, char *err,
+    size_t errlen)
+{
+	const char	*user = h->user ? h->user : conf->user;
+	const char	*group = h->group ? h->group : conf->group;
+	struct passwd	*pw;
+	struct group	*gr;
+	int		 n = 64;
+
+	if (user == NULL) {
+		h->uid = geteuid();
+		h->gid = getegid();
+		pw = getpwuid(h->uid);
+		h->home = xstrdup(pw && pw->pw_dir ? pw->pw_dir : "/");
+		if (group == NULL)
+			return 0;
+		if ((gr = getgrnam(group)) == NULL)
+			goto nogroup;
+		h->gid = gr->gr_gid;
+		h->set_user = h->gid != getegid();
+		goto check;
+	}
+	if ((pw = getpwnam(user)) == NULL) {
+		snprintf(err, errlen, "%s:%d: [handler %s] user: no user named "
+		    "'%s'", h->file, h->line, h->name, user);
+		return -1;
+	}
+	h->uid = pw->pw_uid;
+	h->gid = pw->pw_gid;
+	h->home = xstrdup(pw->pw_dir ? pw->pw_dir : "/");
+	if (group != NULL) {
+		if ((gr = getgrnam(group)) == NULL)
+			goto nogroup;
+		h->gid = gr->gr_gid;
+	}
+	/* resolved here, in the parent: NSS must not run in the child */
+	h->groups = xcalloc((size_t)n, sizeof *h->groups);
+	if (getgrouplist(pw->pw_name, h->gid, h->groups, &n) == -1) {
+		h->groups = xreallocarray(h->groups, (size_t)n,
+		    sizeof *h->groups);
+		getgrouplist(pw->pw_name, h->gid, h->groups, &n);
+	}
+	h->n_groups = n;
+	h->set_user = 1;
+check:
+	if (h->set_user && geteuid() != 0 && (h->uid != geteuid() ||
+	    h->gid != getegid())) {
+		snprintf(err, errlen, "%s:%d: [handler %s] runs as %s:%s, but "
+		    "only an agent running as root can switch users", h->file,
+		    h->line, h->name, user ? user : "(agent)",
+		    group ? group : "(primary)");
+		return -1;
+	}
+	if (geteuid() != 0)
+		h->set_user = 0;
+	return 0;
+nogroup:
+	snprintf(err, errlen, "%s:%d: [handler %s] group: no group named '%s'",
+	    h->file, h->line, h->name, group);
+	return -1;
+}
+
+/*
+ * An agent running as root refuses a program that someone other than
+ * root or the handler's user could replace: the file and every directory
+ * above it must be owned by one of them and not writable by group or
+ * others (a sticky directory, such as /tmp, protects what others own).
+ */
+static int
+config_check_owner(const struct handler *h, char *err, size_t errlen)
+{
+	struct stat	 st;
+	char		*path, *slash;
+	const char	*why = NULL;
+
+	if (geteuid() != 0)
+		return 0;
+	if ((path = realpath(h->argv[0], NULL)) == NULL)
+		return 0;	/* checked at exec: reported then */
+	for (;;) {
+		if (stat(path, &st) == -1)
+			break;
+		if (st.st_uid != 0 && st.st_uid != h->uid)
+			why = "is owned by another user";
+		else if ((st.st_mode & S_IWOTH) && !(S_ISDIR(st.st_mode) &&
+		    (st.st_mode & S_ISVTX)))
+			why = "is writable by everyone";
+		else if ((st.st_mode & S_IWGRP) && st.st_gid != 0 &&
+		    !(S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX)))
+			why = "is writable by its group";
+		if (why != NULL || strcmp(path, "/") == 0)
+			break;
+		slash = strrchr(path, '/');
+		if (slash == path)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	if (why != NULL)
+		snprintf(err, errlen, "%s:%d: [handler %s] exec: %s %s: someone "
+		    "other than root or the handler's user could replace the "
+		    "program", h->exec_file, h->exec_line, h->name, path, why);
+	free(path);
+	return why != NULL ? -1 : 0;
+}
+
 /* Check what only the whole configuration can tell, and fill defaults. */
 static int
 config_finish(struct config *conf, char *err, size_t errlen)
@@ -531,6 +694,9 @@ config_finish(struct config *conf, char *err, size_t errlen)
 		}
 		if (h->concurrency == 0 || h->concurrency > conf->workers)
 			h->concurrency = conf->workers;
+		if (config_resolve_user(conf, h, err, errlen) == -1 ||
+		    config_check_owner(h, err, errlen) == -1)
+			return -1;
 	}
 	return 0;
 }
@@ -609,6 +775,11 @@ config_handler_release(struct handler *h)
 	util_free_words(h->argv);
 	util_free_words(h->env);
 	free(h->exec);
+	free(h->exec_file);
+	free(h->user);
+	free(h->group);
+	free(h->groups);
+	free(h->home);
 	free(h->workdir);
 	free(h->name);
 	free(h->file);
@@ -635,6 +806,9 @@ config_free(struct config *conf)
 	free(conf->socket);
 	free(conf->subscribe);
 	free(conf->spool);
+	free(conf->user);
+	free(conf->group);
+	free(conf->socket_group);
 	free(conf);
 }
 

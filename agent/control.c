@@ -14,6 +14,7 @@
 #include <sys/un.h>
 
 #include <errno.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -412,6 +413,7 @@ control_listen(const char *path, int mode, size_t max_message)
 {
 	struct sockaddr_un	 sun;
 	struct stat		 st;
+	struct group		*gr;
 	mode_t			 old;
 	char			*dir, *slash;
 	int			 fd, probe;
@@ -463,6 +465,11 @@ control_listen(const char *path, int mode, size_t max_message)
 	umask(old);
 	if (chmod(path, (mode_t)mode) == -1)
 		log_warn("control: chmod %s", path);
+	if (cfg->socket_group != NULL &&
+	    ((gr = getgrnam(cfg->socket_group)) == NULL ||
+	    chown(path, (uid_t)-1, gr->gr_gid) == -1))
+		log_warn("control: chown %s to group %s", path,
+		    cfg->socket_group);
 	if (listen(fd, 128) == -1) {
 		log_warn("control: listen %s", path);
 		close(fd);

@@ -10,7 +10,6 @@
 
 #include <sys/queue.h>
 
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,7 +72,6 @@ static char		 host[256];
 static char		 token[128];		/* this life, in the heartbeat */
 static char		 prev_token[200];	/* the previous life's */
 static int		 claimed;		/* the name is ours in Redis */
-static char		*home;
 static void		(*drained)(void);
 
 static void	 dispatch_fetch(void);
@@ -183,7 +181,7 @@ dispatch_envp(const struct job *j)
 	if (!dispatch_env_has(j->h, "PATH"))
 		envp[n++] = xstrdup("PATH=/usr/local/bin:/usr/bin:/bin");
 	if (!dispatch_env_has(j->h, "HOME"))
-		xasprintf(&envp[n++], "HOME=%s", home);
+		xasprintf(&envp[n++], "HOME=%s", j->h->home);
 	if (!dispatch_env_has(j->h, "LANG"))
 		envp[n++] = xstrdup("LANG=C.UTF-8");
 	xasprintf(&envp[n++], "DISPATCH_JOB_ID=%s", j->id);
@@ -345,8 +343,8 @@ dispatch_on_run_done(const struct run_result *res, void *arg)
 
 	if (res->setup_stage != NULL)
 		snprintf(error, sizeof error, "%s %s: %s", res->setup_stage,
-		    res->setup_stage[0] == 'c' ? j->h->workdir : j->h->argv[0],
-		    strerror(res->setup_errno));
+		    strcmp(res->setup_stage, "chdir") == 0 ? j->h->workdir :
+		    j->h->argv[0], strerror(res->setup_errno));
 	if (j->release)
 		outcome = "release";
 	else
@@ -442,6 +440,15 @@ dispatch_run(struct job *j, const char *data, int64_t created_ms,
 	spec.timeout_ms = j->h->timeout_ms;
 	spec.kill_grace_ms = cfg->kill_grace_ms;
 	spec.output_max = cfg->output_max;
+	spec.set_user = j->h->set_user;
+	spec.uid = j->h->uid;
+	spec.gid = j->h->gid;
+	spec.groups = j->h->groups;
+	spec.n_groups = j->h->n_groups;
+	spec.limit_nofile = j->h->limit_nofile;
+	spec.limit_nproc = j->h->limit_nproc;
+	spec.limit_as = j->h->limit_as;
+	spec.limit_cpu_ms = j->h->limit_cpu_ms;
 	TAILQ_INSERT_TAIL(&running, j, entry);
 	n_running++;
 	counters.jobs_started++;
@@ -801,15 +808,12 @@ dispatch_redis_state(int up)
 void
 dispatch_start(const char *rundir)
 {
-	struct passwd	*pw;
 	char		 nonce[17];
 	int		 killed;
 
 	if (gethostname(host, sizeof host) == -1)
 		strcpy(host, "localhost");
 	host[sizeof host - 1] = '\0';
-	pw = getpwuid(getuid());
-	home = xstrdup(pw != NULL && pw->pw_dir != NULL ? pw->pw_dir : "/");
 	util_random_hex(nonce, 8);
 	snprintf(token, sizeof token, "%s:%d:%s", host, (int)getpid(), nonce);
 	if ((killed = state_open(rundir, cfg->name, prev_token,

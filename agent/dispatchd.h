@@ -53,6 +53,20 @@ struct handler {
 	int		  concurrency;	/* 0: as many as workers */
 	char		 *file;		/* where the section was declared */
 	int		  line;
+	char		 *exec_file;	/* where exec was set */
+	int		  exec_line;
+	char		 *user;		/* as written, or NULL */
+	char		 *group;
+	uid_t		  uid;		/* resolved: who runs it */
+	gid_t		  gid;
+	gid_t		 *groups;	/* supplementary groups */
+	int		  n_groups;
+	int		  set_user;	/* switch to uid/gid in the child */
+	char		 *home;
+	long		  limit_nofile;	/* 0: inherit */
+	long		  limit_nproc;
+	size_t		  limit_as;
+	int64_t		  limit_cpu_ms;
 	int		  refs;		/* the config, plus each running job */
 };
 
@@ -78,6 +92,9 @@ struct config {
 	int64_t		  dedup_ms;
 	long		  results_max;
 	int		  log_level;
+	char		 *user;		/* default user for handlers */
+	char		 *group;
+	char		 *socket_group;
 	char		 *spool;	/* directory, or NULL when off */
 	size_t		  spool_max;
 	struct handler	**handlers;
@@ -271,6 +288,15 @@ struct run_spec {
 	int64_t		 timeout_ms;
 	int64_t		 kill_grace_ms;
 	size_t		 output_max;	/* per stream */
+	int		 set_user;	/* switch to uid, gid and groups */
+	uid_t		 uid;
+	gid_t		 gid;
+	const gid_t	*groups;
+	int		 n_groups;
+	long		 limit_nofile;	/* 0: inherit */
+	long		 limit_nproc;
+	size_t		 limit_as;
+	int64_t		 limit_cpu_ms;
 };
 struct run_result {
 	int		 exited;	/* exited normally, with code */

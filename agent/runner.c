@@ -4,7 +4,8 @@
  * The child gets its own session (so the whole process group can be
  * signalled), the job JSON on stdin from a memfd (no writer to block, and a
  * handler that never reads stdin is fine), pipes for stdout and stderr, a
- * clean environment and no inherited descriptors.  Output is kept up to a
+ * clean environment, no inherited descriptors, its resource limits, and
+ * its own user and groups (the drop is verified before exec).  Output is kept up to a
  * cap per stream and the rest is read and counted, so a chatty handler never
  * blocks on a full pipe.  On timeout the group gets SIGTERM, then SIGKILL
  * after the grace.  The run is over when the handler has been reaped and
@@ -17,10 +18,12 @@
 
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,8 +72,20 @@ struct run {
 
 /* What the child writes to the status pipe when set-up fails. */
 struct setup_report {
-	int	stage;			/* 1 chdir, 2 exec */
+	int	stage;			/* enum setup_stage */
 	int	error;
+};
+
+/* The steps of the child's set-up that can fail, for the error text. */
+enum setup_stage {
+	STAGE_LIMITS = 1,
+	STAGE_USER,
+	STAGE_CHDIR,
+	STAGE_EXEC,
+};
+
+static const char *const stage_names[] = {
+	"", "setrlimit", "switch user", "chdir", "exec"
 };
 
 static void	 runner_finish(struct run *);
@@ -85,6 +100,41 @@ runner_child_fail(int stage)
 	n = write(3, &r, sizeof r);
 	(void)n;
 	_exit(EXIT_TEMPFAIL);
+}
+
+/* Set one resource limit, soft and hard, if asked for. */
+static int
+runner_limit(int resource, rlim_t soft, rlim_t hard)
+{
+	struct rlimit	rl;
+
+	rl.rlim_cur = soft;
+	rl.rlim_max = hard;
+	return setrlimit(resource, &rl);
+}
+
+/* The handler's resource limits (in the child). */
+static int
+runner_child_limits(const struct run_spec *spec)
+{
+	rlim_t	cpu;
+
+	if (spec->limit_nofile > 0 && runner_limit(RLIMIT_NOFILE,
+	    (rlim_t)spec->limit_nofile, (rlim_t)spec->limit_nofile) == -1)
+		return -1;
+	if (spec->limit_nproc > 0 && runner_limit(RLIMIT_NPROC,
+	    (rlim_t)spec->limit_nproc, (rlim_t)spec->limit_nproc) == -1)
+		return -1;
+	if (spec->limit_as > 0 && runner_limit(RLIMIT_AS,
+	    (rlim_t)spec->limit_as, (rlim_t)spec->limit_as) == -1)
+		return -1;
+	if (spec->limit_cpu_ms > 0) {
+		/* SIGXCPU at the limit, SIGKILL a few seconds later */
+		cpu = (rlim_t)((spec->limit_cpu_ms + 999) / 1000);
+		if (runner_limit(RLIMIT_CPU, cpu, cpu + 5) == -1)
+			return -1;
+	}
+	return 0;
 }
 
 /*
@@ -122,6 +172,21 @@ runner_child(const struct run_spec *spec, int in_fd, int out_fd, int err_fd,
 	for (sig = 4; sig < 1024; sig++)
 		close(sig);
 #endif
+	if (runner_child_limits(spec) == -1)
+		runner_child_fail(STAGE_LIMITS);
+	/* groups first: setgroups and setgid need the privilege setuid drops */
+	if (spec->set_user) {
+		if (setgroups((size_t)spec->n_groups, spec->groups) == -1 ||
+		    setgid(spec->gid) == -1 || setuid(spec->uid) == -1)
+			runner_child_fail(STAGE_USER);
+		/* verify the drop: no way back to root, ids as asked */
+		if ((spec->uid != 0 && setuid(0) != -1) ||
+		    getuid() != spec->uid || geteuid() != spec->uid ||
+		    getgid() != spec->gid || getegid() != spec->gid) {
+			errno = EPERM;
+			runner_child_fail(STAGE_USER);
+		}
+	}
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = SIG_DFL;
 	for (sig = 1; sig < NSIG; sig++)
@@ -129,9 +194,9 @@ runner_child(const struct run_spec *spec, int in_fd, int out_fd, int err_fd,
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	if (chdir(spec->workdir) == -1)
-		runner_child_fail(1);
+		runner_child_fail(STAGE_CHDIR);
 	execve(spec->argv[0], spec->argv, spec->envp);
-	runner_child_fail(2);
+	runner_child_fail(STAGE_EXEC);
 }
 
 /* Read what a stream has; keep up to the cap, count and drop the rest. */
@@ -279,9 +344,10 @@ runner_finish(struct run *r)
 	memset(&res, 0, sizeof res);
 	n = read(r->status_fd, &rep, sizeof rep);
 	close(r->status_fd);
-	if (n == (ssize_t)sizeof rep) {
+	if (n == (ssize_t)sizeof rep && rep.stage >= STAGE_LIMITS &&
+	    rep.stage <= STAGE_EXEC) {
 		res.setup_errno = rep.error;
-		res.setup_stage = rep.stage == 1 ? "chdir" : "exec";
+		res.setup_stage = stage_names[rep.stage];
 	}
 	if (WIFEXITED(r->wstatus)) {
 		res.exited = 1;
