@@ -86,6 +86,7 @@ struct parse {
 	size_t		 errlen;
 	struct handler	*cur;		/* section being read, or NULL */
 	int		 in_agent;
+	int		 in_access;
 };
 
 static int	 config_fail(struct parse *, const char *, ...)
@@ -95,6 +96,7 @@ static int	 config_section(struct parse *, const char *);
 static int	 config_on_key(void *, const char *, const char *, const char *);
 static int	 config_agent_key(struct parse *, const char *, const char *);
 static int	 config_handler_key(struct parse *, const char *, const char *);
+static int	 config_access_key(struct parse *, const char *, const char *);
 static int	 config_parse_file(struct config *, const char *, char *, size_t);
 static int	 config_parse_dir(struct config *, const char *, char *, size_t);
 static int	 config_finish(struct config *, char *, size_t);
@@ -163,10 +165,15 @@ config_section(struct parse *p, const char *name)
 {
 	p->cur = NULL;
 	p->in_agent = 0;
+	p->in_access = 0;
 	while (isspace((unsigned char)*name))
 		name++;
 	if (strcmp(name, "agent") == 0) {
 		p->in_agent = 1;
+		return 1;
+	}
+	if (strcmp(name, "access") == 0) {
+		p->in_access = 1;
 		return 1;
 	}
 	if (strncmp(name, "handler", 7) == 0 &&
@@ -202,6 +209,8 @@ config_on_key(void *arg, const char *section, const char *key,
 
 	if (p->in_agent)
 		return config_agent_key(p, key, value);
+	if (p->in_access)
+		return config_access_key(p, key, value);
 	if (p->cur != NULL)
 		return config_handler_key(p, key, value);
 	if (section[0] == '\0')
@@ -277,6 +286,28 @@ config_agent_key(struct parse *p, const char *key, const char *value)
 		*(char **)(base + k->off) = value[0] ? xstrdup(value) : NULL;
 		break;
 	}
+	return 1;
+}
+
+/* An [access] key: emit or admin lines add principals. */
+static int
+config_access_key(struct parse *p, const char *key, const char *value)
+{
+	const char	*why;
+	char		 bad[128];
+	int		 rc;
+
+	if (strcmp(key, "emit") == 0)
+		rc = access_parse(value, 1, &p->conf->emit, &p->conf->n_emit,
+		    &why, bad, sizeof bad);
+	else if (strcmp(key, "admin") == 0)
+		rc = access_parse(value, 0, &p->conf->admin,
+		    &p->conf->n_admin, &why, bad, sizeof bad);
+	else
+		return config_fail(p, "[access] %s: unknown key (emit or "
+		    "admin)", key);
+	if (rc == -1)
+		return config_fail(p, "[access] %s: '%s': %s", key, bad, why);
 	return 1;
 }
 
@@ -660,6 +691,7 @@ static int
 config_finish(struct config *conf, char *err, size_t errlen)
 {
 	struct handler	*h;
+	struct group	*gr;
 	size_t		 i;
 
 	if (conf->namespace[0] == '\0' || strpbrk(conf->namespace, "{}: \t")) {
@@ -682,6 +714,10 @@ config_finish(struct config *conf, char *err, size_t errlen)
 		    "absolute directory", conf->path, conf->spool);
 		return -1;
 	}
+	conf->socket_gid = getegid();
+	if (conf->socket_group != NULL &&
+	    (gr = getgrnam(conf->socket_group)) != NULL)
+		conf->socket_gid = gr->gr_gid;
 	xasprintf(&conf->prefix, "{%s}:", conf->namespace);
 	if (conf->subscribe == NULL)
 		xasprintf(&conf->subscribe, "%sevents", conf->prefix);
@@ -809,6 +845,8 @@ config_free(struct config *conf)
 	free(conf->user);
 	free(conf->group);
 	free(conf->socket_group);
+	access_free(conf->emit, conf->n_emit);
+	access_free(conf->admin, conf->n_admin);
 	free(conf);
 }
 

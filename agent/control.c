@@ -54,6 +54,7 @@ struct conn {
 	struct slots	 slots;
 	int		 n_slots;
 	int		 closing;	/* no more reading; close when flushed */
+	struct peer	 peer;		/* who connected */
 	int		 busy;		/* inside control_on_read */
 	int		 dead;		/* closed while busy: free on the way out */
 };
@@ -180,7 +181,14 @@ control_request(struct conn *c, const char *line, size_t len)
 		control_ping(s);
 		break;
 	case OP_EMIT:
-		enqueue_event(&req.ev, 1, control_on_enqueued, s);
+		if (!access_may_emit(cfg, &c->peer, req.ev.name)) {
+			snprintf(err, sizeof err, "uid %u may not emit %s",
+			    (unsigned)c->peer.uid, req.ev.name);
+			log_warnx("control: denied: %s", err);
+			counters.rejected++;
+			control_error(s, "denied", err);
+		} else
+			enqueue_event(&req.ev, 1, control_on_enqueued, s);
 		proto_event_clear(&req.ev);
 		break;
 	}
@@ -315,6 +323,7 @@ control_close_conn(struct conn *c)
 	close(c->fd);
 	free(c->rbuf);
 	free(c->wbuf);
+	free(c->peer.groups);
 	TAILQ_REMOVE(&conns, c, entry);
 	n_conns--;
 	free(c);
@@ -358,6 +367,31 @@ control_on_sweep(EV_P_ ev_timer *w, int revents)
 	}
 }
 
+/*
+ * Who is on the other end: the credentials the kernel recorded at
+ * connect(2), and their supplementary groups.  Unknown means nobody.
+ */
+static void
+control_peer(int fd, struct peer *p)
+{
+	struct ucred	cred;
+	socklen_t	len = sizeof cred;
+	gid_t		groups[256];
+
+	p->uid = p->gid = (uint32_t)-1;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+		p->uid = cred.uid;
+		p->gid = cred.gid;
+	}
+	len = sizeof groups;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0 &&
+	    len > 0) {
+		p->n_groups = (int)(len / sizeof groups[0]);
+		p->groups = xcalloc((size_t)p->n_groups, sizeof *p->groups);
+		memcpy(p->groups, groups, len);
+	}
+}
+
 /* A client connected. */
 static void
 control_on_accept(EV_P_ ev_io *w, int revents)
@@ -375,6 +409,7 @@ control_on_accept(EV_P_ ev_io *w, int revents)
 	c = xcalloc(1, sizeof *c);
 	c->fd = fd;
 	c->since = util_mono_ms();
+	control_peer(fd, &c->peer);
 	TAILQ_INIT(&c->slots);
 	TAILQ_INSERT_TAIL(&conns, c, entry);
 	n_conns++;

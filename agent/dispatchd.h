@@ -70,6 +70,21 @@ struct handler {
 	int		  refs;		/* the config, plus each running job */
 };
 
+/* One [access] principal: a uid or a gid, and an event glob for emit. */
+struct access_rule {
+	int		 is_group;
+	uint32_t	 id;
+	char		*glob;		/* NULL: every event */
+};
+
+/* A socket peer, as the kernel saw it connect. */
+struct peer {
+	uint32_t	 uid;
+	uint32_t	 gid;
+	uint32_t	*groups;
+	int		 n_groups;
+};
+
 /* The whole configuration: [agent] keys and the handlers. */
 struct config {
 	char		 *path;
@@ -95,6 +110,11 @@ struct config {
 	char		 *user;		/* default user for handlers */
 	char		 *group;
 	char		 *socket_group;
+	uint32_t	  socket_gid;	/* resolved: the socket's group */
+	struct access_rule *emit;	/* [access] emit, or none: defaults */
+	size_t		  n_emit;
+	struct access_rule *admin;
+	size_t		  n_admin;
 	char		 *spool;	/* directory, or NULL when off */
 	size_t		  spool_max;
 	struct handler	**handlers;
@@ -181,6 +201,14 @@ struct handler	*config_handler(const struct config *, const char *);
 void		 config_handler_hold(struct handler *);
 void		 config_handler_release(struct handler *);
 void		 config_keep_fixed(struct config *, const struct config *);
+
+/* access.c */
+int	 access_parse(const char *, int, struct access_rule **, size_t *,
+	    const char **, char *, size_t);
+void	 access_free(struct access_rule *, size_t);
+int	 access_may_emit(const struct config *, const struct peer *,
+	    const char *);
+int	 access_may_admin(const struct config *, const struct peer *);
 
 /* proto.c */
 int	 proto_parse(const char *, size_t, struct request *, char *, size_t);

@@ -18,6 +18,17 @@ static char	dir[64];
 static char	path[128];
 static char	err[1024];
 
+/* Remove the conf.d files written by the conf.d tests. */
+static void
+rmdir_conf_d(const char *d)
+{
+	char	cmd[256];
+
+	snprintf(cmd, sizeof cmd, "rm -rf '%s/conf.d'", d);
+	if (system(cmd) != 0)
+		abort();
+}
+
 /* Write text to name inside the test directory. */
 static void
 put(const char *name, const char *text)
@@ -173,6 +184,46 @@ main(void)
 	c = load("[agent]\n");
 	ok(c == NULL && strstr(err, "conf.d/30-bad.conf:2: ") != NULL,
 	    "an error in conf.d names that file: %s", err);
+
+	/* [access] */
+	{
+		struct peer	root = { 0, 0, NULL, 0 };
+		struct peer	nob = { 65534, 65534, NULL, 0 };
+		uint32_t	grp[] = { 4242 };
+		struct peer	member = { 1234, 1234, grp, 1 };
+
+		rmdir_conf_d(dir);
+		c = load("[access]\nemit = root:order.*, @4242\nemit = 65534:x.*\n"
+		    "admin = 65534\n");
+		ok(c != NULL, "access section loads: %s", c ? "" : err);
+		if (c != NULL) {
+			ok(access_may_emit(c, &root, "order.paid") &&
+			    !access_may_emit(c, &root, "user.new"),
+			    "user with a glob");
+			ok(access_may_emit(c, &member, "anything"),
+			    "supplementary group, every event");
+			ok(access_may_emit(c, &nob, "x.y") &&
+			    !access_may_emit(c, &nob, "order.paid"),
+			    "second emit line adds");
+			ok(access_may_admin(c, &nob) &&
+			    !access_may_admin(c, &root), "admin list replaces "
+			    "the default");
+			config_free(c);
+		}
+		c = load("[agent]\n");
+		ok(c && access_may_emit(c, &root, "a") &&
+		    !access_may_emit(c, &nob, "a") && access_may_admin(c, &root)
+		    && !access_may_admin(c, &nob), "defaults: root only");
+		config_free(c);
+		ok(fails("[access]\nemit = nosuchuser_xyz\n", 2, "no such user"),
+		    "unknown user in access");
+		ok(fails("[access]\nemit = @nosuchgroup_xyz\n", 2,
+		    "no such group"), "unknown group in access");
+		ok(fails("[access]\nadmin = root:order.*\n", 2, "globs"),
+		    "admin takes no globs");
+		ok(fails("[access]\nwho = root\n", 2, "unknown key"),
+		    "unknown access key");
+	}
 
 	c = config_load("/nonexistent/d.conf", err, sizeof err);
 	ok(c == NULL && strstr(err, "No such file"), "missing config file");
