@@ -68,6 +68,7 @@ static const struct agent_key agent_keys[] = {
 	{ "dedup_window",	KEY_DURATION,	OFF(dedup_ms),		1000, 0 },
 	{ "log_level",		KEY_LOGLEVEL,	OFF(log_level),		0, 0 },
 	{ "spool",		KEY_STRING,	OFF(spool),		0, 0 },
+	{ "metrics_listen",	KEY_STRING,	OFF(metrics_listen),	0, 0 },
 	{ "user",		KEY_USER,	OFF(user),		0, 0 },
 	{ "group",		KEY_GROUP,	OFF(group),		0, 0 },
 	{ "socket_group",	KEY_GROUP,	OFF(socket_group),	0, 0 },
@@ -842,6 +843,7 @@ config_free(struct config *conf)
 	free(conf->socket);
 	free(conf->subscribe);
 	free(conf->spool);
+	free(conf->metrics_listen);
 	free(conf->user);
 	free(conf->group);
 	free(conf->socket_group);
@@ -870,6 +872,7 @@ config_keep_fixed(struct config *next, const struct config *now)
 		{ "subscribe", offsetof(struct config, subscribe) },
 		{ "prefix", offsetof(struct config, prefix) },
 		{ "spool", offsetof(struct config, spool) },
+		{ "metrics_listen", offsetof(struct config, metrics_listen) },
 	};
 	char		**a, *b;
 	size_t		  i;

@@ -26,6 +26,7 @@
 #include "dispatchd.h"
 
 #define MAX_PENDING	1024	/* unanswered requests before we stop reading */
+#define MAX_UNSENT	(1024 * 1024)	/* unread reply bytes, likewise */
 
 struct conn;
 
@@ -71,6 +72,7 @@ static size_t		 control_max;
 
 static void	 control_close_conn(struct conn *);
 static void	 control_refuse(struct conn *, const char *, const char *);
+static void	 control_pace(struct conn *);
 static void	 control_write(struct conn *);
 
 /* Move the answered slots at the head into the write buffer. */
@@ -90,9 +92,23 @@ control_collect(struct conn *c)
 	}
 	if (c->dead)
 		return;
-	if (c->n_slots < MAX_PENDING && !c->closing)
-		ev_io_start(EV_DEFAULT_ &c->rio);
 	control_write(c);
+}
+
+/*
+ * Read from a client only while it is not too far behind: few enough
+ * unanswered requests and unread reply bytes.  A client that pipelines
+ * without reading its replies is simply not read from until it does.
+ */
+static void
+control_pace(struct conn *c)
+{
+	if (c->dead || c->closing)
+		return;
+	if (c->n_slots < MAX_PENDING && c->wlen - c->woff < MAX_UNSENT)
+		ev_io_start(EV_DEFAULT_ &c->rio);
+	else
+		ev_io_stop(EV_DEFAULT_ &c->rio);
 }
 
 /* Fill a slot with its reply line (copied). */
@@ -189,9 +205,19 @@ control_request(struct conn *c, const char *line, size_t len)
 			control_error(s, "denied", err);
 		} else
 			enqueue_event(&req.ev, 1, control_on_enqueued, s);
-		proto_event_clear(&req.ev);
+		break;
+	default:
+		if (req.admin && !access_may_admin(cfg, &c->peer)) {
+			snprintf(err, sizeof err, "uid %u may not use admin ops",
+			    (unsigned)c->peer.uid);
+			log_warnx("control: denied: %s", err);
+			counters.rejected++;
+			control_error(s, "denied", err);
+		} else
+			admin_request(&req, control_on_enqueued, s);
 		break;
 	}
+	proto_request_clear(&req);
 }
 
 /* Split the read buffer into lines and handle each. */
@@ -255,8 +281,7 @@ control_on_read(EV_P_ ev_io *w, int revents)
 	} else {
 		c->rlen += (size_t)n;
 		control_lines(c);
-		if (c->n_slots >= MAX_PENDING)
-			ev_io_stop(EV_A_ w);	/* resumes in control_collect */
+		control_pace(c);
 	}
 	c->busy = 0;
 	if (c->dead)
@@ -277,6 +302,7 @@ control_write(struct conn *c)
 			continue;
 		if (n == -1 && errno == EAGAIN) {
 			ev_io_start(EV_DEFAULT_ &c->wio);
+			control_pace(c);
 			return;
 		}
 		if (n == -1) {
@@ -289,6 +315,8 @@ control_write(struct conn *c)
 	ev_io_stop(EV_DEFAULT_ &c->wio);
 	if (c->closing && c->n_slots == 0)
 		control_close_conn(c);
+	else
+		control_pace(c);
 }
 
 /* The socket can take more output. */

@@ -53,6 +53,10 @@ struct finish {
 	char		**argv;
 	size_t		*lens;
 	char		*what;		/* job id and handler, for logs */
+	char		*handler;	/* for metrics */
+	char		*job_id;	/* its lease is renewed until sent */
+	long		 attempt;
+	int64_t		 duration_ms;
 	int		 inflight;
 };
 TAILQ_HEAD(finishes, finish);
@@ -75,6 +79,10 @@ static int		 claimed;		/* the name is ours in Redis */
 static void		(*drained)(void);
 
 static void	 dispatch_fetch(void);
+static void	 dispatch_setup_error(const struct job *,
+		    const struct run_result *, char *, size_t);
+static const char *dispatch_outcome(const struct job *,
+		    const struct run_result *);
 static void	 dispatch_on_recover(struct ev_loop *, ev_timer *, int);
 static void	 dispatch_flush(void);
 static void	 dispatch_check_drained(void);
@@ -234,6 +242,9 @@ dispatch_arg_output(struct finish *f, const char *buf, size_t len)
 	char	*clean;
 	size_t	 n;
 
+	/* a full buffer was cut at the cap, maybe inside a character */
+	if (buf != NULL && len == cfg->output_max)
+		len = util_utf8_trim(buf, len);
 	clean = util_utf8_clean(buf ? buf : "", len, &n);
 	dispatch_arg(f, clean, n);
 	free(clean);
@@ -250,6 +261,8 @@ dispatch_free_finish(struct finish *f)
 	free(f->argv);
 	free(f->lens);
 	free(f->what);
+	free(f->handler);
+	free(f->job_id);
 	free(f);
 }
 
@@ -275,6 +288,7 @@ dispatch_on_finished(const struct redisReply *reply, void *arg)
 		    "recorded as stale", f->what);
 	else if (strcmp(reply->element[0]->str, "retry") == 0)
 		promote_kick();		/* re-arm for the retry's due time */
+	metrics_job(f->handler, reply->element[0]->str, f->duration_ms);
 	TAILQ_REMOVE(&unsent, f, entry);
 	dispatch_free_finish(f);
 	counters.jobs_finished++;
@@ -338,34 +352,21 @@ dispatch_on_run_done(const struct run_result *res, void *arg)
 	struct job	*j = arg;
 	struct finish	*f;
 	const char	*outcome;
-	char		 error[256] = "";
+	char		 error[256];
 	int64_t		 backoff;
 
-	if (res->setup_stage != NULL)
-		snprintf(error, sizeof error, "%s %s: %s", res->setup_stage,
-		    strcmp(res->setup_stage, "chdir") == 0 ? j->h->workdir :
-		    j->h->argv[0], strerror(res->setup_errno));
-	if (j->release)
-		outcome = "release";
-	else
-		switch (util_exit_class(res->exited, res->code, res->signaled,
-		    res->timed_out)) {
-		case EXIT_CLASS_OK:
-			outcome = "ok";
-			break;
-		case EXIT_CLASS_FATAL:
-			outcome = "fatal";
-			break;
-		default:
-			outcome = "fail";
-			break;
-		}
+	dispatch_setup_error(j, res, error, sizeof error);
+	outcome = dispatch_outcome(j, res);
 	dispatch_log_outcome(j, res, outcome, error);
 	backoff = util_backoff_ms(j->h->backoff_base_ms, j->h->backoff_cap_ms,
 	    (int)j->attempt, util_random01());
 
 	f = xcalloc(1, sizeof *f);
 	xasprintf(&f->what, "%s (%s)", j->id, j->h->name);
+	f->handler = xstrdup(j->h->name);
+	f->job_id = xstrdup(j->id);
+	f->attempt = j->attempt;
+	f->duration_ms = res->duration_ms;
 	dispatch_argf(f, "%sjob:%s", cfg->prefix, j->id);
 	dispatch_argf(f, "%sleases", cfg->prefix);
 	dispatch_argf(f, "%sagent:%s:running", cfg->prefix, cfg->name);
@@ -418,6 +419,128 @@ dispatch_on_run_done(const struct run_result *res, void *arg)
 	dispatch_kick();
 }
 
+/* Fill a run spec for the job (envp and input stay the caller's). */
+static void
+dispatch_spec(struct run_spec *spec, const struct job *j, char **envp,
+    const char *input, size_t len)
+{
+	memset(spec, 0, sizeof *spec);
+	spec->argv = j->h->argv;
+	spec->envp = envp;
+	spec->workdir = j->h->workdir;
+	spec->input = input;
+	spec->input_len = len;
+	spec->timeout_ms = j->h->timeout_ms;
+	spec->kill_grace_ms = cfg->kill_grace_ms;
+	spec->output_max = cfg->output_max;
+	spec->set_user = j->h->set_user;
+	spec->uid = j->h->uid;
+	spec->gid = j->h->gid;
+	spec->groups = j->h->groups;
+	spec->n_groups = j->h->n_groups;
+	spec->limit_nofile = j->h->limit_nofile;
+	spec->limit_nproc = j->h->limit_nproc;
+	spec->limit_as = j->h->limit_as;
+	spec->limit_cpu_ms = j->h->limit_cpu_ms;
+}
+
+/* The error text for a run that failed before its program started. */
+static void
+dispatch_setup_error(const struct job *j, const struct run_result *res,
+    char *error, size_t errlen)
+{
+	error[0] = '\0';
+	if (res->setup_stage != NULL)
+		snprintf(error, errlen, "%s %s: %s", res->setup_stage,
+		    strcmp(res->setup_stage, "chdir") == 0 ? j->h->workdir :
+		    j->h->argv[0], strerror(res->setup_errno));
+}
+
+/* The finish outcome of a run: ok, fail, fatal, or release. */
+static const char *
+dispatch_outcome(const struct job *j, const struct run_result *res)
+{
+	if (j->release)
+		return "release";
+	switch (util_exit_class(res->exited, res->code, res->signaled,
+	    res->timed_out)) {
+	case EXIT_CLASS_OK:
+		return "ok";
+	case EXIT_CLASS_FATAL:
+		return "fatal";
+	default:
+		return "fail";
+	}
+}
+
+/* A handler run on request (dispatchctl run), outside the queue. */
+struct run_now {
+	struct job	 job;
+	run_now_cb	 cb;
+	void		*arg;
+};
+
+/* A run-now is over: report, free. */
+static void
+dispatch_on_ran_now(const struct run_result *res, void *arg)
+{
+	struct run_now	*rn = arg;
+	char		 error[256];
+	const char	*outcome;
+
+	dispatch_setup_error(&rn->job, res, error, sizeof error);
+	outcome = dispatch_outcome(&rn->job, res);
+	rn->cb(res, strcmp(outcome, "ok") == 0 ? "done" : strcmp(outcome,
+	    "fatal") == 0 ? "dead" : "retry", error, rn->job.id, rn->arg);
+	free(rn->job.id);
+	free(rn->job.event);
+	config_handler_release(rn->job.h);
+	free(rn);
+}
+
+/*
+ * Run handler h once, now, exactly as a job of event with data would run
+ * (user, environment, stdin, timeout, output caps), without queueing
+ * anything.  cb gets the result.  -1 with err when it cannot start.
+ */
+int
+dispatch_run_now(struct handler *h, const char *event, const char *data,
+    run_now_cb cb, void *arg, char *err, size_t errlen)
+{
+	struct run_now	*rn;
+	struct run_spec	 spec;
+	char		*input, **envp, hex[33];
+	size_t		 len;
+	int64_t		 now = util_wall_ms();
+
+	rn = xcalloc(1, sizeof *rn);
+	util_random_hex(hex, 16);
+	xasprintf(&rn->job.id, "run-%s", hex);
+	rn->job.event = xstrdup(event);
+	rn->job.event_id = rn->job.id;
+	rn->job.h = h;
+	config_handler_hold(h);
+	rn->job.attempt = 1;
+	rn->job.max_attempts = h->attempts;
+	rn->cb = cb;
+	rn->arg = arg;
+	input = dispatch_job_json(&rn->job, data, (double)now / 1000.0,
+	    (double)(now + h->timeout_ms) / 1000.0, &len);
+	envp = dispatch_envp(&rn->job);
+	dispatch_spec(&spec, &rn->job, envp, input, len);
+	rn->job.run = runner_start(&spec, dispatch_on_ran_now, rn, err, errlen);
+	util_free_words(envp);
+	free(input);
+	if (rn->job.run == NULL) {
+		free(rn->job.id);
+		free(rn->job.event);
+		config_handler_release(h);
+		free(rn);
+		return -1;
+	}
+	return 0;
+}
+
 /* Start the run of a fetched job; a failure to start is its outcome. */
 static void
 dispatch_run(struct job *j, const char *data, int64_t created_ms,
@@ -431,24 +554,7 @@ dispatch_run(struct job *j, const char *data, int64_t created_ms,
 	input = dispatch_job_json(j, data, (double)created_ms / 1000.0,
 	    (double)(now_ms + j->h->timeout_ms) / 1000.0, &len);
 	envp = dispatch_envp(j);
-	memset(&spec, 0, sizeof spec);
-	spec.argv = j->h->argv;
-	spec.envp = envp;
-	spec.workdir = j->h->workdir;
-	spec.input = input;
-	spec.input_len = len;
-	spec.timeout_ms = j->h->timeout_ms;
-	spec.kill_grace_ms = cfg->kill_grace_ms;
-	spec.output_max = cfg->output_max;
-	spec.set_user = j->h->set_user;
-	spec.uid = j->h->uid;
-	spec.gid = j->h->gid;
-	spec.groups = j->h->groups;
-	spec.n_groups = j->h->n_groups;
-	spec.limit_nofile = j->h->limit_nofile;
-	spec.limit_nproc = j->h->limit_nproc;
-	spec.limit_as = j->h->limit_as;
-	spec.limit_cpu_ms = j->h->limit_cpu_ms;
+	dispatch_spec(&spec, j, envp, input, len);
 	TAILQ_INSERT_TAIL(&running, j, entry);
 	n_running++;
 	counters.jobs_started++;
@@ -644,29 +750,44 @@ static void
 dispatch_on_lease(EV_P_ ev_timer *w, int revents)
 {
 	const char	**argv;
-	char		 *own[5], **att;
+	char		 *own[8], **att;
 	struct job	 *j;
+	struct finish	 *f;
 	int64_t		 *asked;
 	size_t		  n = 0, i = 0;
+	int		  n_unsent = 0;
 
 	dispatch_guard_leases();
 	if (!claimed)
 		return;
-	argv = xcalloc(8 + 2 * (size_t)n_running, sizeof *argv);
-	att = xcalloc((size_t)n_running + 1, sizeof *att);
+	TAILQ_FOREACH(f, &unsent, entry)
+		n_unsent++;
+	argv = xcalloc(16 + 2 * (size_t)(n_running + n_unsent), sizeof *argv);
+	att = xcalloc((size_t)(n_running + n_unsent) + 1, sizeof *att);
 	xasprintf(&own[0], "%sleases", cfg->prefix);
 	xasprintf(&own[1], "%sagent:%s", cfg->prefix, cfg->name);
 	xasprintf(&own[2], "%sagents", cfg->prefix);
 	xasprintf(&own[3], "%lld", (long long)cfg->lease_ms);
-	xasprintf(&own[4], "%lld", (long long)cfg->lease_ms);
+	xasprintf(&own[4], "%sagent:%s:info", cfg->prefix, cfg->name);
+	xasprintf(&own[5], "%sagent:%s:running", cfg->prefix, cfg->name);
+	xasprintf(&own[6], "%sresults", cfg->prefix);
+	xasprintf(&own[7], "%ld", cfg->results_max);
 	argv[n++] = own[0];
 	argv[n++] = own[1];
 	argv[n++] = own[2];
+	argv[n++] = own[4];
+	argv[n++] = own[5];
+	argv[n++] = own[6];
 	argv[n++] = cfg->prefix;
 	argv[n++] = cfg->name;
 	argv[n++] = own[3];
-	argv[n++] = own[4];
+	argv[n++] = own[3];
 	argv[n++] = token;
+	argv[n++] = DISPATCHD_VERSION;
+	argv[n++] = host;
+	/* a fetch in flight holds a job we do not know of yet */
+	argv[n++] = fetching ? "0" : "1";
+	argv[n++] = own[7];
 	TAILQ_FOREACH(j, &running, entry) {
 		if (j->lost)
 			continue;
@@ -674,14 +795,20 @@ dispatch_on_lease(EV_P_ ev_timer *w, int revents)
 		argv[n++] = j->id;
 		argv[n++] = att[i++];
 	}
+	/* a finished job keeps its lease until its finish is recorded */
+	TAILQ_FOREACH(f, &unsent, entry) {
+		xasprintf(&att[i], "%ld", f->attempt);
+		argv[n++] = f->job_id;
+		argv[n++] = att[i++];
+	}
 	asked = xmalloc(sizeof *asked);
 	*asked = util_mono_ms();
-	if (redis_script(rcmd, SCRIPT_EXTEND, dispatch_on_extended, asked, 3,
+	if (redis_script(rcmd, SCRIPT_EXTEND, dispatch_on_extended, asked, 6,
 	    (int)n, argv, NULL) == -1)
 		free(asked);
 	while (i > 0)
 		free(att[--i]);
-	for (i = 0; i < 5; i++)
+	for (i = 0; i < 8; i++)
 		free(own[i]);
 	free(att);
 	free(argv);
@@ -692,9 +819,11 @@ static void
 dispatch_on_recovered(const struct redisReply *reply, void *arg)
 {
 	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER &&
-	    reply->integer > 0)
+	    reply->integer > 0) {
+		counters.recovered += (uint64_t)reply->integer;
 		log_notice("recovered %lld jobs whose lease had expired",
 		    reply->integer);
+	}
 	else if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
 		log_warnx("recover: %s", reply->str);
 }

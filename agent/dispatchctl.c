@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -38,9 +39,19 @@ usage(int status)
 	    "\n"
 	    "commands:\n"
 	    "  emit EVENT [KEY=VALUE ...] [KEY:=JSON ...] [--data JSON | --data -]\n"
-	    "       [--id ID] [--delay SECONDS]\n"
-	    "                 emit an event; prints its id and its jobs\n"
-	    "  ping           check that the agent answers\n"
+	    "       [--id ID] [--delay SECONDS]    emit an event; prints its jobs\n"
+	    "  ping                               check that the agent answers\n"
+	    "  status                             queues per handler, agents\n"
+	    "  jobs [--state ready|delayed|running|dead] [--handler H] [--limit N]\n"
+	    "  job ID                             a job's fields and results\n"
+	    "  cancel ID                          delete a waiting or dead job\n"
+	    "  retry ID | retry --dead [--handler H]   queue again now\n"
+	    "  purge --dead [--older-than D] [--handler H]\n"
+	    "  results [--handler H] [--event E] [-n N] [--follow]\n"
+	    "  handlers                           effective handler settings\n"
+	    "  check [FILE]                       check a configuration file\n"
+	    "  run HANDLER [--data JSON] [--event E]   run a handler once now\n"
+	    "  metrics                            Prometheus text\n"
 	    "\n"
 	    "The socket is -s, else $DISPATCHD_SOCKET, else the [agent] socket\n"
 	    "of -c CONFIG, else %s.\n", DEFAULT_SOCKET);
@@ -293,6 +304,473 @@ ctl_ping(int argc, char **argv)
 	ctl_exit(0);
 }
 
+/* A JSON value as short text for a table cell. */
+static const char *
+ctl_cell(json_t *o, const char *key, char *buf, size_t len)
+{
+	json_t	*v = json_object_get(o, key);
+
+	if (v == NULL || json_is_null(v))
+		snprintf(buf, len, "-");
+	else if (json_is_string(v))
+		snprintf(buf, len, "%s", json_string_value(v));
+	else if (json_is_integer(v))
+		snprintf(buf, len, "%lld", (long long)json_integer_value(v));
+	else if (json_is_real(v))
+		snprintf(buf, len, "%.4g", json_real_value(v));
+	else if (json_is_boolean(v))
+		snprintf(buf, len, "%s", json_is_true(v) ? "yes" : "no");
+	else
+		snprintf(buf, len, "...");
+	return buf;
+}
+
+/* A Unix time in ms as local time, for people. */
+static const char *
+ctl_when(json_t *o, const char *key, char *buf, size_t len)
+{
+	json_t		*v = json_object_get(o, key);
+	time_t		 t;
+	struct tm	 tm;
+
+	long long	 ms;
+
+	/* job fields are numbers; results stream fields are strings */
+	ms = json_is_integer(v) ? (long long)json_integer_value(v) :
+	    json_is_string(v) ? strtoll(json_string_value(v), NULL, 10) : 0;
+	if (ms <= 0) {
+		snprintf(buf, len, "%-19s", "-");
+		return buf;
+	}
+	t = (time_t)(ms / 1000);
+	localtime_r(&t, &tm);
+	strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm);
+	return buf;
+}
+
+/* Options shared by the listing commands. */
+struct ctl_opts {
+	const char	*state;
+	const char	*handler;
+	const char	*event;
+	const char	*data;
+	long		 limit;
+	double		 older_than;
+	int		 dead;
+	int		 follow;
+};
+
+/* Parse --state, --handler, --event, --data, --limit/-n, --older-than,
+ * --dead, --follow from argv[first...]; the rest must be empty. */
+static int
+ctl_parse_opts(int argc, char **argv, int first, struct ctl_opts *o,
+    const char *allowed)
+{
+	char	*end;
+	int	 k;
+
+	memset(o, 0, sizeof *o);
+	for (k = first; k < argc; k++) {
+		const char	*a = argv[k];
+		const char	*name = a[1] == '-' ? a + 2 : a + 1;
+
+		if (a[0] != '-' || strstr(allowed, name) == NULL)
+			die(EXIT_USAGE, "%s: unexpected '%s'", argv[0], a);
+		if (strcmp(name, "dead") == 0)
+			o->dead = 1;
+		else if (strcmp(name, "follow") == 0 || strcmp(name, "f") == 0)
+			o->follow = 1;
+		else if (k + 1 >= argc)
+			die(EXIT_USAGE, "%s: %s needs a value", argv[0], a);
+		else if (strcmp(name, "state") == 0)
+			o->state = argv[++k];
+		else if (strcmp(name, "handler") == 0)
+			o->handler = argv[++k];
+		else if (strcmp(name, "event") == 0)
+			o->event = argv[++k];
+		else if (strcmp(name, "data") == 0)
+			o->data = argv[++k];
+		else if (strcmp(name, "limit") == 0 || strcmp(name, "n") == 0) {
+			o->limit = strtol(argv[++k], &end, 10);
+			if (*end != '\0' || o->limit < 1 || o->limit > 10000)
+				die(EXIT_USAGE, "%s: %s takes 1-10000", argv[0],
+				    a);
+		} else if (strcmp(name, "older-than") == 0) {
+			int64_t	ms;
+
+			if (util_parse_duration(argv[++k], &ms) == -1)
+				die(EXIT_USAGE, "%s: --older-than takes a "
+				    "duration like 7d or 12h", argv[0]);
+			o->older_than = (double)ms / 1000.0;
+		} else
+			die(EXIT_USAGE, "%s: unexpected '%s'", argv[0], a);
+	}
+	return 0;
+}
+
+/* dispatchctl status. */
+static int
+ctl_status(int argc, char **argv)
+{
+	json_t	*h, *a;
+	size_t	 i;
+	char	 b[8][64];
+
+	if (argc != 1)
+		usage(EXIT_USAGE);
+	request = json_pack("{s:s}", "op", "status");
+	ctl_call();
+	ctl_check();
+	if (json_output)
+		ctl_exit(0);
+	if (!json_is_true(json_object_get(reply, "redis"))) {
+		printf("Redis: NOT reachable from the agent (%s events waiting "
+		    "in the spool)\n", ctl_cell(reply, "spool_waiting", b[0],
+		    sizeof b[0]));
+		ctl_exit(0);
+	}
+	printf("%-20s %8s %8s %8s %8s %9s %9s %12s\n", "HANDLER", "READY",
+	    "DELAYED", "RUNNING", "DEAD", "DONE/1h", "FAILED/1h",
+	    "OLDEST READY");
+	json_array_foreach(json_object_get(reply, "handlers"), i, h)
+		printf("%-20s %8s %8s %8s %8s %9s %9s %11s%s\n",
+		    ctl_cell(h, "name", b[0], sizeof b[0]),
+		    ctl_cell(h, "ready", b[1], sizeof b[1]),
+		    ctl_cell(h, "delayed", b[2], sizeof b[2]),
+		    ctl_cell(h, "running", b[3], sizeof b[3]),
+		    ctl_cell(h, "dead", b[4], sizeof b[4]),
+		    ctl_cell(h, "done_1h", b[5], sizeof b[5]),
+		    ctl_cell(h, "failed_1h", b[6], sizeof b[6]),
+		    ctl_cell(h, "oldest_ready_s", b[7], sizeof b[7]),
+		    json_object_get(h, "oldest_ready_s") ? "s" : " ");
+	printf("\n%-24s %-6s %14s %8s %-10s %s\n", "AGENT", "ALIVE",
+	    "HEARTBEAT AGE", "RUNNING", "VERSION", "HOST");
+	json_array_foreach(json_object_get(reply, "agents"), i, a)
+		printf("%-24s %-6s %13ss %8s %-10s %s\n",
+		    ctl_cell(a, "name", b[0], sizeof b[0]),
+		    ctl_cell(a, "alive", b[1], sizeof b[1]),
+		    ctl_cell(a, "heartbeat_age_s", b[2], sizeof b[2]),
+		    ctl_cell(a, "running", b[3], sizeof b[3]),
+		    ctl_cell(a, "version", b[4], sizeof b[4]),
+		    ctl_cell(a, "host", b[5], sizeof b[5]));
+	printf("\nRedis: reachable; %s delayed, %s dead in all%s\n",
+	    ctl_cell(reply, "delayed_total", b[0], sizeof b[0]),
+	    ctl_cell(reply, "dead_total", b[1], sizeof b[1]),
+	    json_is_true(json_object_get(reply, "truncated")) ?
+	    " (per-handler counts are partial: large queues)" : "");
+	ctl_exit(0);
+}
+
+/* dispatchctl jobs [--state S] [--handler H] [--limit N]. */
+static int
+ctl_jobs(int argc, char **argv)
+{
+	struct ctl_opts	 o;
+	json_t		*j;
+	size_t		 i;
+	char		 b[8][64];
+
+	ctl_parse_opts(argc, argv, 1, &o, "state handler limit n");
+	request = json_pack("{s:s, s:s}", "op", "jobs", "state",
+	    o.state ? o.state : "ready");
+	if (o.handler)
+		json_object_set_new(request, "handler", json_string(o.handler));
+	if (o.limit)
+		json_object_set_new(request, "limit", json_integer(o.limit));
+	ctl_call();
+	ctl_check();
+	if (json_output)
+		ctl_exit(0);
+	printf("%-34s %-16s %-20s %-8s %7s %-19s %s\n", "JOB", "HANDLER",
+	    "EVENT", "STATE", "ATTEMPT", "CREATED", "DUE/DIED");
+	json_array_foreach(json_object_get(reply, "jobs"), i, j)
+		printf("%-34s %-16s %-20s %-8s %7s %-19s %s\n",
+		    ctl_cell(j, "id", b[0], sizeof b[0]),
+		    ctl_cell(j, "handler", b[1], sizeof b[1]),
+		    ctl_cell(j, "event", b[2], sizeof b[2]),
+		    ctl_cell(j, "state", b[3], sizeof b[3]),
+		    ctl_cell(j, "attempt", b[4], sizeof b[4]),
+		    ctl_when(j, "created_ms", b[5], sizeof b[5]),
+		    ctl_when(j, json_object_get(j, "died_ms") ? "died_ms" :
+		    "due_ms", b[6], sizeof b[6]));
+	ctl_exit(0);
+}
+
+/* Print one results entry for people. */
+static void
+ctl_print_result(json_t *r)
+{
+	char	 b[10][96];
+	json_t	*v;
+
+	printf("%s  %-8s %-16s %-20s job %s attempt %s",
+	    ctl_when(r, "started_ms", b[0], sizeof b[0]),
+	    ctl_cell(r, "outcome", b[1], sizeof b[1]),
+	    ctl_cell(r, "handler", b[2], sizeof b[2]),
+	    ctl_cell(r, "event", b[3], sizeof b[3]),
+	    ctl_cell(r, "job", b[4], sizeof b[4]),
+	    ctl_cell(r, "attempt", b[5], sizeof b[5]));
+	if ((v = json_object_get(r, "exit")) && json_string_length(v))
+		printf(" exit %s", json_string_value(v));
+	if ((v = json_object_get(r, "signal")) && json_string_length(v))
+		printf(" signal %s", json_string_value(v));
+	if ((v = json_object_get(r, "timed_out")) &&
+	    strcmp(json_string_value(v) ? json_string_value(v) : "", "1") == 0)
+		printf(" timed out");
+	if ((v = json_object_get(r, "duration_ms")) && json_string_length(v))
+		printf(" %s ms", json_string_value(v));
+	if ((v = json_object_get(r, "agent")) && json_string_length(v))
+		printf(" on %s", json_string_value(v));
+	if ((v = json_object_get(r, "error")) && json_string_length(v))
+		printf(" (%s)", json_string_value(v));
+	printf("\n");
+}
+
+/* dispatchctl results [--handler H] [--event E] [-n N] [--follow]. */
+static int
+ctl_results(int argc, char **argv)
+{
+	struct ctl_opts	 o;
+	json_t		*r;
+	char		*last = NULL;
+	size_t		 i;
+
+	ctl_parse_opts(argc, argv, 1, &o, "handler event limit n follow f");
+	for (;;) {
+		request = json_pack("{s:s}", "op", "results");
+		if (o.handler)
+			json_object_set_new(request, "handler",
+			    json_string(o.handler));
+		if (o.event)
+			json_object_set_new(request, "event",
+			    json_string(o.event));
+		if (last != NULL)
+			json_object_set_new(request, "after",
+			    json_string(last));
+		else
+			json_object_set_new(request, "limit",
+			    json_integer(o.limit ? o.limit : 20));
+		ctl_call();
+		ctl_check();
+		if (!json_output)
+			json_array_foreach(json_object_get(reply, "results"),
+			    i, r)
+				ctl_print_result(r);
+		fflush(stdout);
+		if (json_string_value(json_object_get(reply, "last"))) {
+			free(last);
+			last = xstrdup(json_string_value(json_object_get(reply,
+			    "last")));
+		}
+		if (!o.follow)
+			break;
+		json_decref(request);
+		json_decref(reply);
+		request = reply = NULL;
+		if (last == NULL)
+			last = xstrdup("0");
+		usleep(500 * 1000);
+	}
+	free(last);
+	ctl_exit(0);
+}
+
+/* dispatchctl job ID. */
+static int
+ctl_job(int argc, char **argv)
+{
+	json_t		*job, *v, *r;
+	const char	*key;
+	size_t		 i;
+	char		*s;
+
+	if (argc != 2)
+		usage(EXIT_USAGE);
+	request = json_pack("{s:s, s:s}", "op", "job", "id", argv[1]);
+	ctl_call();
+	ctl_check();
+	if (json_output)
+		ctl_exit(0);
+	job = json_object_get(reply, "job");
+	if (json_is_object(job))
+		json_object_foreach(job, key, v) {
+			s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+			printf("%-14s %s\n", key, json_is_string(v) ?
+			    json_string_value(v) : s);
+			free(s);
+		}
+	else
+		printf("(the job is gone: it finished or was cancelled)\n");
+	printf("\nresults:\n");
+	json_array_foreach(json_object_get(reply, "results"), i, r) {
+		ctl_print_result(r);
+		if ((v = json_object_get(r, "stdout")) && json_string_length(v))
+			printf("  stdout: %s\n", json_string_value(v));
+		if ((v = json_object_get(r, "stderr")) && json_string_length(v))
+			printf("  stderr: %s\n", json_string_value(v));
+	}
+	ctl_exit(0);
+}
+
+/* dispatchctl cancel ID | retry ID | retry --dead | purge --dead. */
+static int
+ctl_change(int argc, char **argv)
+{
+	struct ctl_opts	 o;
+	const char	*op = argv[0];
+
+	if (argc == 2 && argv[1][0] != '-' && strcmp(op, "purge") != 0)
+		request = json_pack("{s:s, s:s}", "op", op, "id", argv[1]);
+	else if (strcmp(op, "cancel") == 0)
+		usage(EXIT_USAGE);
+	else {
+		ctl_parse_opts(argc, argv, 1, &o, strcmp(op, "purge") == 0 ?
+		    "dead handler older-than limit" : "dead handler limit");
+		if (!o.dead)
+			die(EXIT_USAGE, "%s: give a job id or --dead", op);
+		request = json_pack("{s:s, s:b}", "op", op, "dead", 1);
+		if (o.handler)
+			json_object_set_new(request, "handler",
+			    json_string(o.handler));
+		if (o.limit)
+			json_object_set_new(request, "limit",
+			    json_integer(o.limit));
+		if (o.older_than > 0)
+			json_object_set_new(request, "older_than",
+			    json_real(o.older_than));
+	}
+	ctl_call();
+	ctl_check();
+	if (!json_output)
+		printf("%s: %lld job%s\n", strcmp(op, "cancel") == 0 ?
+		    "cancelled" : strcmp(op, "retry") == 0 ? "queued again" :
+		    "purged", (long long)json_integer_value(json_object_get(
+		    reply, "count")), json_integer_value(json_object_get(reply,
+		    "count")) == 1 ? "" : "s");
+	ctl_exit(0);
+}
+
+/* dispatchctl handlers. */
+static int
+ctl_handlers(int argc, char **argv)
+{
+	json_t	*h, *v;
+	size_t	 i, k;
+	char	 b[64];
+
+	if (argc != 1)
+		usage(EXIT_USAGE);
+	request = json_pack("{s:s}", "op", "handlers");
+	ctl_call();
+	ctl_check();
+	if (json_output)
+		ctl_exit(0);
+	printf("# from %s\n", json_string_value(json_object_get(reply,
+	    "config")));
+	json_array_foreach(json_object_get(reply, "handlers"), i, h) {
+		printf("\n[handler %s]\t# %s\n", json_string_value(
+		    json_object_get(h, "name")), json_string_value(
+		    json_object_get(h, "declared")));
+		printf("on = ");
+		json_array_foreach(json_object_get(h, "on"), k, v)
+			printf("%s%s", k ? ", " : "", json_string_value(v));
+		printf("\nexec = %s\n", json_string_value(json_object_get(h,
+		    "exec")));
+		printf("timeout = %ss\n", ctl_cell(h, "timeout_s", b, sizeof b));
+		printf("attempts = %s\n", ctl_cell(h, "attempts", b, sizeof b));
+		printf("backoff = %ss..", ctl_cell(h, "backoff_base_s", b,
+		    sizeof b));
+		printf("%ss\n", ctl_cell(h, "backoff_cap_s", b, sizeof b));
+		printf("delay = %ss\n", ctl_cell(h, "delay_s", b, sizeof b));
+		printf("concurrency = %s\n", ctl_cell(h, "concurrency", b,
+		    sizeof b));
+		printf("workdir = %s\n", ctl_cell(h, "workdir", b, sizeof b));
+		printf("# runs as uid %s", ctl_cell(h, "uid", b, sizeof b));
+		printf(" gid %s\n", ctl_cell(h, "gid", b, sizeof b));
+		json_array_foreach(json_object_get(h, "env"), k, v)
+			printf("env = %s\n", json_string_value(v));
+	}
+	ctl_exit(0);
+}
+
+/* dispatchctl run HANDLER [--data JSON] [--event E]. */
+static int
+ctl_run(int argc, char **argv)
+{
+	struct ctl_opts	 o;
+	json_t		*data = NULL, *v;
+	json_error_t	 jerr;
+	char		 b[64];
+
+	if (argc < 2 || argv[1][0] == '-')
+		usage(EXIT_USAGE);
+	ctl_parse_opts(argc, argv, 2, &o, "data event");
+	if (o.data != NULL && (data = json_loads(o.data, JSON_DECODE_ANY,
+	    &jerr)) == NULL)
+		die(EXIT_USAGE, "--data: invalid JSON: %s", jerr.text);
+	request = json_pack("{s:s, s:s}", "op", "run", "handler", argv[1]);
+	if (data != NULL)
+		json_object_set_new(request, "data", data);
+	if (o.event != NULL)
+		json_object_set_new(request, "event", json_string(o.event));
+	ctl_call();
+	ctl_check();
+	if (json_output)
+		ctl_exit(0);
+	printf("outcome: %s", json_string_value(json_object_get(reply,
+	    "outcome")));
+	if (json_is_integer(v = json_object_get(reply, "exit")))
+		printf(", exit %lld", (long long)json_integer_value(v));
+	if (json_is_integer(v = json_object_get(reply, "signal")))
+		printf(", signal %lld", (long long)json_integer_value(v));
+	if (json_is_true(json_object_get(reply, "timed_out")))
+		printf(", timed out");
+	printf(", %s ms\n", ctl_cell(reply, "duration_ms", b, sizeof b));
+	if (json_string_length(v = json_object_get(reply, "error")))
+		printf("error: %s\n", json_string_value(v));
+	printf("--- stdout%s\n%s", json_is_true(json_object_get(reply,
+	    "truncated")) ? " (truncated)" : "", json_string_value(
+	    json_object_get(reply, "stdout")));
+	printf("--- stderr\n%s", json_string_value(json_object_get(reply,
+	    "stderr")));
+	ctl_exit(strcmp(json_string_value(json_object_get(reply, "outcome")),
+	    "done") == 0 ? 0 : 1);
+}
+
+/* dispatchctl metrics. */
+static int
+ctl_metrics(int argc, char **argv)
+{
+	if (argc != 1)
+		usage(EXIT_USAGE);
+	request = json_pack("{s:s}", "op", "metrics");
+	ctl_call();
+	ctl_check();
+	if (!json_output)
+		fputs(json_string_value(json_object_get(reply, "text")), stdout);
+	ctl_exit(0);
+}
+
+/* dispatchctl check [FILE]: as dispatchd -t, without the agent. */
+static int
+ctl_config_check(int argc, char **argv, const char *config)
+{
+	struct config	*c;
+	char		 err[1024];
+	const char	*path = argc > 1 ? argv[1] : config ? config :
+	    SYSCONFDIR "/dispatchd/dispatchd.conf";
+
+	if (argc > 2)
+		usage(EXIT_USAGE);
+	if ((c = config_load(path, err, sizeof err)) == NULL) {
+		fprintf(stderr, "%s\n", err);
+		ctl_exit(EXIT_CONFIG);
+	}
+	printf("%s: configuration OK (%zu handlers)\n", path, c->n_handlers);
+	config_free(c);
+	ctl_exit(0);
+}
+
 /* Find the socket from the config file, quietly. */
 static void
 ctl_socket_from_config(const char *path, int must)
@@ -320,8 +798,26 @@ main(int argc, char **argv)
 		{ "version",	no_argument,		NULL, 'V' },
 		{ NULL,		0,			NULL, 0 }
 	};
+	static const struct {
+		const char	*name;
+		int		(*fn)(int, char **);
+	} commands[] = {
+		{ "emit", ctl_emit },
+		{ "ping", ctl_ping },
+		{ "status", ctl_status },
+		{ "jobs", ctl_jobs },
+		{ "job", ctl_job },
+		{ "cancel", ctl_change },
+		{ "retry", ctl_change },
+		{ "purge", ctl_change },
+		{ "results", ctl_results },
+		{ "handlers", ctl_handlers },
+		{ "run", ctl_run },
+		{ "metrics", ctl_metrics },
+		{ NULL, NULL }
+	};
 	const char	*config = NULL;
-	int		 ch;
+	int		 ch, i;
 
 	while ((ch = getopt_long(argc, argv, "+s:c:jhV", opts, NULL)) != -1) {
 		switch (ch) {
@@ -356,9 +852,10 @@ main(int argc, char **argv)
 		ctl_socket_from_config(SYSCONFDIR "/dispatchd/dispatchd.conf", 0);
 	if (socket_path == NULL)
 		socket_path = DEFAULT_SOCKET;
-	if (strcmp(argv[0], "emit") == 0)
-		return ctl_emit(argc, argv);
-	if (strcmp(argv[0], "ping") == 0)
-		return ctl_ping(argc, argv);
-	die(EXIT_USAGE, "unknown command '%s' (try emit or ping)", argv[0]);
+	if (strcmp(argv[0], "check") == 0)
+		return ctl_config_check(argc, argv, config);
+	for (i = 0; commands[i].name != NULL; i++)
+		if (strcmp(argv[0], commands[i].name) == 0)
+			return commands[i].fn(argc, argv);
+	die(EXIT_USAGE, "unknown command '%s' (try --help)", argv[0]);
 }

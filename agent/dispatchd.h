@@ -116,6 +116,7 @@ struct config {
 	struct access_rule *admin;
 	size_t		  n_admin;
 	char		 *spool;	/* directory, or NULL when off */
+	char		 *metrics_listen;	/* ADDR:PORT, or NULL */
 	size_t		  spool_max;
 	struct handler	**handlers;
 	size_t		  n_handlers;
@@ -133,12 +134,31 @@ struct event {
 enum request_op {
 	OP_EMIT,
 	OP_PING,
+	OP_STATUS,
+	OP_JOBS,
+	OP_JOB,
+	OP_CANCEL,
+	OP_RETRY,
+	OP_PURGE,
+	OP_RESULTS,
+	OP_HANDLERS,
+	OP_METRICS,
+	OP_RUN,
 };
 
-/* One parsed request line. */
+/* One parsed request line; each op uses the fields it needs. */
 struct request {
 	enum request_op	 op;
-	struct event	 ev;
+	int		 admin;		/* the op changes jobs or runs one */
+	struct event	 ev;		/* emit; run: event and data */
+	char		*id;		/* job, cancel, retry */
+	char		*handler;	/* a filter, or run's handler */
+	char		*state;		/* jobs */
+	char		*event;		/* results filter */
+	char		*after;		/* results: continue after this id */
+	long		 limit;		/* jobs, results, retry, purge */
+	int64_t		 older_ms;	/* purge */
+	int		 dead;		/* retry, purge: the dead jobs */
 };
 
 /* How a handler's exit maps onto the job's fate. */
@@ -186,6 +206,7 @@ void	 util_random_hex(char *, size_t);
 int64_t	 util_backoff_ms(int64_t, int64_t, int, double);
 double	 util_random01(void);
 char	*util_utf8_clean(const char *, size_t, size_t *);
+size_t	 util_utf8_trim(const char *, size_t);
 int	 util_valid_event_name(const char *);
 int	 util_valid_handler_name(const char *);
 int	 util_set_cloexec(int);
@@ -215,6 +236,7 @@ int	 proto_parse(const char *, size_t, struct request *, char *, size_t);
 int	 proto_parse_event(const char *, size_t, struct event *, char *,
 	    size_t);
 void	 proto_event_clear(struct event *);
+void	 proto_request_clear(struct request *);
 char	*proto_error(const char *, const char *, size_t *);
 
 /*
@@ -229,6 +251,8 @@ struct counters {
 	uint64_t	rejected;	/* bad socket requests */
 	uint64_t	pubsub_bad;	/* bad pub/sub messages */
 	uint64_t	spooled;	/* events written to the spool */
+	uint64_t	recovered;	/* jobs whose lease expired */
+	uint64_t	redis_lost;	/* Redis connections lost */
 	uint64_t	replayed;	/* spooled events queued since */
 	uint64_t	jobs_started;
 	uint64_t	jobs_finished;
@@ -245,6 +269,10 @@ enum script_id {
 	SCRIPT_FINISH,
 	SCRIPT_RECOVER,
 	SCRIPT_CLAIM,
+	SCRIPT_STATUS,
+	SCRIPT_JOBS,
+	SCRIPT_JOB,
+	SCRIPT_ADMIN,
 	SCRIPT_COUNT
 };
 struct script {
@@ -291,6 +319,15 @@ void	 spool_remove(const char *);
 typedef void (*enqueue_cb)(int, const char *, size_t, void *);
 void	 enqueue_event(struct event *, int, enqueue_cb, void *);
 void	 enqueue_replay(void);
+
+/* metrics.c */
+typedef void (*metrics_cb)(const char *, size_t, void *);
+void	 metrics_job(const char *, const char *, int64_t);
+void	 metrics_render(metrics_cb, void *);
+int	 metrics_listen(const char *);
+
+/* admin.c */
+void	 admin_request(const struct request *, enqueue_cb, void *);
 
 /* subscribe.c */
 void	 subscribe_start(void);
@@ -363,5 +400,9 @@ void	 dispatch_kick(void);
 void	 dispatch_redis_state(int);
 void	 dispatch_drain(void (*)(void));
 int	 dispatch_running(void);
+typedef void (*run_now_cb)(const struct run_result *, const char *,
+	    const char *, const char *, void *);
+int	 dispatch_run_now(struct handler *, const char *, const char *,
+	    run_now_cb, void *, char *, size_t);
 
 #endif

@@ -238,6 +238,9 @@ main(int argc, char **argv)
 		log_errx("%s", err);
 		return EXIT_CANTCREAT;
 	}
+	if (cfg->metrics_listen != NULL && cfg->metrics_listen[0] != '\0' &&
+	    metrics_listen(cfg->metrics_listen) == -1)
+		return EXIT_UNAVAILABLE;
 	/* orphaned grandchildren of handlers are reparented here and reaped */
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) == -1)
 		log_warn("prctl PR_SET_CHILD_SUBREAPER");

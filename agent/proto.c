@@ -18,6 +18,30 @@
 #define DELAY_MAX_S	(366.0 * 86400)
 #define DEPTH_MAX	64	/* nesting of arrays and objects */
 
+/* What each op takes: allowed argument names, and whether it is admin. */
+struct op {
+	const char	*name;
+	enum request_op	 op;
+	int		 admin;
+	const char	*args;		/* space-separated allowed fields */
+};
+
+static const struct op ops[] = {
+	{ "emit",	OP_EMIT,	0, NULL },
+	{ "ping",	OP_PING,	0, "" },
+	{ "status",	OP_STATUS,	0, "" },
+	{ "jobs",	OP_JOBS,	0, "state handler limit" },
+	{ "job",	OP_JOB,		0, "id" },
+	{ "results",	OP_RESULTS,	0, "handler event limit after" },
+	{ "handlers",	OP_HANDLERS,	0, "" },
+	{ "metrics",	OP_METRICS,	0, "" },
+	{ "cancel",	OP_CANCEL,	1, "id" },
+	{ "retry",	OP_RETRY,	1, "id dead handler limit" },
+	{ "purge",	OP_PURGE,	1, "dead handler older_than limit" },
+	{ "run",	OP_RUN,		1, "handler event data" },
+	{ NULL,		0,		0, NULL }
+};
+
 static int	 proto_fill_event(json_t *, struct event *, char *, size_t);
 
 /* Fill ev from a parsed envelope object; -1 with err on a bad field. */
@@ -115,6 +139,141 @@ proto_too_deep(json_t *v, int max)
 	return 0;
 }
 
+/* Copy an optional string argument; -1 if present but not a string. */
+static int
+proto_str(json_t *obj, const char *key, char **out, char *err, size_t errlen)
+{
+	json_t	*v = json_object_get(obj, key);
+
+	if (v == NULL)
+		return 0;
+	if (!json_is_string(v) || json_string_length(v) == 0 ||
+	    json_string_length(v) > 256) {
+		snprintf(err, errlen, "'%s' must be a string of 1-256 "
+		    "characters", key);
+		return -1;
+	}
+	*out = xstrdup(json_string_value(v));
+	return 0;
+}
+
+/* Is word one of the space-separated words of list? */
+static int
+proto_has_word(const char *list, const char *word)
+{
+	size_t	n = strlen(word);
+
+	while (*list != '\0') {
+		if (strncmp(list, word, n) == 0 &&
+		    (list[n] == ' ' || list[n] == '\0'))
+			return 1;
+		list += strcspn(list, " ");
+		list += strspn(list, " ");
+	}
+	return 0;
+}
+
+/* Check and copy the arguments of an op other than emit. */
+static int
+proto_fill_args(json_t *obj, const struct op *o, struct request *req,
+    char *err, size_t errlen)
+{
+	const char	*key;
+	json_t		*v;
+	double		 d;
+
+	json_object_foreach(obj, key, v) {
+		if (strcmp(key, "op") != 0 && !proto_has_word(o->args, key)) {
+			snprintf(err, errlen, "%s: unknown field '%.64s'%s%s%s",
+			    o->name, key, o->args[0] ? " (it takes " : "",
+			    o->args, o->args[0] ? ")" : "");
+			return -1;
+		}
+	}
+	req->limit = 20;
+	if (proto_str(obj, "id", &req->id, err, errlen) == -1 ||
+	    proto_str(obj, "handler", &req->handler, err, errlen) == -1 ||
+	    proto_str(obj, "state", &req->state, err, errlen) == -1 ||
+	    proto_str(obj, "after", &req->after, err, errlen) == -1)
+		return -1;
+	if (o->op == OP_RESULTS &&
+	    proto_str(obj, "event", &req->event, err, errlen) == -1)
+		return -1;
+	if ((v = json_object_get(obj, "limit")) != NULL) {
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    json_integer_value(v) > 10000) {
+			snprintf(err, errlen, "'limit' must be 1-10000");
+			return -1;
+		}
+		req->limit = (long)json_integer_value(v);
+	}
+	if ((v = json_object_get(obj, "dead")) != NULL) {
+		if (!json_is_boolean(v)) {
+			snprintf(err, errlen, "'dead' must be true or false");
+			return -1;
+		}
+		req->dead = json_is_true(v);
+	}
+	if ((v = json_object_get(obj, "older_than")) != NULL) {
+		d = json_number_value(v);
+		if (!json_is_number(v) || d < 0) {
+			snprintf(err, errlen, "'older_than' must be seconds");
+			return -1;
+		}
+		req->older_ms = (int64_t)llround(d * 1000);
+	}
+	if (o->op == OP_JOBS && req->state != NULL &&
+	    strcmp(req->state, "ready") && strcmp(req->state, "delayed") &&
+	    strcmp(req->state, "running") && strcmp(req->state, "dead")) {
+		snprintf(err, errlen, "'state' is ready, delayed, running or "
+		    "dead");
+		return -1;
+	}
+	if ((o->op == OP_JOB || o->op == OP_CANCEL) && req->id == NULL) {
+		snprintf(err, errlen, "%s needs 'id'", o->name);
+		return -1;
+	}
+	if (o->op == OP_RETRY && (req->id == NULL) == !req->dead) {
+		snprintf(err, errlen, "retry needs 'id' or \"dead\":true");
+		return -1;
+	}
+	if (o->op == OP_PURGE && !req->dead) {
+		snprintf(err, errlen, "purge needs \"dead\":true");
+		return -1;
+	}
+	if (o->op == OP_RUN) {
+		if (req->handler == NULL) {
+			snprintf(err, errlen, "run needs 'handler'");
+			return -1;
+		}
+		if (proto_str(obj, "event", &req->ev.name, err, errlen) == -1)
+			return -1;
+		if (req->ev.name == NULL)
+			req->ev.name = xstrdup("run");
+		if (!util_valid_event_name(req->ev.name)) {
+			snprintf(err, errlen, "bad event name");
+			return -1;
+		}
+		v = json_object_get(obj, "data");
+		req->ev.data = v ? json_dumps(v, JSON_COMPACT |
+		    JSON_ENCODE_ANY) : xstrdup("{}");
+	}
+	return 0;
+}
+
+/* Free what a request holds. */
+void
+proto_request_clear(struct request *req)
+{
+	proto_event_clear(&req->ev);
+	free(req->id);
+	free(req->handler);
+	free(req->state);
+	free(req->event);
+	free(req->after);
+	memset(req, 0, sizeof *req);
+}
+
 /* Parse a JSON object from buf; NULL with err set when it is not one. */
 static json_t *
 proto_load(const char *buf, size_t len, char *err, size_t errlen)
@@ -151,6 +310,7 @@ int
 proto_parse(const char *line, size_t len, struct request *req, char *err,
     size_t errlen)
 {
+	const struct op	*o;
 	json_t		*obj, *opv;
 	const char	*op = "emit";
 	int		 rc = -1;
@@ -163,17 +323,20 @@ proto_parse(const char *line, size_t len, struct request *req, char *err,
 		snprintf(err, errlen, "'op' must be a string");
 		goto out;
 	}
-	if (strcmp(op, "emit") == 0) {
-		req->op = OP_EMIT;
-		rc = proto_fill_event(obj, &req->ev, err, errlen);
-	} else if (strcmp(op, "ping") == 0) {
-		req->op = OP_PING;
-		rc = 0;
-	} else {
-		snprintf(err, errlen, "unknown op '%.64s' (try emit or ping)",
-		    op);
+	for (o = ops; o->name != NULL; o++)
+		if (strcmp(op, o->name) == 0)
+			break;
+	if (o->name == NULL) {
+		snprintf(err, errlen, "unknown op '%.64s'", op);
 		rc = -2;
+		goto out;
 	}
+	req->op = o->op;
+	req->admin = o->admin;
+	if (o->op == OP_EMIT)
+		rc = proto_fill_event(obj, &req->ev, err, errlen);
+	else if ((rc = proto_fill_args(obj, o, req, err, errlen)) == -1)
+		proto_request_clear(req);
 out:
 	json_decref(obj);
 	return rc;

@@ -557,6 +557,7 @@ redis_went_down(struct rconn *rc, const char *why)
 		redisAsyncFree(ac);
 	}
 	if (was || rc->was_ready) {
+		counters.redis_lost++;
 		log_warnx("redis %s: lost %s%s%s", rc->role, redis_where(),
 		    why ? ": " : "", why ? why : "");
 		rc->was_ready = 0;

@@ -117,24 +117,56 @@ static const char script_fetch[] = NOW
 "return false\n";
 
 /*
- * extend: heartbeat and lease renewal for the jobs this agent runs.
- * KEYS: leases, agent:<name>, agents.
- * ARGV: P agent lease_ms heartbeat_ttl_ms token, then pairs jid attempt.
+ * extend: heartbeat and lease renewal for the jobs this agent runs.  With
+ * reconcile set it also puts back jobs the agent's running set holds but
+ * the agent does not know it runs: a fetch whose reply was lost with a
+ * connection (the caller sets reconcile only when no fetch is in flight).
+ * KEYS: leases, agent:<name>, agents, agent:<name>:info,
+ *   agent:<name>:running, results.
+ * ARGV: P agent lease_ms heartbeat_ttl_ms token version host reconcile
+ *   results_max, then pairs jid attempt.  Agents silent for a day are
+ *   forgotten.
  * Returns the jids whose lease this agent no longer holds.
  */
 static const char script_extend[] = NOW
-"local P = ARGV[1]\n"
+"local P, agent = ARGV[1], ARGV[2]\n"
 "redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])\n"
-"redis.call('ZADD', KEYS[3], now, ARGV[2])\n"
-"local lost, lease = {}, now + tonumber(ARGV[3])\n"
-"for i = 6, #ARGV, 2 do\n"
+"redis.call('ZADD', KEYS[3], now, agent)\n"
+"redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 86400000)\n"
+"redis.call('HSET', KEYS[4], 'version', ARGV[6], 'host', ARGV[7])\n"
+"redis.call('PEXPIRE', KEYS[4], 86400000)\n"
+"local lost, lease, mine = {}, now + tonumber(ARGV[3]), {}\n"
+"for i = 10, #ARGV, 2 do\n"
 "  local jid, att = ARGV[i], ARGV[i + 1]\n"
+"  mine[jid] = true\n"
 "  local jk = P .. 'job:' .. jid\n"
 "  local f = redis.call('HMGET', jk, 'owner', 'attempt', 'state')\n"
-"  if f[1] == ARGV[2] and f[2] == att and f[3] == 'running' then\n"
+"  if f[1] == agent and f[2] == att and f[3] == 'running' then\n"
 "    redis.call('ZADD', KEYS[1], 'XX', lease, jid)\n"
 "    redis.call('HSET', jk, 'lease_ms', lease)\n"
 "  else lost[#lost + 1] = jid end\n"
+"end\n"
+"if ARGV[8] == '1' then\n"
+"  for _, jid in ipairs(redis.call('SMEMBERS', KEYS[5])) do\n"
+"    if not mine[jid] then\n"
+"      local jk = P .. 'job:' .. jid\n"
+"      local f = redis.call('HMGET', jk, 'owner', 'state', 'handler',\n"
+"        'attempt', 'event', 'event_id')\n"
+"      redis.call('SREM', KEYS[5], jid)\n"
+"      if f[1] == agent and f[2] == 'running' then\n"
+"        redis.call('ZREM', KEYS[1], jid)\n"
+"        redis.call('HSET', jk, 'state', 'ready', 'owner', '')\n"
+"        redis.call('RPUSH', P .. 'ready:' .. f[3], jid)\n"
+"        redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[9], '*',\n"
+"          'job', jid, 'event', f[5], 'event_id', f[6], 'handler', f[3],\n"
+"          'attempt', f[4], 'outcome', 'released', 'agent', agent,\n"
+"          'exit', '', 'signal', '', 'timed_out', '0', 'started_ms', '',\n"
+"          'duration_ms', '', 'stdout', '', 'stderr', '',\n"
+"          'output_bytes', '0', 'truncated', '0', 'host', '',\n"
+"          'error', 'fetched on a lost connection; put back')\n"
+"      end\n"
+"    end\n"
+"  end\n"
 "end\n"
 "return lost\n";
 
@@ -267,6 +299,200 @@ static const char script_claim[] =
 "redis.call('DEL', KEYS[2])\n"
 "return {#jids, '', 0}\n";
 
+/*
+ * status: queue depths per handler and the agents, read-only.  Sets are
+ * scanned up to limit members; "truncated" says when counts are partial.
+ * KEYS: delayed leases dead results agents.  ARGV: P limit handler...
+ * Returns {now, {{name, ready, delayed, running, dead, done_1h,
+ * failed_1h, oldest_ready_created_ms or -1}...}, {{agent, heartbeat_ms,
+ * alive, running, version, host}...}, truncated, delayed_total,
+ * dead_total}.
+ */
+static const char script_status[] = NOW
+"local P, limit, idx, trunc = ARGV[1], tonumber(ARGV[2]), {}, 0\n"
+"for i = 3, #ARGV do\n"
+"  local h = ARGV[i]\n"
+"  local t = {redis.call('LLEN', P .. 'ready:' .. h), 0, 0, 0, 0, 0, -1}\n"
+"  local last = redis.call('LINDEX', P .. 'ready:' .. h, -1)\n"
+"  if last then\n"
+"    local c = redis.call('HGET', P .. 'job:' .. last, 'created_ms')\n"
+"    if c then t[7] = tonumber(c) end\n"
+"  end\n"
+"  idx[h] = t\n"
+"end\n"
+"local function count(key, slot)\n"
+"  local ids = redis.call('ZRANGE', key, 0, limit - 1)\n"
+"  if #ids >= limit then trunc = 1 end\n"
+"  for _, jid in ipairs(ids) do\n"
+"    local h = redis.call('HGET', P .. 'job:' .. jid, 'handler')\n"
+"    if h and idx[h] then idx[h][slot] = idx[h][slot] + 1 end\n"
+"  end\n"
+"end\n"
+"count(KEYS[1], 2); count(KEYS[2], 3); count(KEYS[3], 4)\n"
+"local es = redis.call('XREVRANGE', KEYS[4], '+', now - 3600000,\n"
+"  'COUNT', limit)\n"
+"if #es >= limit then trunc = 1 end\n"
+"for _, e in ipairs(es) do\n"
+"  local f, h, o = e[2], nil, nil\n"
+"  for i = 1, #f, 2 do\n"
+"    if f[i] == 'handler' then h = f[i + 1]\n"
+"    elseif f[i] == 'outcome' then o = f[i + 1] end\n"
+"  end\n"
+"  if h and idx[h] then\n"
+"    if o == 'done' then idx[h][5] = idx[h][5] + 1\n"
+"    elseif o == 'retry' or o == 'dead' then idx[h][6] = idx[h][6] + 1 end\n"
+"  end\n"
+"end\n"
+"local hs, ag = {}, {}\n"
+"for i = 3, #ARGV do\n"
+"  local t = idx[ARGV[i]]\n"
+"  hs[#hs + 1] = {ARGV[i], t[1], t[2], t[3], t[4], t[5], t[6], t[7]}\n"
+"end\n"
+"local a = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES')\n"
+"for i = 1, #a, 2 do\n"
+"  local n = a[i]\n"
+"  local info = redis.call('HMGET', P .. 'agent:' .. n .. ':info',\n"
+"    'version', 'host')\n"
+"  ag[#ag + 1] = {n, tonumber(a[i + 1]),\n"
+"    redis.call('EXISTS', P .. 'agent:' .. n),\n"
+"    redis.call('SCARD', P .. 'agent:' .. n .. ':running'),\n"
+"    info[1] or '', info[2] or ''}\n"
+"end\n"
+"return {now, hs, ag, trunc, redis.call('ZCARD', KEYS[1]),\n"
+"  redis.call('ZCARD', KEYS[3])}\n";
+
+/* The job hash fields the read-only scripts return, in this order. */
+#define JOB_FIELDS \
+	"'id', 'handler', 'event', 'event_id', 'state', 'attempt', " \
+	"'failures', 'max_attempts', 'created_ms', 'due_ms', 'owner', " \
+	"'lease_ms', 'died_ms', 'last_error', 'data'"
+
+/*
+ * jobs: list jobs in one state, oldest first, read-only.
+ * KEYS: delayed leases dead.  ARGV: P state handler_or_empty limit
+ * handler... (the handlers whose ready lists to read).
+ * Returns a list of job field lists (JOB_FIELDS order).
+ */
+static const char script_jobs[] =
+"local P, state, hf, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])\n"
+"local ids = {}\n"
+"if state == 'ready' then\n"
+"  for i = 5, #ARGV do\n"
+"    if hf == '' or hf == ARGV[i] then\n"
+"      local l = redis.call('LRANGE', P .. 'ready:' .. ARGV[i], -limit, -1)\n"
+"      for j = #l, 1, -1 do ids[#ids + 1] = l[j] end\n"
+"    end\n"
+"  end\n"
+"else\n"
+"  local key = KEYS[3]\n"
+"  if state == 'delayed' then key = KEYS[1]\n"
+"  elseif state == 'running' then key = KEYS[2] end\n"
+"  for _, jid in ipairs(redis.call('ZRANGE', key, 0, limit * 20 - 1)) do\n"
+"    ids[#ids + 1] = jid\n"
+"  end\n"
+"end\n"
+"local out = {}\n"
+"for _, jid in ipairs(ids) do\n"
+"  if #out >= limit then break end\n"
+"  local f = redis.call('HMGET', P .. 'job:' .. jid, " JOB_FIELDS ")\n"
+"  if f[1] and (hf == '' or f[2] == hf) then\n"
+"    for i = 1, #f do if not f[i] then f[i] = '' end end\n"
+"    out[#out + 1] = f\n"
+"  end\n"
+"end\n"
+"return out\n";
+
+/*
+ * job: one job's fields and its results (newest scanned first, up to
+ * limit entries), read-only.
+ * KEYS: results.  ARGV: P jid limit.
+ * Returns {fields (JOB_FIELDS order, or empty), {{stream_id, {k, v...}}...}}.
+ */
+static const char script_job[] =
+"local f = redis.call('HMGET', ARGV[1] .. 'job:' .. ARGV[2], " JOB_FIELDS ")\n"
+"if not f[1] then f = {} end\n"
+"for i = 1, #f do if not f[i] then f[i] = '' end end\n"
+"local res = {}\n"
+"for _, e in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT',\n"
+"    tonumber(ARGV[3]))) do\n"
+"  for i = 1, #e[2], 2 do\n"
+"    if e[2][i] == 'job' and e[2][i + 1] == ARGV[2] then\n"
+"      table.insert(res, 1, e)\n"
+"    end\n"
+"  end\n"
+"end\n"
+"return {f, res}\n";
+
+/*
+ * admin: change jobs on a person's request.
+ *   cancel JID: delete a ready, delayed or dead job (not a running one),
+ *     with a 'cancelled' entry in the results stream;
+ *   retry JID: a dead or delayed job goes to its ready list now, its
+ *     failures reset;
+ *   retry_dead HANDLER_OR_EMPTY: retry up to limit dead jobs;
+ *   purge HANDLER_OR_EMPTY: delete up to limit dead jobs that died more
+ *     than older_ms ago.
+ * KEYS: delayed dead results.
+ * ARGV: P action target older_ms limit results_max notify_channel.
+ * Returns {count, message}.
+ */
+static const char script_admin[] = NOW
+"local P, action, target = ARGV[1], ARGV[2], ARGV[3]\n"
+"local older, limit = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+"local function requeue(jid)\n"
+"  local jk = P .. 'job:' .. jid\n"
+"  local f = redis.call('HMGET', jk, 'state', 'handler')\n"
+"  if f[1] == 'dead' then redis.call('ZREM', KEYS[2], jid)\n"
+"  elseif f[1] == 'delayed' then redis.call('ZREM', KEYS[1], jid)\n"
+"  else return false end\n"
+"  redis.call('HSET', jk, 'state', 'ready', 'failures', 0, 'due_ms', now)\n"
+"  redis.call('PERSIST', jk)\n"
+"  redis.call('LPUSH', P .. 'ready:' .. f[2], jid)\n"
+"  return true\n"
+"end\n"
+"local n = 0\n"
+"if action == 'cancel' then\n"
+"  local jk = P .. 'job:' .. target\n"
+"  local f = redis.call('HMGET', jk, 'state', 'handler', 'event',\n"
+"    'event_id', 'attempt')\n"
+"  if not f[1] then return {0, 'no such job'} end\n"
+"  if f[1] == 'running' then return {0, 'the job is running now'} end\n"
+"  redis.call('LREM', P .. 'ready:' .. f[2], 0, target)\n"
+"  redis.call('ZREM', KEYS[1], target)\n"
+"  redis.call('ZREM', KEYS[2], target)\n"
+"  redis.call('DEL', jk)\n"
+"  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'job', target,\n"
+"    'event', f[3], 'event_id', f[4], 'handler', f[2], 'attempt', f[5],\n"
+"    'outcome', 'cancelled', 'agent', '', 'exit', '', 'signal', '',\n"
+"    'timed_out', '0', 'started_ms', '', 'duration_ms', '', 'stdout', '',\n"
+"    'stderr', '', 'output_bytes', '0', 'truncated', '0', 'host', '',\n"
+"    'error', 'cancelled by an administrator')\n"
+"  return {1, 'cancelled'}\n"
+"elseif action == 'retry' then\n"
+"  if not requeue(target) then\n"
+"    return {0, 'only a dead or delayed job can be retried'} end\n"
+"  n = 1\n"
+"elseif action == 'retry_dead' or action == 'purge' then\n"
+"  local ids\n"
+"  if action == 'purge' then\n"
+"    ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - older,\n"
+"      'LIMIT', 0, limit * 20)\n"
+"  else ids = redis.call('ZRANGE', KEYS[2], 0, limit * 20 - 1) end\n"
+"  for _, jid in ipairs(ids) do\n"
+"    if n >= limit then break end\n"
+"    local jk = P .. 'job:' .. jid\n"
+"    local h = redis.call('HGET', jk, 'handler')\n"
+"    if target == '' or h == target then\n"
+"      if action == 'purge' then\n"
+"        redis.call('ZREM', KEYS[2], jid); redis.call('DEL', jk); n = n + 1\n"
+"      elseif requeue(jid) then n = n + 1 end\n"
+"    end\n"
+"  end\n"
+"else return redis.error_reply('ERR admin: unknown action') end\n"
+"if n > 0 and action ~= 'purge' and ARGV[7] ~= '' then\n"
+"  redis.call('PUBLISH', ARGV[7], 'r') end\n"
+"return {n, 'ok'}\n";
+
 const struct script scripts[SCRIPT_COUNT] = {
 	[SCRIPT_ENQUEUE] = { "enqueue", script_enqueue },
 	[SCRIPT_PROMOTE] = { "promote", script_promote },
@@ -275,4 +501,8 @@ const struct script scripts[SCRIPT_COUNT] = {
 	[SCRIPT_FINISH] = { "finish", script_finish },
 	[SCRIPT_RECOVER] = { "recover", script_recover },
 	[SCRIPT_CLAIM] = { "claim", script_claim },
+	[SCRIPT_STATUS] = { "status", script_status },
+	[SCRIPT_JOBS] = { "jobs", script_jobs },
+	[SCRIPT_JOB] = { "job", script_job },
+	[SCRIPT_ADMIN] = { "admin", script_admin },
 };

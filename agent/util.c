@@ -317,6 +317,35 @@ util_utf8_clean(const char *in, size_t len, size_t *outlen)
 	return out;
 }
 
+/*
+ * Length of buf without an incomplete UTF-8 sequence at its end: output
+ * cut at a cap may end inside a character, which would otherwise become a
+ * replacement character and take the text over the cap.
+ */
+size_t
+util_utf8_trim(const char *buf, size_t len)
+{
+	const unsigned char	*s = (const unsigned char *)buf;
+	size_t			 i, need;
+
+	for (i = 1; i <= 3 && i <= len; i++) {
+		unsigned char	c = s[len - i];
+
+		if ((c & 0xc0) == 0x80)
+			continue;	/* a continuation byte: look further */
+		if (c >= 0xf0)
+			need = 4;
+		else if (c >= 0xe0)
+			need = 3;
+		else if (c >= 0xc0)
+			need = 2;
+		else
+			return len;
+		return need > i ? len - i : len;
+	}
+	return len;
+}
+
 /* Event names: 1-200 characters of [A-Za-z0-9._:-]. */
 int
 util_valid_event_name(const char *s)

@@ -138,6 +138,11 @@ main(void)
 	ok(n == 9, "surrogates are not valid UTF-8");
 	free(clean);
 
+	ok(util_utf8_trim("ab\xe2\x82", 4) == 2, "cut euro sign trimmed");
+	ok(util_utf8_trim("ab\xe2\x82\xac", 5) == 5, "whole euro sign kept");
+	ok(util_utf8_trim("ab\xf0", 3) == 2, "lone 4-byte lead trimmed");
+	ok(util_utf8_trim("abc", 3) == 3, "ASCII untouched");
+
 	ok(util_valid_event_name("order.paid"), "event name");
 	ok(util_valid_event_name("a:b-c_d.e"), "event name punctuation");
 	ok(!util_valid_event_name(""), "empty event name");

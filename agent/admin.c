@@ -1,0 +1,699 @@
+/*
+ * admin.c: the socket ops behind dispatchctl beyond emit and ping: looking
+ * at queues, jobs and results, changing jobs on a person's request, the
+ * effective handler settings, metrics, and running a handler once.  Each
+ * op reads or changes Redis with one script or command and answers one
+ * JSON line.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+
+#include "dispatchd.h"
+
+#define SCAN_LIMIT	10000	/* members a status script looks at */
+#define RESULTS_SCAN	10000	/* stream entries a filtered read looks at */
+
+/* One op waiting for Redis. */
+struct pending_admin {
+	enqueue_cb	 cb;
+	void		*arg;
+	enum request_op	 op;
+	long		 limit;
+	char		*handler;	/* results filter */
+	char		*event;
+};
+
+static const char *const job_fields[] = {
+	"id", "handler", "event", "event_id", "state", "attempt", "failures",
+	"max_attempts", "created_ms", "due_ms", "owner", "lease_ms",
+	"died_ms", "last_error", "data"
+};
+#define N_JOB_FIELDS	(sizeof job_fields / sizeof job_fields[0])
+
+/* A JSON string from bytes that may not be valid UTF-8. */
+static json_t *
+admin_str(const char *s, size_t len)
+{
+	json_t	*v;
+	char	*clean;
+	size_t	 n;
+
+	clean = util_utf8_clean(s ? s : "", s ? len : 0, &n);
+	v = json_stringn(clean, n);
+	free(clean);
+	return v;
+}
+
+/* Answer with o (stolen), adding "ok":true. */
+static void
+admin_reply(enqueue_cb cb, void *arg, json_t *o)
+{
+	char	*s, *line;
+	size_t	 len;
+
+	json_object_set_new(o, "ok", json_true());
+	if ((s = json_dumps(o, JSON_COMPACT)) == NULL)
+		fatalx("admin: cannot build a reply");
+	json_decref(o);
+	len = (size_t)xasprintf(&line, "%s\n", s);
+	free(s);
+	cb(1, line, len, arg);
+	free(line);
+}
+
+/* Answer with an error. */
+static void
+admin_fail(enqueue_cb cb, void *arg, const char *code, const char *msg)
+{
+	char	*line;
+	size_t	 len;
+
+	line = proto_error(code, msg, &len);
+	cb(0, line, len, arg);
+	free(line);
+}
+
+/* The pending op is over. */
+static void
+admin_done(struct pending_admin *pa)
+{
+	free(pa->handler);
+	free(pa->event);
+	free(pa);
+}
+
+/* A reply that is NULL or an error: answer unavailable and say so. */
+static int
+admin_bad_reply(struct pending_admin *pa, const struct redisReply *r,
+    int type)
+{
+	char	msg[300];
+
+	if (r != NULL && r->type == type)
+		return 0;
+	snprintf(msg, sizeof msg, "redis: %s", r == NULL ?
+	    "the connection was lost" : r->type == REDIS_REPLY_ERROR ?
+	    r->str : "unexpected reply");
+	admin_fail(pa->cb, pa->arg, "unavailable", msg);
+	admin_done(pa);
+	return 1;
+}
+
+/* Integer value of a reply element (integer or numeric string). */
+static long long
+admin_int(const redisReply *r)
+{
+	if (r->type == REDIS_REPLY_INTEGER)
+		return r->integer;
+	if (r->type == REDIS_REPLY_STRING)
+		return strtoll(r->str, NULL, 10);
+	return 0;
+}
+
+/* A job's fields (JOB_FIELDS order) as an object; data only if asked. */
+static json_t *
+admin_job(const redisReply *f, int with_data)
+{
+	json_t		*o = json_object(), *d;
+	json_error_t	 jerr;
+	size_t		 i;
+
+	for (i = 0; i < f->elements && i < N_JOB_FIELDS; i++) {
+		const redisReply	*e = f->element[i];
+
+		if (strcmp(job_fields[i], "data") == 0) {
+			if (!with_data)
+				continue;
+			d = json_loadb(e->str, e->len, JSON_DECODE_ANY, &jerr);
+			json_object_set_new(o, "data", d ? d :
+			    admin_str(e->str, e->len));
+		} else if (strcmp(job_fields[i], "attempt") == 0 ||
+		    strcmp(job_fields[i], "failures") == 0 ||
+		    strcmp(job_fields[i], "max_attempts") == 0 ||
+		    strstr(job_fields[i], "_ms") != NULL) {
+			if (e->len > 0)
+				json_object_set_new(o, job_fields[i],
+				    json_integer(admin_int(e)));
+		} else if (e->len > 0)
+			json_object_set_new(o, job_fields[i],
+			    admin_str(e->str, e->len));
+	}
+	return o;
+}
+
+/* A results stream entry {id, [k, v, ...]} as an object. */
+static json_t *
+admin_entry(const redisReply *e)
+{
+	json_t		*o = json_object();
+	const redisReply *kv;
+	size_t		 i;
+
+	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+		return o;
+	json_object_set_new(o, "id", admin_str(e->element[0]->str,
+	    e->element[0]->len));
+	kv = e->element[1];
+	for (i = 0; i + 1 < kv->elements; i += 2) {
+		char	*key = xstrndup(kv->element[i]->str,
+		    kv->element[i]->len);
+
+		json_object_set_new(o, key, admin_str(kv->element[i + 1]->str,
+		    kv->element[i + 1]->len));
+		free(key);
+	}
+	return o;
+}
+
+/* Does an entry's field equal want (NULL: no filter)? */
+static int
+admin_entry_has(const redisReply *e, const char *field, const char *want)
+{
+	const redisReply	*kv;
+	size_t			 i;
+
+	if (want == NULL)
+		return 1;
+	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+		return 0;
+	kv = e->element[1];
+	for (i = 0; i + 1 < kv->elements; i += 2)
+		if (strcmp(kv->element[i]->str, field) == 0)
+			return strcmp(kv->element[i + 1]->str, want) == 0;
+	return 0;
+}
+
+/* status answered. */
+static void
+admin_on_status(const struct redisReply *r, void *arg)
+{
+	struct pending_admin	*pa = arg;
+	json_t			*o, *hs, *ag, *h, *a;
+	long long		 now, oldest;
+	size_t			 i;
+	const redisReply	*t;
+
+	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY) || r->elements != 6) {
+		if (r != NULL && r->type == REDIS_REPLY_ARRAY)
+			admin_fail(pa->cb, pa->arg, "unavailable",
+			    "unexpected status reply"), admin_done(pa);
+		return;
+	}
+	now = r->element[0]->integer;
+	hs = json_array();
+	for (i = 0; i < r->element[1]->elements; i++) {
+		t = r->element[1]->element[i];
+		oldest = t->element[7]->integer;
+		h = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I}",
+		    "name", t->element[0]->str,
+		    "ready", (json_int_t)t->element[1]->integer,
+		    "delayed", (json_int_t)t->element[2]->integer,
+		    "running", (json_int_t)t->element[3]->integer,
+		    "dead", (json_int_t)t->element[4]->integer,
+		    "done_1h", (json_int_t)t->element[5]->integer,
+		    "failed_1h", (json_int_t)t->element[6]->integer);
+		if (oldest >= 0)
+			json_object_set_new(h, "oldest_ready_s",
+			    json_real((double)(now - oldest) / 1000.0));
+		json_array_append_new(hs, h);
+	}
+	ag = json_array();
+	for (i = 0; i < r->element[2]->elements; i++) {
+		t = r->element[2]->element[i];
+		a = json_pack("{s:o, s:b, s:f, s:I, s:o, s:o}",
+		    "name", admin_str(t->element[0]->str, t->element[0]->len),
+		    "alive", t->element[2]->integer != 0,
+		    "heartbeat_age_s",
+		    (double)(now - t->element[1]->integer) / 1000.0,
+		    "running", (json_int_t)t->element[3]->integer,
+		    "version", admin_str(t->element[4]->str,
+		    t->element[4]->len),
+		    "host", admin_str(t->element[5]->str, t->element[5]->len));
+		json_array_append_new(ag, a);
+	}
+	o = json_pack("{s:b, s:o, s:o, s:b, s:I, s:I, s:I}", "redis", 1,
+	    "handlers", hs, "agents", ag,
+	    "truncated", r->element[3]->integer != 0,
+	    "delayed_total", (json_int_t)r->element[4]->integer,
+	    "dead_total", (json_int_t)r->element[5]->integer,
+	    "spool_waiting", (json_int_t)spool_count());
+	admin_reply(pa->cb, pa->arg, o);
+	admin_done(pa);
+}
+
+/* Keys as "{ns}:name", freed by the caller. */
+static char *
+admin_key(const char *name)
+{
+	char	*k;
+
+	xasprintf(&k, "%s%s", cfg->prefix, name);
+	return k;
+}
+
+/* Send a script whose first argv entries are nkeys key names. */
+static void
+admin_script(struct pending_admin *pa, enum script_id id, redis_cb done,
+    int nkeys, int argc, const char **argv)
+{
+	if (redis_script(rcmd, id, done, pa, nkeys, argc, argv, NULL) == -1) {
+		admin_fail(pa->cb, pa->arg, "unavailable", "Redis is not "
+		    "reachable");
+		admin_done(pa);
+	}
+}
+
+/* status: per-handler queues, agents. */
+static void
+admin_status(struct pending_admin *pa)
+{
+	const char	**argv;
+	char		 *keys[5], limit[16];
+	size_t		  i, n = 0;
+
+	if (!redis_ready(rcmd)) {
+		admin_reply(pa->cb, pa->arg, json_pack("{s:b, s:I}", "redis", 0,
+		    "spool_waiting", (json_int_t)spool_count()));
+		admin_done(pa);
+		return;
+	}
+	keys[0] = admin_key("delayed");
+	keys[1] = admin_key("leases");
+	keys[2] = admin_key("dead");
+	keys[3] = admin_key("results");
+	keys[4] = admin_key("agents");
+	snprintf(limit, sizeof limit, "%d", SCAN_LIMIT);
+	argv = xcalloc(7 + cfg->n_handlers, sizeof *argv);
+	for (i = 0; i < 5; i++)
+		argv[n++] = keys[i];
+	argv[n++] = cfg->prefix;
+	argv[n++] = limit;
+	for (i = 0; i < cfg->n_handlers; i++)
+		argv[n++] = cfg->handlers[i]->name;
+	admin_script(pa, SCRIPT_STATUS, admin_on_status, 5, (int)n, argv);
+	for (i = 0; i < 5; i++)
+		free(keys[i]);
+	free(argv);
+}
+
+/* jobs answered: a list of field lists. */
+static void
+admin_on_jobs(const struct redisReply *r, void *arg)
+{
+	struct pending_admin	*pa = arg;
+	json_t			*jobs;
+	size_t			 i;
+
+	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY))
+		return;
+	jobs = json_array();
+	for (i = 0; i < r->elements; i++)
+		json_array_append_new(jobs, admin_job(r->element[i], 0));
+	admin_reply(pa->cb, pa->arg, json_pack("{s:o}", "jobs", jobs));
+	admin_done(pa);
+}
+
+/* jobs [state] [handler] [limit]. */
+static void
+admin_jobs(struct pending_admin *pa, const struct request *req)
+{
+	const char	**argv;
+	char		 *keys[3], limit[16];
+	size_t		  i, n = 0;
+
+	keys[0] = admin_key("delayed");
+	keys[1] = admin_key("leases");
+	keys[2] = admin_key("dead");
+	snprintf(limit, sizeof limit, "%ld", req->limit);
+	argv = xcalloc(7 + cfg->n_handlers, sizeof *argv);
+	for (i = 0; i < 3; i++)
+		argv[n++] = keys[i];
+	argv[n++] = cfg->prefix;
+	argv[n++] = req->state ? req->state : "ready";
+	argv[n++] = req->handler ? req->handler : "";
+	argv[n++] = limit;
+	for (i = 0; i < cfg->n_handlers; i++)
+		argv[n++] = cfg->handlers[i]->name;
+	if (req->handler != NULL && config_handler(cfg, req->handler) == NULL)
+		argv[n++] = req->handler;
+	admin_script(pa, SCRIPT_JOBS, admin_on_jobs, 3, (int)n, argv);
+	for (i = 0; i < 3; i++)
+		free(keys[i]);
+	free(argv);
+}
+
+/* job answered: {fields, results}. */
+static void
+admin_on_job(const struct redisReply *r, void *arg)
+{
+	struct pending_admin	*pa = arg;
+	json_t			*res;
+	size_t			 i;
+
+	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY))
+		return;
+	res = json_array();
+	for (i = 0; i < r->element[1]->elements; i++)
+		json_array_append_new(res, admin_entry(r->element[1]->element[i]));
+	if (r->element[0]->elements == 0 && json_array_size(res) == 0) {
+		json_decref(res);
+		admin_fail(pa->cb, pa->arg, "not_found", "no such job");
+	} else
+		admin_reply(pa->cb, pa->arg, json_pack("{s:o, s:o}", "job",
+		    r->element[0]->elements ? admin_job(r->element[0], 1) :
+		    json_null(), "results", res));
+	admin_done(pa);
+}
+
+/* job ID: its fields and results. */
+static void
+admin_job_op(struct pending_admin *pa, const struct request *req)
+{
+	const char	*argv[4];
+	char		*key, limit[16];
+
+	key = admin_key("results");
+	snprintf(limit, sizeof limit, "%d", RESULTS_SCAN);
+	argv[0] = key;
+	argv[1] = cfg->prefix;
+	argv[2] = req->id;
+	argv[3] = limit;
+	admin_script(pa, SCRIPT_JOB, admin_on_job, 1, 4, argv);
+	free(key);
+}
+
+/* cancel, retry or purge answered {count, message}. */
+static void
+admin_on_changed(const struct redisReply *r, void *arg)
+{
+	struct pending_admin	*pa = arg;
+
+	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY) || r->elements != 2)
+		return;
+	if (r->element[0]->integer == 0 && (pa->op == OP_CANCEL ||
+	    (pa->op == OP_RETRY && strcmp(r->element[1]->str, "ok") != 0)))
+		admin_fail(pa->cb, pa->arg, strcmp(r->element[1]->str,
+		    "no such job") == 0 ? "not_found" : "conflict",
+		    r->element[1]->str);
+	else {
+		log_notice("admin: %s: %lld jobs", pa->op == OP_CANCEL ?
+		    "cancel" : pa->op == OP_RETRY ? "retry" : "purge",
+		    r->element[0]->integer);
+		admin_reply(pa->cb, pa->arg, json_pack("{s:I}", "count",
+		    (json_int_t)r->element[0]->integer));
+	}
+	admin_done(pa);
+}
+
+/* cancel ID, retry ID, retry --dead, purge --dead. */
+static void
+admin_change(struct pending_admin *pa, const struct request *req)
+{
+	const char	*argv[10], *action;
+	char		*keys[3], older[32], limit[16], results[32], *notify;
+	int		 i;
+
+	if (req->op == OP_CANCEL)
+		action = "cancel";
+	else if (req->op == OP_RETRY)
+		action = req->dead ? "retry_dead" : "retry";
+	else
+		action = "purge";
+	keys[0] = admin_key("delayed");
+	keys[1] = admin_key("dead");
+	keys[2] = admin_key("results");
+	notify = admin_key("notify");
+	snprintf(older, sizeof older, "%lld", (long long)req->older_ms);
+	snprintf(limit, sizeof limit, "%ld", req->dead && req->limit == 20 ?
+	    10000 : req->limit);
+	snprintf(results, sizeof results, "%ld", cfg->results_max);
+	for (i = 0; i < 3; i++)
+		argv[i] = keys[i];
+	argv[3] = cfg->prefix;
+	argv[4] = action;
+	argv[5] = req->id ? req->id : req->handler ? req->handler : "";
+	argv[6] = older;
+	argv[7] = limit;
+	argv[8] = results;
+	argv[9] = notify;
+	admin_script(pa, SCRIPT_ADMIN, admin_on_changed, 3, 10, argv);
+	for (i = 0; i < 3; i++)
+		free(keys[i]);
+	free(notify);
+}
+
+/* results answered: entries, newest first or oldest first. */
+static void
+admin_on_results(const struct redisReply *r, void *arg)
+{
+	struct pending_admin	*pa = arg;
+	json_t			*res;
+	const char		*last = NULL;
+	size_t			 i;
+	long			 n = 0;
+
+	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY))
+		return;
+	res = json_array();
+	/* XREVRANGE gives newest first; the reply lists oldest first */
+	for (i = 0; i < r->elements && n < pa->limit; i++) {
+		if (admin_entry_has(r->element[i], "handler", pa->handler) &&
+		    admin_entry_has(r->element[i], "event", pa->event)) {
+			json_array_insert_new(res, 0, admin_entry(r->element[i]));
+			n++;
+		}
+	}
+	if (r->elements > 0)
+		last = r->element[0]->element[0]->str;
+	admin_reply(pa->cb, pa->arg, json_pack("{s:o, s:s?}", "results", res,
+	    "last", last));
+	admin_done(pa);
+}
+
+/* results answered, oldest first (a follow read after a stream id). */
+static void
+admin_on_results_after(const struct redisReply *r, void *arg)
+{
+	struct pending_admin	*pa = arg;
+	json_t			*res;
+	const char		*last = NULL;
+	size_t			 i;
+
+	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY))
+		return;
+	res = json_array();
+	for (i = 0; i < r->elements; i++)
+		if (admin_entry_has(r->element[i], "handler", pa->handler) &&
+		    admin_entry_has(r->element[i], "event", pa->event))
+			json_array_append_new(res, admin_entry(r->element[i]));
+	if (r->elements > 0)
+		last = r->element[r->elements - 1]->element[0]->str;
+	admin_reply(pa->cb, pa->arg, json_pack("{s:o, s:s?}", "results", res,
+	    "last", last));
+	admin_done(pa);
+}
+
+/* results [handler] [event] [limit] [after]. */
+static void
+admin_results(struct pending_admin *pa, const struct request *req)
+{
+	const char	*argv[6];
+	char		*key, count[16], *after = NULL;
+	int		 rc;
+	long		 scan;
+
+	key = admin_key("results");
+	pa->limit = req->limit;
+	pa->handler = req->handler ? xstrdup(req->handler) : NULL;
+	pa->event = req->event ? xstrdup(req->event) : NULL;
+	scan = pa->handler || pa->event ? RESULTS_SCAN : req->limit;
+	snprintf(count, sizeof count, "%ld", req->after ? 1000 : scan);
+	if (req->after != NULL) {
+		xasprintf(&after, "(%s", req->after);
+		argv[0] = "XRANGE";
+		argv[1] = key;
+		argv[2] = after;
+		argv[3] = "+";
+	} else {
+		argv[0] = "XREVRANGE";
+		argv[1] = key;
+		argv[2] = "+";
+		argv[3] = "-";
+	}
+	argv[4] = "COUNT";
+	argv[5] = count;
+	rc = redis_command(rcmd, req->after ? admin_on_results_after :
+	    admin_on_results, pa, 6, argv, NULL);
+	if (rc == -1) {
+		admin_fail(pa->cb, pa->arg, "unavailable", "Redis is not "
+		    "reachable");
+		admin_done(pa);
+	}
+	free(after);
+	free(key);
+}
+
+/* Words as a JSON array. */
+static json_t *
+admin_words(char *const *w, size_t n)
+{
+	json_t	*a = json_array();
+	size_t	 i;
+
+	for (i = 0; w != NULL && (n ? i < n : w[i] != NULL); i++)
+		json_array_append_new(a, admin_str(w[i], strlen(w[i])));
+	return a;
+}
+
+/* handlers: the effective settings of each handler. */
+static void
+admin_handlers(struct pending_admin *pa)
+{
+	json_t		*hs = json_array(), *h;
+	struct handler	*x;
+	size_t		 i;
+
+	for (i = 0; i < cfg->n_handlers; i++) {
+		x = cfg->handlers[i];
+		h = json_pack("{s:s, s:o, s:o, s:o, s:f, s:i, s:f, s:f, s:f, "
+		    "s:i, s:o, s:o, s:i, s:i, s:o}",
+		    "name", x->name, "on", admin_words(x->on, x->n_on),
+		    "exec", admin_str(x->exec, strlen(x->exec)),
+		    "argv", admin_words(x->argv, 0),
+		    "timeout_s", (double)x->timeout_ms / 1000.0,
+		    "attempts", x->attempts,
+		    "backoff_base_s", (double)x->backoff_base_ms / 1000.0,
+		    "backoff_cap_s", (double)x->backoff_cap_ms / 1000.0,
+		    "delay_s", (double)x->delay_ms / 1000.0,
+		    "concurrency", x->concurrency,
+		    "workdir", admin_str(x->workdir, strlen(x->workdir)),
+		    "env", admin_words(x->env, x->n_env),
+		    "uid", (int)x->uid, "gid", (int)x->gid,
+		    "declared", json_sprintf("%s:%d", x->file, x->line));
+		if (x->limit_nofile)
+			json_object_set_new(h, "limit_nofile",
+			    json_integer(x->limit_nofile));
+		if (x->limit_nproc)
+			json_object_set_new(h, "limit_nproc",
+			    json_integer(x->limit_nproc));
+		if (x->limit_as)
+			json_object_set_new(h, "limit_as",
+			    json_integer((json_int_t)x->limit_as));
+		if (x->limit_cpu_ms)
+			json_object_set_new(h, "limit_cpu_s",
+			    json_real((double)x->limit_cpu_ms / 1000.0));
+		json_array_append_new(hs, h);
+	}
+	admin_reply(pa->cb, pa->arg, json_pack("{s:s, s:o}", "config",
+	    cfg->path, "handlers", hs));
+	admin_done(pa);
+}
+
+/* A run-now finished: report everything the results stream would. */
+static void
+admin_on_ran(const struct run_result *res, const char *outcome,
+    const char *error, const char *job_id, void *arg)
+{
+	struct pending_admin	*pa = arg;
+	json_t			*o;
+
+	o = json_pack("{s:s, s:s, s:b, s:I, s:I, s:o, s:o, s:I, s:b, s:s}",
+	    "job", job_id, "outcome", outcome, "timed_out", res->timed_out,
+	    "started_ms", (json_int_t)res->started_ms,
+	    "duration_ms", (json_int_t)res->duration_ms,
+	    "stdout", admin_str(res->out, res->out_len),
+	    "stderr", admin_str(res->err, res->err_len),
+	    "output_bytes", (json_int_t)res->output_bytes,
+	    "truncated", res->truncated, "error", error);
+	json_object_set_new(o, "exit", res->exited ?
+	    json_integer(res->code) : json_null());
+	json_object_set_new(o, "signal", res->signaled ?
+	    json_integer(res->signo) : json_null());
+	admin_reply(pa->cb, pa->arg, o);
+	admin_done(pa);
+}
+
+/* run HANDLER: run it now as a job would run, queue nothing. */
+static void
+admin_run(struct pending_admin *pa, const struct request *req)
+{
+	struct handler	*h;
+	char		 err[300];
+
+	if ((h = config_handler(cfg, req->handler)) == NULL) {
+		snprintf(err, sizeof err, "no handler named '%s'", req->handler);
+		admin_fail(pa->cb, pa->arg, "not_found", err);
+		admin_done(pa);
+		return;
+	}
+	log_notice("admin: running handler %s once, outside the queue",
+	    h->name);
+	if (dispatch_run_now(h, req->ev.name, req->ev.data, admin_on_ran, pa,
+	    err, sizeof err) == -1) {
+		admin_fail(pa->cb, pa->arg, "unavailable", err);
+		admin_done(pa);
+	}
+}
+
+/* metrics: the Prometheus text, inside JSON. */
+static void
+admin_on_metrics(const char *text, size_t len, void *arg)
+{
+	struct pending_admin	*pa = arg;
+
+	admin_reply(pa->cb, pa->arg, json_pack("{s:s%}", "text", text, len));
+	admin_done(pa);
+}
+
+/*
+ * Serve one op other than emit and ping; cb gets one reply line, possibly
+ * before this returns.
+ */
+void
+admin_request(const struct request *req, enqueue_cb cb, void *arg)
+{
+	struct pending_admin	*pa;
+
+	pa = xcalloc(1, sizeof *pa);
+	pa->cb = cb;
+	pa->arg = arg;
+	pa->op = req->op;
+	switch (req->op) {
+	case OP_STATUS:
+		admin_status(pa);
+		break;
+	case OP_JOBS:
+		admin_jobs(pa, req);
+		break;
+	case OP_JOB:
+		admin_job_op(pa, req);
+		break;
+	case OP_CANCEL:
+	case OP_RETRY:
+	case OP_PURGE:
+		admin_change(pa, req);
+		break;
+	case OP_RESULTS:
+		admin_results(pa, req);
+		break;
+	case OP_HANDLERS:
+		admin_handlers(pa);
+		break;
+	case OP_METRICS:
+		metrics_render(admin_on_metrics, pa);
+		break;
+	case OP_RUN:
+		admin_run(pa, req);
+		break;
+	default:
+		admin_fail(cb, arg, "unknown_op", "not an admin op");
+		admin_done(pa);
+		break;
+	}
+}
