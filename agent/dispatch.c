@@ -321,7 +321,7 @@ static void
 dispatch_log_outcome(const struct job *j, const struct run_result *res,
     const char *outcome, const char *error)
 {
-	char	how[96];
+	char	how[300];
 
 	if (error[0] != '\0')
 		snprintf(how, sizeof how, "%s", error);

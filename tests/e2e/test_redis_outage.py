@@ -111,6 +111,8 @@ def test_redis_crash_while_job_runs(dispatchd, handler, redis_server, record_dir
     time.sleep(0.3)  # deliberately keep Redis down a little after the finish
     redis_server.start()
     res = agent.wait_final(jid, timeout=15)
+    print("results:", [(r["outcome"], r["attempt"], r["error"]) for r in res])
+    print("handler runs (pids):", started.read_text().split())
     assert [r["outcome"] for r in res] == ["done"], res
     assert len(started.read_text().split()) == 1, "handler ran again"
     assert stays(lambda: len(agent.job_results(jid)) == 1, 0.5)
