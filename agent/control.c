@@ -27,6 +27,7 @@
 
 #define MAX_PENDING	1024	/* unanswered requests before we stop reading */
 #define MAX_UNSENT	(1024 * 1024)	/* unread reply bytes, likewise */
+#define READ_MAX	65536	/* bytes read from one client per turn */
 
 struct conn;
 
@@ -50,8 +51,9 @@ struct conn {
 	size_t		 rlen;
 	size_t		 rsize;
 	char		*wbuf;
-	size_t		 wlen;
-	size_t		 woff;
+	size_t		 wlen;		/* bytes in wbuf */
+	size_t		 woff;		/* of which sent */
+	size_t		 wsize;		/* allocated */
 	struct slots	 slots;
 	int		 n_slots;
 	int		 closing;	/* no more reading; close when flushed */
@@ -82,7 +84,18 @@ control_collect(struct conn *c)
 	struct slot	*s;
 
 	while ((s = TAILQ_FIRST(&c->slots)) != NULL && s->line != NULL) {
-		c->wbuf = xreallocarray(c->wbuf, c->wlen + s->len, 1);
+		if (c->wlen + s->len > c->wsize) {
+			/* drop what was sent, then grow by doubling */
+			if (c->woff > 0) {
+				memmove(c->wbuf, c->wbuf + c->woff,
+				    c->wlen - c->woff);
+				c->wlen -= c->woff;
+				c->woff = 0;
+			}
+			while (c->wlen + s->len > c->wsize)
+				c->wsize = c->wsize ? c->wsize * 2 : 4096;
+			c->wbuf = xreallocarray(c->wbuf, c->wsize, 1);
+		}
 		memcpy(c->wbuf + c->wlen, s->line, s->len);
 		c->wlen += s->len;
 		TAILQ_REMOVE(&c->slots, s, entry);
@@ -262,8 +275,13 @@ control_on_read(EV_P_ ev_io *w, int revents)
 	ssize_t		 n;
 	size_t		 room;
 
-	/* room for one line over the limit, so too_large can be told */
+	/*
+	 * Room for one line over the limit, so too_large can be told; but at
+	 * most READ_MAX a turn, so one busy client cannot hold up the others.
+	 */
 	room = control_max + 2 > c->rlen ? control_max + 2 - c->rlen : 1;
+	if (room > READ_MAX)
+		room = READ_MAX;
 	if (c->rsize < c->rlen + room) {
 		c->rsize = c->rlen + room;
 		c->rbuf = xreallocarray(c->rbuf, c->rsize, 1);

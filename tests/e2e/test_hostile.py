@@ -1,6 +1,7 @@
 """Hostile or odd input and handlers: clear errors, the agent never goes down."""
 
 import json
+import os
 import socket
 import threading
 import time
@@ -146,7 +147,9 @@ def test_client_that_never_reads(agent):
         hog.close()
     print("hog sent %.1f MB (%s); agent RSS grew %d kB; max ping latency %.0f ms"
           % (sent[0] / 1e6, why[0], grown, max(latencies + [0]) * 1000))
-    assert grown < 32 * 1024, "agent RSS grew by %d MB for %.1f MB of unread requests" \
+    # a sanitizer build keeps freed memory in quarantine: RSS says little there
+    limit = 512 if os.environ.get("DISPATCHD_SANITIZED") else 32
+    assert grown < limit * 1024, "agent RSS grew by %d MB for %.1f MB of unread requests" \
         % (grown // 1024, sent[0] / 1e6)
     assert max(latencies + [0]) < 0.5
     assert agent.ping()["ok"] is True
