@@ -52,6 +52,7 @@ static const struct agent_key agent_keys[] = {
 	{ "name",		KEY_STRING,	OFF(name),		0, 0 },
 	{ "redis",		KEY_STRING,	OFF(redis),		0, 0 },
 	{ "redis_password_file", KEY_STRING,	OFF(password_file),	0, 0 },
+	{ "redis_user",		KEY_STRING,	OFF(redis_user),	0, 0 },
 	{ "namespace",		KEY_STRING,	OFF(namespace),		0, 0 },
 	{ "socket",		KEY_STRING,	OFF(socket),		0, 0 },
 	{ "socket_mode",	KEY_MODE,	OFF(socket_mode),	0, 0777 },
@@ -838,6 +839,7 @@ config_free(struct config *conf)
 	free(conf->name);
 	free(conf->redis);
 	free(conf->password_file);
+	free(conf->redis_user);
 	free(conf->namespace);
 	free(conf->prefix);
 	free(conf->socket);
@@ -867,6 +869,7 @@ config_keep_fixed(struct config *next, const struct config *now)
 		{ "name", offsetof(struct config, name) },
 		{ "redis", offsetof(struct config, redis) },
 		{ "redis_password_file", offsetof(struct config, password_file) },
+		{ "redis_user", offsetof(struct config, redis_user) },
 		{ "namespace", offsetof(struct config, namespace) },
 		{ "socket", offsetof(struct config, socket) },
 		{ "subscribe", offsetof(struct config, subscribe) },

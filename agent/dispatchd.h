@@ -91,6 +91,7 @@ struct config {
 	char		 *name;
 	char		 *redis;
 	char		 *password_file;
+	char		 *redis_user;	/* ACL user, or NULL for default */
 	char		 *namespace;
 	char		 *prefix;	/* "{namespace}:", every key's start */
 	char		 *socket;

@@ -74,6 +74,7 @@ static char	*redis_host;
 static int	 redis_port = 6379;
 static int	 redis_db;
 static char	*redis_password;
+static char	*redis_user;		/* ACL user name, or NULL */
 static char	*redis_agent;		/* client name prefix */
 
 struct rconn	*rcmd;
@@ -206,8 +207,15 @@ redis_setup(const struct config *c, char *err, size_t errlen)
 		}
 		redis_host = host;
 	}
+	if (c->redis_user != NULL && c->redis_user[0] != '\0')
+		redis_user = xstrdup(c->redis_user);
 	if (c->password_file != NULL && c->password_file[0] != '\0')
 		return redis_read_password(c->password_file, err, errlen);
+	if (redis_user != NULL) {
+		snprintf(err, errlen, "%s: [agent] redis_user needs "
+		    "redis_password_file", c->path);
+		return -1;
+	}
 	return 0;
 }
 
@@ -622,9 +630,16 @@ redis_connect(struct rconn *rc)
 	redisAsyncSetDisconnectCallback(ac, redis_on_disconnect);
 
 	if (redis_password != NULL) {
+		/* the first command: nothing else runs unauthenticated */
 		argv[0] = "AUTH";
-		argv[1] = redis_password;
-		redis_setup_cmd(rc, redis_on_setup, rc, 2, argv);
+		if (redis_user != NULL) {
+			argv[1] = redis_user;
+			argv[2] = redis_password;
+			redis_setup_cmd(rc, redis_on_setup, rc, 3, argv);
+		} else {
+			argv[1] = redis_password;
+			redis_setup_cmd(rc, redis_on_setup, rc, 2, argv);
+		}
 	}
 	if (redis_db != 0) {
 		snprintf(db, sizeof db, "%d", redis_db);
