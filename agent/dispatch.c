@@ -74,7 +74,7 @@ static ev_timer		 retry_timer;
 static ev_idle		 kick_idle;
 static char		 host[256];
 static char		 token[128];		/* this life, in the heartbeat */
-static char		 prev_token[200];	/* the previous life's */
+static char		 prev_token[640];	/* previous lives' */
 static int		 claimed;		/* the name is ours in Redis */
 static void		(*drained)(void);
 
@@ -279,8 +279,11 @@ dispatch_on_finished(const struct redisReply *reply, void *arg)
 			log_warnx("finish %s: %s; will retry", f->what,
 			    reply->type == REDIS_REPLY_ERROR ? reply->str :
 			    "unexpected reply");
-		if (!ev_is_active(&retry_timer))
+		if (!ev_is_active(&retry_timer)) {
+			/* a fired one-shot timer must be set again */
+			ev_timer_set(&retry_timer, 1.0, 0.);
 			ev_timer_start(EV_DEFAULT_ &retry_timer);
+		}
 		return;
 	}
 	if (strcmp(reply->element[0]->str, "stale") == 0)
@@ -883,6 +886,8 @@ dispatch_on_claimed(const struct redisReply *reply, void *arg)
 		exit(EXIT_UNAVAILABLE);
 	}
 	claimed = 1;
+	state_claim_done();
+	dispatch_save_state();
 	redis_check_durability(rcmd);
 	if (n > 0) {
 		log_notice("reclaimed %lld jobs this agent was running when it "

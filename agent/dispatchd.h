@@ -391,6 +391,7 @@ int		 runner_pid(const struct run *);
 /* state.c */
 unsigned long long state_start_time(int);
 int	 state_open(const char *, const char *, char *, size_t);
+void	 state_claim_done(void);
 void	 state_save(const char *, const int *, const unsigned long long *,
 	    size_t);
 

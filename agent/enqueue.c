@@ -36,6 +36,8 @@ struct replay {
 static ev_timer	 replay_timer;
 static int	 replaying;
 
+static void	 enqueue_replay_in(double);
+
 /* Build the reply line {"ok":true,"event_id":..,"jobs":[..]} from "jid h ...". */
 static char *
 enqueue_reply(const char *event_id, const char *joined, size_t len,
@@ -104,9 +106,11 @@ enqueue_done(struct pending_enqueue *pe, int ok, char *line, size_t len)
 }
 
 /*
- * The event as a self-contained envelope line for the spool: with its id,
- * so replay is idempotent, and with a delay turned into an absolute time,
- * so time spent in the spool counts.
+ * The event as a self-contained spool line: the time it was spooled (this
+ * host's clock), a blank, then the envelope with its id, so replay is
+ * idempotent.  A delay stays relative: at replay, the time spent in the
+ * spool (measured on this same clock) is taken off it, and Redis's clock
+ * decides the rest, so another host's clock never matters.
  */
 static char *
 enqueue_spool_line(const struct event *ev, const char *event_id,
@@ -115,20 +119,22 @@ enqueue_spool_line(const struct event *ev, const char *event_id,
 	json_t		*o, *data;
 	json_error_t	 jerr;
 	char		*s, *line;
-	int64_t		 at = ev->at_ms;
 
-	if (at == 0 && ev->delay_ms > 0)
-		at = util_wall_ms() + ev->delay_ms;
 	data = json_loads(ev->data, JSON_DECODE_ANY, &jerr);
 	o = json_pack("{s:s, s:o, s:s}", "event", ev->name,
 	    "data", data ? data : json_object(), "id", event_id);
-	if (at > 0)
-		json_object_set_new(o, "at", json_real((double)at / 1000.0));
+	if (ev->at_ms > 0)
+		json_object_set_new(o, "at",
+		    json_real((double)ev->at_ms / 1000.0));
+	else if (ev->delay_ms > 0)
+		json_object_set_new(o, "delay",
+		    json_real((double)ev->delay_ms / 1000.0));
 	if (o == NULL || (s = json_dumps(o, JSON_COMPACT |
 	    JSON_REAL_PRECISION(17))) == NULL)
 		fatalx("enqueue: cannot build a spool line");
 	json_decref(o);
-	*len = (size_t)xasprintf(&line, "%s\n", s);
+	*len = (size_t)xasprintf(&line, "%lld %s\n",
+	    (long long)util_wall_ms(), s);
 	free(s);
 	return line;
 }
@@ -148,6 +154,8 @@ enqueue_fallback(struct pending_enqueue *pe, const char *why)
 		counters.spooled++;
 		log_notice("event %s id %s: %s; spooled", pe->event,
 		    pe->event_id, why);
+		/* connected but refused (MISCONF, LOADING...): try again soon */
+		enqueue_replay_in(1.0);
 		len = (size_t)xasprintf(&line, "{\"ok\":true,\"spooled\":true,"
 		    "\"event_id\":\"%s\"}\n", pe->event_id);
 		enqueue_done(pe, 1, line, len);
@@ -206,6 +214,8 @@ enqueue_on_reply(const struct redisReply *reply, void *arg)
 	log_debug("event %s id %s: queued", pe->event, pe->event_id);
 	enqueue_done(pe, 1, line, len);
 	dispatch_kick();
+	if (spool_count() > 0)
+		enqueue_replay_in(0.);	/* Redis takes writes again */
 }
 
 /*
@@ -308,13 +318,12 @@ enqueue_on_replayed(int ok, const char *line, size_t len, void *arg)
 		if (spool_count() == 0)
 			log_notice("spool: every spooled event is queued");
 		/* go on from the loop, not by recursion */
-		ev_timer_set(&replay_timer, 0., 0.);
+		enqueue_replay_in(0.);
 	} else {
 		log_warnx("spool: replay of %s stopped: %.*s", rp->name,
 		    (int)len - 1, line);
-		ev_timer_set(&replay_timer, 1., 0.);
+		enqueue_replay_in(1.);
 	}
-	ev_timer_start(EV_DEFAULT_ &replay_timer);
 	free(rp->name);
 	free(rp);
 }
@@ -326,6 +335,20 @@ enqueue_on_replay_timer(EV_P_ ev_timer *w, int revents)
 	enqueue_replay();
 }
 
+/* Replay the spool in s seconds, unless a replay is under way. */
+static void
+enqueue_replay_in(double s)
+{
+	static int	inited;
+
+	if (!inited++)
+		ev_init(&replay_timer, enqueue_on_replay_timer);
+	if (replaying || ev_is_active(&replay_timer))
+		return;
+	ev_timer_set(&replay_timer, s, 0.);
+	ev_timer_start(EV_DEFAULT_ &replay_timer);
+}
+
 /*
  * Queue the spooled events, oldest first, one at a time: each file is
  * deleted only after its enqueue succeeded.
@@ -333,20 +356,22 @@ enqueue_on_replay_timer(EV_P_ ev_timer *w, int revents)
 void
 enqueue_replay(void)
 {
-	static int	 inited;
 	struct replay	*rp;
 	struct event	 ev;
 	const char	*name;
-	char		*buf, err[300];
+	char		*buf, *json, err[300];
+	long long	 spooled;
 	size_t		 len;
 
-	if (!inited++)
-		ev_init(&replay_timer, enqueue_on_replay_timer);
 	if (replaying || !spool_enabled() || !redis_ready(rcmd))
 		return;
 	while ((buf = spool_oldest(&name, &len)) != NULL) {
-		if (proto_parse_event(buf, len, &ev, err, sizeof err) == 0)
+		spooled = strtoll(buf, &json, 10);
+		if (*json == ' ' && proto_parse_event(json + 1,
+		    len - (size_t)(json + 1 - buf), &ev, err, sizeof err) == 0)
 			break;
+		if (*json != ' ')
+			snprintf(err, sizeof err, "not a spool line");
 		log_warnx("spool: %s: %s", name, err);
 		spool_reject(name);
 		free(buf);
@@ -354,6 +379,11 @@ enqueue_replay(void)
 	if (buf == NULL)
 		return;
 	free(buf);
+	if (ev.delay_ms > 0) {
+		ev.delay_ms -= util_wall_ms() - spooled;
+		if (ev.delay_ms < 0)
+			ev.delay_ms = 0;
+	}
 	rp = xcalloc(1, sizeof *rp);
 	rp->name = xstrdup(name);
 	replaying = 1;

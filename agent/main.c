@@ -99,7 +99,7 @@ main_on_stop(EV_P_ ev_signal *w, int revents)
 	    (long long)cfg->drain_ms, dispatch_running());
 	notify_send("STOPPING=1\nSTATUS=draining %d running jobs",
 	    dispatch_running());
-	control_close();
+	/* the socket stays open: producers are answered until the exit */
 	ev_timer_init(&drain_timer, main_on_drain_timeout,
 	    (double)cfg->drain_ms / 1000.0, 0.);
 	ev_timer_start(EV_A_ &drain_timer);

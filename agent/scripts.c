@@ -286,12 +286,13 @@ static const char script_recover[] = NOW
  * expire now, so recover retries them (with a failure counted: the job may
  * be what killed the agent).
  * KEYS: agent:<name> agent:<name>:running leases.
- * ARGV: token previous_token heartbeat_ttl_ms.
+ * ARGV: token previous_tokens (blank-separated) heartbeat_ttl_ms.
  * Returns {jobs reclaimed, ""} or {-1, the other token, its age in ms}.
  */
 static const char script_claim[] =
 "local cur = redis.call('GET', KEYS[1])\n"
-"if cur and cur ~= ARGV[1] and cur ~= ARGV[2] then\n"
+"if cur and cur ~= ARGV[1] and\n"
+"    not string.find(' ' .. ARGV[2] .. ' ', ' ' .. cur .. ' ', 1, true) then\n"
 "  return {-1, cur, redis.call('PTTL', KEYS[1])} end\n"
 "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])\n"
 "local jids = redis.call('SMEMBERS', KEYS[2])\n"

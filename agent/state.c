@@ -18,8 +18,12 @@
 
 #include "dispatchd.h"
 
+#define STATE_PREV	3	/* lives remembered until a claim succeeds */
+
 static char	*state_path;
 static char	*state_tmp;
+static char	 state_prev[STATE_PREV][200];	/* newest first */
+static int	 state_claimed;
 
 /* The start time of a process (clock ticks since boot), or 0 if gone. */
 unsigned long long
@@ -64,18 +68,34 @@ state_kill_group(int pgid, unsigned long long started)
 	return 1;
 }
 
+/* Remember a previous life's token, newest first, once. */
+static void
+state_remember(const char *tok)
+{
+	int	i;
+
+	for (i = 0; i < STATE_PREV; i++)
+		if (strcmp(state_prev[i], tok) == 0)
+			return;
+	memmove(state_prev[1], state_prev[0],
+	    sizeof state_prev[0] * (STATE_PREV - 1));
+	snprintf(state_prev[0], sizeof state_prev[0], "%s", tok);
+}
+
 /*
  * Open the state file for the agent called name in dir: kill the handler
- * groups a previous life left behind, and copy its token into prev
- * (empty if none).  Returns the number of groups killed.
+ * groups a previous life left behind, and return in prev the tokens of the
+ * previous lives that may still hold the name's heartbeat, separated by
+ * blanks (empty if none): the last one, and those before it that never
+ * completed a claim.  Returns the number of groups killed.
  */
 int
 state_open(const char *dir, const char *name, char *prev, size_t prevlen)
 {
 	FILE			*fp;
-	char			 line[256], tok[200];
+	char			 line[256], tok[200], olds[STATE_PREV][200];
 	unsigned long long	 started;
-	int			 pgid, killed = 0;
+	int			 pgid, killed = 0, n_olds = 0, i;
 
 	xasprintf(&state_path, "%s/dispatchd-%s.state", dir, name);
 	xasprintf(&state_tmp, "%s.tmp", state_path);
@@ -84,18 +104,36 @@ state_open(const char *dir, const char *name, char *prev, size_t prevlen)
 		return 0;
 	while (fgets(line, sizeof line, fp) != NULL) {
 		if (sscanf(line, "token %199s", tok) == 1)
-			snprintf(prev, prevlen, "%s", tok);
+			state_remember(tok);
+		else if (sscanf(line, "prev %199s", tok) == 1 &&
+		    n_olds < STATE_PREV)
+			snprintf(olds[n_olds++], sizeof olds[0], "%s", tok);
 		else if (sscanf(line, "group %d %llu", &pgid, &started) == 2 &&
 		    pgid > 1)
 			killed += state_kill_group(pgid, started);
 	}
 	fclose(fp);
+	/* the file's "prev" lines are older than its "token" */
+	for (i = 0; i < n_olds && i + 1 < STATE_PREV; i++)
+		snprintf(state_prev[i + 1], sizeof state_prev[0], "%.199s",
+		    olds[i]);
+	for (i = 0; i < STATE_PREV && state_prev[i][0] != '\0'; i++)
+		snprintf(prev + strlen(prev), prevlen - strlen(prev), "%s%s",
+		    i ? " " : "", state_prev[i]);
 	return killed;
 }
 
+/* The claim succeeded: the previous lives need not be remembered. */
+void
+state_claim_done(void)
+{
+	state_claimed = 1;
+}
+
 /*
- * Record this life's token and the running groups (pgids[i] with
- * started[i]).  The file is replaced whole; /run is memory, no fsync.
+ * Record this life's token, the previous lives' until the claim is done,
+ * and the running groups (pgids[i] with started[i]).  The file is
+ * replaced whole; /run is memory, no fsync.
  */
 void
 state_save(const char *token, const int *pgids,
@@ -111,9 +149,11 @@ state_save(const char *token, const int *pgids,
 		return;
 	}
 	fprintf(fp, "token %s\n", token);
+	for (i = 0; !state_claimed && i < STATE_PREV; i++)
+		if (state_prev[i][0] != '\0')
+			fprintf(fp, "prev %s\n", state_prev[i]);
 	for (i = 0; i < n; i++)
 		fprintf(fp, "group %d %llu\n", pgids[i], started[i]);
 	if (fclose(fp) != 0 || rename(state_tmp, state_path) == -1)
 		log_warn("state: %s", state_path);
 }
-
