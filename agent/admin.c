@@ -7,6 +7,8 @@
  */
 #include "config.h"
 
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -557,6 +559,8 @@ admin_handlers(struct pending_admin *pa)
 {
 	json_t		*hs = json_array(), *h;
 	struct handler	*x;
+	struct passwd	*pw;
+	struct group	*gr;
 	size_t		 i;
 
 	for (i = 0; i < cfg->n_handlers; i++) {
@@ -576,6 +580,10 @@ admin_handlers(struct pending_admin *pa)
 		    "env", admin_words(x->env, x->n_env),
 		    "uid", (int)x->uid, "gid", (int)x->gid,
 		    "declared", json_sprintf("%s:%d", x->file, x->line));
+		if ((pw = getpwuid(x->uid)) != NULL)
+			json_object_set_new(h, "user", json_string(pw->pw_name));
+		if ((gr = getgrgid(x->gid)) != NULL)
+			json_object_set_new(h, "group", json_string(gr->gr_name));
 		if (x->limit_nofile)
 			json_object_set_new(h, "limit_nofile",
 			    json_integer(x->limit_nofile));

@@ -220,11 +220,30 @@ config_on_key(void *arg, const char *section, const char *key,
 	return 0;	/* unknown section: already reported */
 }
 
+/* What is wrong with a string [agent] key's value, or NULL. */
+static const char *
+config_check_string(const char *key, const char *value)
+{
+	if (strcmp(key, "name") == 0 && !util_valid_event_name(value))
+		return "must be 1-200 characters of A-Z a-z 0-9 . _ : -";
+	if (strcmp(key, "namespace") == 0 && (value[0] == '\0' ||
+	    strpbrk(value, "{}: \t") != NULL))
+		return "must be non-empty, without braces, colons or blanks";
+	if ((strcmp(key, "spool") == 0 || strcmp(key, "socket") == 0) &&
+	    value[0] != '\0' && value[0] != '/')
+		return "must be an absolute path";
+	if (strcmp(key, "redis_password_file") == 0 && value[0] != '\0' &&
+	    access(value, R_OK) == -1)
+		return strerror(errno);
+	return NULL;
+}
+
 /* Set one [agent] key from the table. */
 static int
 config_agent_key(struct parse *p, const char *key, const char *value)
 {
 	const struct agent_key	*k;
+	const char		*why;
 	char			*base = (char *)p->conf;
 	int64_t			 ms;
 	size_t			 size, i;
@@ -239,6 +258,9 @@ config_agent_key(struct parse *p, const char *key, const char *value)
 	k = &agent_keys[i];
 	switch (k->type) {
 	case KEY_STRING:
+		if ((why = config_check_string(key, value)) != NULL)
+			return config_fail(p, "[agent] %s: '%s' %s", key, value,
+			    why);
 		free(*(char **)(base + k->off));
 		*(char **)(base + k->off) = xstrdup(value);
 		break;

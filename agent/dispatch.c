@@ -72,11 +72,13 @@ static ev_timer		 lease_timer;
 static ev_timer		 recover_timer;
 static ev_timer		 retry_timer;
 static ev_idle		 kick_idle;
+static ev_prepare	 state_writer;
 static char		 host[256];
 static char		 token[128];		/* this life, in the heartbeat */
 static char		 prev_token[640];	/* previous lives' */
 static int		 claimed;		/* the name is ours in Redis */
 static void		(*drained)(void);
+static void		(*goodbye_done)(void);
 
 static void	 dispatch_fetch(void);
 static void	 dispatch_setup_error(const struct job *,
@@ -106,6 +108,14 @@ dispatch_save_state(void)
 	state_save(token, pids, started, n);
 	free(pids);
 	free(started);
+}
+
+/* Before the loop sleeps: write the state file a handler start dirtied. */
+static void
+dispatch_on_state_writer(EV_P_ ev_prepare *w, int revents)
+{
+	ev_prepare_stop(EV_A_ w);
+	dispatch_save_state();
 }
 
 /* Free a job and its hold on its handler's settings. */
@@ -361,7 +371,8 @@ dispatch_on_run_done(const struct run_result *res, void *arg)
 	dispatch_setup_error(j, res, error, sizeof error);
 	outcome = dispatch_outcome(j, res);
 	dispatch_log_outcome(j, res, outcome, error);
-	backoff = util_backoff_ms(j->h->backoff_base_ms, j->h->backoff_cap_ms,
+	backoff = strcmp(outcome, "fail") != 0 ? 0 :
+	    util_backoff_ms(j->h->backoff_base_ms, j->h->backoff_cap_ms,
 	    (int)j->attempt, util_random01());
 
 	f = xcalloc(1, sizeof *f);
@@ -417,7 +428,6 @@ dispatch_on_run_done(const struct run_result *res, void *arg)
 	TAILQ_REMOVE(&running, j, entry);
 	n_running--;
 	dispatch_free_job(j);
-	dispatch_save_state();
 	dispatch_flush();
 	dispatch_kick();
 }
@@ -568,7 +578,12 @@ dispatch_run(struct job *j, const char *data, int64_t created_ms,
 	if (j->run != NULL) {
 		j->pid = runner_pid(j->run);
 		j->started = state_start_time(j->pid);
-		dispatch_save_state();
+		/*
+		 * Written once per loop turn, and only when a handler starts:
+		 * a finished one's entry is harmless, since its pid is gone or
+		 * has another start time when a restart reads the file.
+		 */
+		ev_prepare_start(EV_DEFAULT_ &state_writer);
 	}
 	if (j->run == NULL) {
 		log_warnx("job %s: cannot start %s: %s", j->id, j->h->name,
@@ -956,6 +971,7 @@ dispatch_start(const char *rundir)
 		    "agent's previous run", killed);
 	dispatch_save_state();
 	ev_idle_init(&kick_idle, dispatch_on_kick);
+	ev_prepare_init(&state_writer, dispatch_on_state_writer);
 	ev_timer_init(&poll_timer, dispatch_on_poll, POLL_S, POLL_S);
 	ev_timer_start(EV_DEFAULT_ &poll_timer);
 	ev_timer_init(&lease_timer, dispatch_on_lease,
@@ -1015,6 +1031,43 @@ dispatch_drain(void (*done)(void))
 			runner_stop(j->run);
 		}
 	}
+}
+
+/* The goodbye was answered (or the connection is gone): done. */
+static void
+dispatch_on_goodbye(const struct redisReply *reply, void *arg)
+{
+	goodbye_done();
+}
+
+/*
+ * At a clean exit, give up the name at once (rather than when the
+ * heartbeat expires), so status shows the agent gone and a new agent of
+ * that name may start; then call done.
+ */
+void
+dispatch_goodbye(void (*done)(void))
+{
+	const char	*argv[4];
+	char		*hb, *agents;
+	int		 rc;
+
+	xasprintf(&hb, "%sagent:%s", cfg->prefix, cfg->name);
+	argv[0] = "DEL";
+	argv[1] = hb;
+	rc = redis_command(rcmd, NULL, NULL, 2, argv, NULL);
+	xasprintf(&agents, "%sagents", cfg->prefix);
+	argv[0] = "ZREM";
+	argv[1] = agents;
+	argv[2] = cfg->name;
+	goodbye_done = done;
+	if (rc == 0)
+		rc = redis_command(rcmd, dispatch_on_goodbye, NULL, 3, argv,
+		    NULL);
+	free(hb);
+	free(agents);
+	if (rc == -1)
+		done();
 }
 
 /* How many jobs run now. */

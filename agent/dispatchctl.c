@@ -685,8 +685,22 @@ ctl_handlers(int argc, char **argv)
 		printf("concurrency = %s\n", ctl_cell(h, "concurrency", b,
 		    sizeof b));
 		printf("workdir = %s\n", ctl_cell(h, "workdir", b, sizeof b));
-		printf("# runs as uid %s", ctl_cell(h, "uid", b, sizeof b));
+		printf("# runs as %s", ctl_cell(h, "user", b, sizeof b));
+		printf(":%s", ctl_cell(h, "group", b, sizeof b));
+		printf(", uid %s", ctl_cell(h, "uid", b, sizeof b));
 		printf(" gid %s\n", ctl_cell(h, "gid", b, sizeof b));
+		if (json_object_get(h, "limit_nofile"))
+			printf("limit_nofile = %s\n", ctl_cell(h,
+			    "limit_nofile", b, sizeof b));
+		if (json_object_get(h, "limit_nproc"))
+			printf("limit_nproc = %s\n", ctl_cell(h, "limit_nproc",
+			    b, sizeof b));
+		if (json_object_get(h, "limit_as"))
+			printf("limit_as = %s\n", ctl_cell(h, "limit_as", b,
+			    sizeof b));
+		if (json_object_get(h, "limit_cpu_s"))
+			printf("limit_cpu = %ss\n", ctl_cell(h, "limit_cpu_s", b,
+			    sizeof b));
 		json_array_foreach(json_object_get(h, "env"), k, v)
 			printf("env = %s\n", json_string_value(v));
 	}
@@ -701,6 +715,7 @@ ctl_run(int argc, char **argv)
 	json_t		*data = NULL, *v;
 	json_error_t	 jerr;
 	char		 b[64];
+	int		 status;
 
 	if (argc < 2 || argv[1][0] == '-')
 		usage(EXIT_USAGE);
@@ -715,8 +730,10 @@ ctl_run(int argc, char **argv)
 		json_object_set_new(request, "event", json_string(o.event));
 	ctl_call();
 	ctl_check();
+	status = strcmp(json_string_value(json_object_get(reply, "outcome")),
+	    "done") == 0 ? 0 : 1;
 	if (json_output)
-		ctl_exit(0);
+		ctl_exit(status);
 	printf("outcome: %s", json_string_value(json_object_get(reply,
 	    "outcome")));
 	if (json_is_integer(v = json_object_get(reply, "exit")))
@@ -733,8 +750,7 @@ ctl_run(int argc, char **argv)
 	    json_object_get(reply, "stdout")));
 	printf("--- stderr\n%s", json_string_value(json_object_get(reply,
 	    "stderr")));
-	ctl_exit(strcmp(json_string_value(json_object_get(reply, "outcome")),
-	    "done") == 0 ? 0 : 1);
+	ctl_exit(status);
 }
 
 /* dispatchctl metrics. */

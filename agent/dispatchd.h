@@ -383,6 +383,7 @@ struct run_result {
 	int		 truncated;
 };
 typedef void (*run_done_cb)(const struct run_result *, void *);
+void		 runner_init(void);
 struct run	*runner_start(const struct run_spec *, run_done_cb, void *,
 		    char *, size_t);
 void		 runner_stop(struct run *);
@@ -401,6 +402,7 @@ void	 dispatch_reconfigure(void);
 void	 dispatch_kick(void);
 void	 dispatch_redis_state(int);
 void	 dispatch_drain(void (*)(void));
+void	 dispatch_goodbye(void (*)(void));
 int	 dispatch_running(void);
 typedef void (*run_now_cb)(const struct run_result *, const char *,
 	    const char *, const char *, void *);

@@ -48,6 +48,20 @@ usage(int status)
 	exit(status);
 }
 
+/* A root agent with no user set runs its handlers as root: say so. */
+static void
+main_warn_root(void)
+{
+	size_t	i;
+
+	for (i = 0; i < cfg->n_handlers; i++)
+		if (cfg->handlers[i]->uid == 0 && cfg->handlers[i]->user ==
+		    NULL && cfg->user == NULL)
+			log_warnx("handler %s runs as root, since no user is "
+			    "set: set [agent] user (or the handler's user) to "
+			    "an unprivileged one", cfg->handlers[i]->name);
+}
+
 /* Make sure 0, 1 and 2 are open, so no socket or pipe lands there. */
 static void
 main_std_fds(void)
@@ -62,10 +76,17 @@ main_std_fds(void)
 
 /* Leave the loop: the drain is over. */
 static void
+main_exit(void)
+{
+	ev_break(EV_DEFAULT_ EVBREAK_ALL);
+}
+
+/* The drain is over: give up the name, then leave the loop. */
+static void
 main_drained(void)
 {
 	log_info("all jobs finished and recorded; exiting");
-	ev_break(EV_DEFAULT_ EVBREAK_ALL);
+	dispatch_goodbye(main_exit);
 }
 
 /* drain_timeout passed with jobs still running: stop them. */
@@ -132,6 +153,7 @@ main_on_hup(EV_P_ ev_signal *w, int revents)
 	config_free(cfg);
 	cfg = next;
 	log_set_level(cfg->log_level);
+	main_warn_root();
 	control_set_max(cfg->max_message);
 	dispatch_reconfigure();
 	log_info("reload: %s: %zu handlers, %d workers", cfg->path,
@@ -221,8 +243,10 @@ main(int argc, char **argv)
 		return 0;
 	}
 	log_set_level(cfg->log_level);
+	main_warn_root();
 	main_std_fds();
 	signal(SIGPIPE, SIG_IGN);
+	runner_init();
 	json_object_seed(0);
 
 	if (ev_default_loop(EVFLAG_AUTO) == NULL)

@@ -229,6 +229,14 @@ proto_fill_args(json_t *obj, const struct op *o, struct request *req,
 		    "dead");
 		return -1;
 	}
+	if (req->after != NULL && (strspn(req->after, "0123456789") == 0 ||
+	    strspn(req->after, "0123456789-") != strlen(req->after) ||
+	    strchr(strchr(req->after, '-') ? strchr(req->after, '-') + 1 :
+	    "", '-') != NULL)) {
+		snprintf(err, errlen, "'after' must be a stream id like "
+		    "1700000000000-0");
+		return -1;
+	}
 	if ((o->op == OP_JOB || o->op == OP_CANCEL) && req->id == NULL) {
 		snprintf(err, errlen, "%s needs 'id'", o->name);
 		return -1;

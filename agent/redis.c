@@ -350,7 +350,8 @@ redis_on_reply(redisAsyncContext *ac, void *r, void *priv)
 		}
 		reply = NULL;
 	}
-	q->cb(reply, q->arg);
+	if (q->cb != NULL)
+		q->cb(reply, q->arg);
 	redis_free_req(q);
 }
 
@@ -371,7 +372,10 @@ redis_send(struct rconn *rc, struct rreq *q, int argc, const char **argv,
 	return 0;
 }
 
-/* Run a command; -1 (and no callback) when the connection is not ready. */
+/*
+ * Run a command; cb (which may be NULL) gets the reply.  -1, and no
+ * callback, when the connection is not ready.
+ */
 int
 redis_command(struct rconn *rc, redis_cb cb, void *arg, int argc,
     const char **argv, const size_t *lens)

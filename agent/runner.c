@@ -19,11 +19,12 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,7 @@ struct capture {
 	int		 fd;
 	char		*buf;
 	size_t		 len;
+	size_t		 size;		/* allocated, grows up to cap */
 	size_t		 cap;
 	uint64_t	 total;
 	ev_io		 io;
@@ -89,6 +91,11 @@ static const char *const stage_names[] = {
 };
 
 static void	 runner_finish(struct run *);
+
+static sigset_t	 runner_ignored;	/* signals a child must reset */
+static char	*runner_stack;		/* the children's, one at a time */
+
+#define CHILD_STACK	(256 * 1024)
 
 /* Report a set-up failure to the parent and exit 75 (tempfail). */
 static void __attribute__((noreturn))
@@ -137,22 +144,39 @@ runner_child_limits(const struct run_spec *spec)
 	return 0;
 }
 
+/* What the child needs, passed through clone(2). */
+struct child_args {
+	const struct run_spec	*spec;
+	int			 in_fd;
+	int			 out_fd;
+	int			 err_fd;
+	int			 status_fd;
+	pid_t			 parent;
+};
+
 /*
- * In the child, between fork and exec: only async-signal-safe calls.
- * The order matters: own session first, then the descriptors, then the
- * signal state (ignored signals and the mask survive execve), then exec.
+ * The child, between clone and exec.  It shares the agent's memory
+ * (CLONE_VM, the agent is suspended until the exec: CLONE_VFORK), so it
+ * only makes system calls and writes nothing but its own stack; the ids
+ * are changed with raw system calls, because the C library's wrappers
+ * would try to change them in every thread of the agent too.
+ *
+ * The order matters: own session first, then the descriptors, the limits,
+ * the groups before the user, then the signal state (ignored signals and
+ * the mask survive execve), then exec.
  */
-static void __attribute__((noreturn))
-runner_child(const struct run_spec *spec, int in_fd, int out_fd, int err_fd,
-    int status_fd, pid_t parent)
+static int
+runner_child(void *arg)
 {
-	struct sigaction	sa;
-	sigset_t		none;
-	int			sig;
+	const struct child_args	*a = arg;
+	const struct run_spec	*spec = a->spec;
+	struct sigaction	 sa;
+	sigset_t		 none;
+	int			 sig, status_fd = a->status_fd;
 
 	setsid();
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != parent)
+	if (getppid() != a->parent)
 		_exit(EXIT_TEMPFAIL);
 	/* move the status pipe out of the way of 0-2 before the dup2s */
 	if (status_fd < 3) {
@@ -160,43 +184,64 @@ runner_child(const struct run_spec *spec, int in_fd, int out_fd, int err_fd,
 		if (status_fd == -1)
 			_exit(EXIT_TEMPFAIL);
 	}
-	if (dup2(in_fd, 0) == -1 || dup2(out_fd, 1) == -1 ||
-	    dup2(err_fd, 2) == -1)
+	if (dup2(a->in_fd, 0) == -1 || dup2(a->out_fd, 1) == -1 ||
+	    dup2(a->err_fd, 2) == -1)
 		_exit(EXIT_TEMPFAIL);
 	if (status_fd != 3 && (dup2(status_fd, 3) == -1 ||
 	    fcntl(3, F_SETFD, FD_CLOEXEC) == -1))
 		_exit(EXIT_TEMPFAIL);
-#ifdef HAVE_CLOSEFROM
-	closefrom(4);
-#else
-	for (sig = 4; sig < 1024; sig++)
-		close(sig);
-#endif
+	if (syscall(SYS_close_range, 4U, ~0U, 0) == -1)
+		for (sig = 4; sig < 1024; sig++)
+			close(sig);
 	if (runner_child_limits(spec) == -1)
 		runner_child_fail(STAGE_LIMITS);
-	/* groups first: setgroups and setgid need the privilege setuid drops */
 	if (spec->set_user) {
-		if (setgroups((size_t)spec->n_groups, spec->groups) == -1 ||
-		    setgid(spec->gid) == -1 || setuid(spec->uid) == -1)
+		if (syscall(SYS_setgroups, (size_t)spec->n_groups,
+		    spec->groups) == -1 ||
+		    syscall(SYS_setresgid, spec->gid, spec->gid, spec->gid) ==
+		    -1 ||
+		    syscall(SYS_setresuid, spec->uid, spec->uid, spec->uid) ==
+		    -1)
 			runner_child_fail(STAGE_USER);
 		/* verify the drop: no way back to root, ids as asked */
-		if ((spec->uid != 0 && setuid(0) != -1) ||
+		if ((spec->uid != 0 && syscall(SYS_setresuid, 0, 0, 0) != -1) ||
 		    getuid() != spec->uid || geteuid() != spec->uid ||
 		    getgid() != spec->gid || getegid() != spec->gid) {
 			errno = EPERM;
 			runner_child_fail(STAGE_USER);
 		}
 	}
+	/* handled signals reset at exec by themselves; ignored ones do not */
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = SIG_DFL;
 	for (sig = 1; sig < NSIG; sig++)
-		sigaction(sig, &sa, NULL);
+		if (sigismember(&runner_ignored, sig) == 1)
+			sigaction(sig, &sa, NULL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	if (chdir(spec->workdir) == -1)
 		runner_child_fail(STAGE_CHDIR);
 	execve(spec->argv[0], spec->argv, spec->envp);
 	runner_child_fail(STAGE_EXEC);
+	return 0;
+}
+
+/*
+ * Note which signals the agent ignores (SIGPIPE, and any it was started
+ * with), so a child resets just those: dispositions of ignored signals
+ * would survive execve.  Call after the agent set its own.
+ */
+void
+runner_init(void)
+{
+	struct sigaction	sa;
+	int			sig;
+
+	sigemptyset(&runner_ignored);
+	for (sig = 1; sig < NSIG; sig++)
+		if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+			sigaddset(&runner_ignored, sig);
+	sigaddset(&runner_ignored, SIGPIPE);
 }
 
 /* Read what a stream has; keep up to the cap, count and drop the rest. */
@@ -209,11 +254,16 @@ runner_read(struct capture *c)
 
 	for (;;) {
 		room = c->cap - c->len;
-		if (room > 0) {
-			if (c->buf == NULL)
-				c->buf = xmalloc(c->cap);
-			n = read(c->fd, c->buf + c->len, room);
-		} else
+		if (room > 0 && c->len == c->size) {
+			/* most handlers print little: grow as output comes */
+			c->size = c->size ? c->size * 2 : 4096;
+			if (c->size > c->cap)
+				c->size = c->cap;
+			c->buf = xreallocarray(c->buf, c->size, 1);
+		}
+		if (room > 0)
+			n = read(c->fd, c->buf + c->len, c->size - c->len);
+		else
 			n = read(c->fd, scratch, sizeof scratch);
 		if (n > 0) {
 			if (room > 0)
@@ -421,7 +471,8 @@ struct run *
 runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
     char *err, size_t errlen)
 {
-	struct run	*r;
+	struct run		*r;
+	struct child_args	 ca;
 	int		 in_fd, out[2] = { -1, -1 }, errp[2] = { -1, -1 };
 	int		 st[2] = { -1, -1 }, saved;
 	sigset_t	 all, old;
@@ -436,16 +487,31 @@ runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
 		snprintf(err, errlen, "pipe: %s", strerror(errno));
 		goto fail;
 	}
-	/* no signal handler of the agent may run in the child */
+	if (runner_stack == NULL) {
+		runner_stack = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+		if (runner_stack == MAP_FAILED)
+			fatal("runner: mmap");
+	}
+	ca.spec = spec;
+	ca.in_fd = in_fd;
+	ca.out_fd = out[1];
+	ca.err_fd = errp[1];
+	ca.status_fd = st[1];
+	ca.parent = parent;
+	/*
+	 * No signal handler of the agent may run in the child.  The child
+	 * borrows the agent's memory until it execs: far cheaper than
+	 * copying the page tables with fork, and the agent waits meanwhile.
+	 */
 	sigfillset(&all);
 	sigprocmask(SIG_SETMASK, &all, &old);
-	pid = fork();
-	if (pid == 0)
-		runner_child(spec, in_fd, out[1], errp[1], st[1], parent);
+	pid = clone(runner_child, runner_stack + CHILD_STACK,
+	    CLONE_VM | CLONE_VFORK | SIGCHLD, &ca);
 	saved = errno;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (pid == -1) {
-		snprintf(err, errlen, "fork: %s", strerror(saved));
+		snprintf(err, errlen, "clone: %s", strerror(saved));
 		goto fail;
 	}
 	close(in_fd);

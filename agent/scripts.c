@@ -470,6 +470,8 @@ static const char script_admin[] = NOW
 "    'error', 'cancelled by an administrator')\n"
 "  return {1, 'cancelled'}\n"
 "elseif action == 'retry' then\n"
+"  if redis.call('EXISTS', P .. 'job:' .. target) == 0 then\n"
+"    return {0, 'no such job'} end\n"
 "  if not requeue(target) then\n"
 "    return {0, 'only a dead or delayed job can be retried'} end\n"
 "  n = 1\n"

@@ -5,7 +5,17 @@ bytes), its own redis-server and, through the `dispatchd` factory, its own
 agent(s).  Teardown stops the agent by PID with SIGTERM and asserts it exited
 with status 0; the agent's stderr is attached to the report of a failed test.
 
-Binary location: $DISPATCHD_BUILD/agent/dispatchd (default /work/main/build).
+Run: /usr/bin/python3 -m pytest tests/e2e   (Debian's python3-pytest and
+python3-redis; no other packages).  Environment:
+  DISPATCHD_BUILD         build dir holding agent/dispatchd and agent/dispatchctl
+                          (default /work/main/build); a missing binary fails the
+                          tests that need it
+  DISPATCHD_REDIS_SERVER  redis-server to use (default: from PATH); when there
+                          is none every test is skipped
+  DISPATCHD_TEST_KEEP     keep each test's /tmp/dde-* dir (configs, logs)
+  DISPATCHD_SANITIZED     set for an ASan build (looser memory bound)
+  ASAN_*/UBSAN_*/LSAN_*   passed on to the agent (never to handlers)
+Handlers used by the tests are in handlers/ (executable scripts).
 """
 
 import os
@@ -97,6 +107,17 @@ def dispatchd(request, workdir, redis_server):
     yield start
 
     problems = []
+    # every results entry any agent wrote must have the documented shape
+    seen_ns = set()
+    for a in agents:
+        if a.ns in seen_ns or redis_server.proc is None:
+            continue
+        seen_ns.add(a.ns)
+        try:
+            entries = a.results()
+        except Exception:   # Redis stopped by the test: nothing to check
+            continue
+        problems += ["results stream: " + p for p in ddtest.result_problems(entries)]
     for a in agents:
         if a.proc is None and a.returncode is None:
             continue  # never started

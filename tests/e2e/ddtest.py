@@ -7,6 +7,7 @@ polling with a deadline (wait_for), never by a bare sleep.
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -24,6 +25,11 @@ DISPATCHCTL = BUILD / "agent" / "dispatchctl"
 
 
 def _find_redis_server():
+    """$DISPATCHD_REDIS_SERVER if set (empty or not executable: none), else
+    redis-server from PATH or the usual places."""
+    env = os.environ.get("DISPATCHD_REDIS_SERVER")
+    if env is not None:
+        return env if env and os.access(env, os.X_OK) else None
     found = shutil.which("redis-server")
     if found:
         return found
@@ -292,7 +298,9 @@ class Agent:
         """Start the process without waiting for it to be ready."""
         self._err = open(self.stderr_path, "ab")
         self._out = open(self.stdout_path, "ab")
-        self.proc = subprocess.Popen([str(DISPATCHD), "-c", str(self.conf)],
+        # DISPATCHD_WRAPPER runs the agent under a tool, e.g. valgrind
+        wrapper = shlex.split(os.environ.get("DISPATCHD_WRAPPER", ""))
+        self.proc = subprocess.Popen(wrapper + [str(DISPATCHD), "-c", str(self.conf)],
                                      stdin=subprocess.DEVNULL, stdout=self._out,
                                      stderr=self._err, env=self.env, cwd=str(self.dir))
         self.pid = self.proc.pid
@@ -453,3 +461,34 @@ def stays(pred, duration, interval=0.02):
             return False
         time.sleep(interval)
     return bool(pred())
+
+
+RESULT_FIELDS = ("job", "event", "event_id", "handler", "attempt", "outcome", "exit",
+                 "signal", "timed_out", "started_ms", "duration_ms", "stdout", "stderr",
+                 "output_bytes", "truncated", "agent", "host", "error")
+# "cancelled": written by the cancel op (doc/PROTOCOL.md)
+OUTCOMES = ("done", "retry", "dead", "stale", "released", "cancelled")
+
+
+def result_problems(entries):
+    """Spec checks every results-stream entry must pass."""
+    problems = []
+    for e in entries:
+        missing = [f for f in RESULT_FIELDS if f not in e]
+        if missing:
+            problems.append("%s lacks %s" % (e["_id"], missing))
+            continue
+        if e["outcome"] not in OUTCOMES:
+            problems.append("%s: outcome %r" % (e["_id"], e["outcome"]))
+        if e["timed_out"] not in ("0", "1") or e["truncated"] not in ("0", "1"):
+            problems.append("%s: timed_out %r truncated %r" % (e["_id"], e["timed_out"],
+                                                              e["truncated"]))
+        if e["exit"] != "" and e["signal"] != "":
+            problems.append("%s: both exit %r and signal %r" % (e["_id"], e["exit"],
+                                                               e["signal"]))
+        for f in ("stdout", "stderr", "error"):
+            try:
+                e["_raw"][f.encode()].decode("utf-8")
+            except UnicodeDecodeError:
+                problems.append("%s: %s is not valid UTF-8" % (e["_id"], f))
+    return problems

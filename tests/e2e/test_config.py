@@ -45,7 +45,7 @@ def test_valid_config_ok(workdir):
     assert "%s: configuration OK" % path in p.stdout, p.stdout
 
 
-@pytest.mark.parametrize("case,kw,needle", [
+CONFIG_ERRORS = [
     ("unknown agent key", {"agent_extra": "frobnicate = 1\n"}, "frobnicate"),
     ("unknown handler key", {"handler_extra": "colour = blue\n"}, "colour"),
     ("unknown section", {"tail": "\n[bogus]\nx = 1\n"}, "[bogus]"),
@@ -63,7 +63,15 @@ def test_valid_config_ok(workdir):
     ("empty on", {"tail": "\n[handler e]\non =\nexec = /bin/true\n"}, ("on =", "[handler e]")),
     ("zero attempts", {"handler_extra": "attempts = 0\n"}, "attempts = 0"),
     ("bad socket_mode", {"agent_extra": "socket_mode = rw\n"}, "socket_mode"),
-])
+    ("missing password file", {"agent_extra": "redis_password_file = /nonexistent/pw\n"},
+     "redis_password_file"),
+    ("bad namespace", {"agent_extra": "namespace = a b\n"}, "namespace"),
+    ("bad agent name", {"agent_extra": "name = {x}\n"}, "name = {x}"),
+]
+
+
+@pytest.mark.parametrize("case,kw,needle", CONFIG_ERRORS,
+                         ids=[c[0].replace(" ", "-") for c in CONFIG_ERRORS])
 def test_config_error(workdir, case, kw, needle):
     path, lines = write_conf(workdir, **kw)
     needles = needle if isinstance(needle, tuple) else (needle,)

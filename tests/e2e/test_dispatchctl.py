@@ -96,3 +96,20 @@ def test_error_reply_exit_1(dispatchd, handler, redis_server):
     p = ctl("-s", agent.sock, "emit", "e")
     assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
     assert "unavailable" in p.stderr.lower() or "redis" in p.stderr.lower(), p.stderr
+
+
+def test_error_reply_too_large_exit_1(dispatchd, handler):
+    agent = dispatchd({"a": {"on": "e", "exec": handler("exit.sh")}},
+                      agent_opts={"max_message": "1k"})
+    p = ctl("-s", agent.sock, "emit", "e", "big=" + "a" * 3000)
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert "too_large" in p.stderr or "max_message" in p.stderr, p.stderr
+    assert ctl("-s", agent.sock, "ping").returncode == 0
+
+
+def test_emit_unrouted_event(dispatchd, handler):
+    agent = dispatchd({"a": {"on": "e", "exec": handler("exit.sh")}})
+    p = ctl("-s", agent.sock, "emit", "nobody.listens")
+    assert p.returncode == 0, p
+    assert p.stdout.splitlines()[0].startswith("event "), p.stdout
+    assert not [l for l in p.stdout.splitlines() if l.startswith("job ")], p.stdout

@@ -1,6 +1,7 @@
 """Events published on the {ns}:events channel are treated as emits."""
 
 import json
+import time
 
 import ddtest
 from ddtest import stays, wait_for
@@ -48,3 +49,26 @@ def ddtest_record(record_dir, jid):
     p = record_dir / ("rec.%s.1.json" % jid)
     wait_for(p.exists, what=p.name)
     return ddtest.read_json_file(str(p))
+
+
+def test_publish_dedup_and_delay(dispatchd, handler, record_dir):
+    """Published envelopes get the same treatment as socket emits: the id
+    de-duplicates across both ingresses, and delay works."""
+    agent = dispatchd({"rec": {"on": "remote.*", "exec": handler("record.py"),
+                               "env": "RECORD_DIR=%s" % record_dir}})
+    channel = agent.key("events")
+    r = wait_subscribed(agent, channel)
+    first = agent.emit("remote.dup", {"via": "socket"}, id="both-ways")
+    r.publish(channel, json.dumps({"event": "remote.dup", "id": "both-ways",
+                                   "data": {"via": "pubsub"}}))
+    t = time.time()
+    r.publish(channel, json.dumps({"event": "remote.later", "delay": 0.5}))
+    later = wait_for(lambda: [x for x in agent.results() if x["event"] == "remote.later"],
+                     5, what="the delayed published event")
+    started = int(later[0]["started_ms"]) / 1000.0
+    print("published delay=0.5: started %.1f ms after publish+0.5s" % ((started - t - 0.5) * 1000))
+    assert started >= t + 0.5 - 0.01
+    agent.wait_final(first["jobs"][0]["id"])
+    assert stays(lambda: len([x for x in agent.results() if x["event"] == "remote.dup"]) == 1,
+                 0.5), agent.results()
+    assert agent.ping()["ok"]

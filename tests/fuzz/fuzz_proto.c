@@ -25,7 +25,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (req.op == OP_EMIT && (!util_valid_event_name(req.ev.name) ||
 		    req.ev.data == NULL))
 			abort();
-		proto_event_clear(&req.ev);
+		proto_request_clear(&req);
 	} else {
 		line = proto_error("invalid", err, &len);
 		free(line);

@@ -100,6 +100,41 @@ main(void)
 	ok(proto_parse_event("{\"op\":\"ping\"}", 13, &ev, err, sizeof err)
 	    == -1, "pub/sub accepts only emit");
 
+	ok(parse("{\"op\":\"jobs\",\"state\":\"dead\",\"handler\":\"h\","
+	    "\"limit\":5}", &req) == 0 && req.op == OP_JOBS && !req.admin &&
+	    strcmp(req.state, "dead") == 0 && req.limit == 5, "jobs op");
+	proto_request_clear(&req);
+	ok(parse("{\"op\":\"jobs\",\"state\":\"done\"}", &req) == -1,
+	    "jobs: unknown state");
+	ok(parse("{\"op\":\"jobs\",\"limit\":0}", &req) == -1,
+	    "jobs: limit out of range");
+	ok(parse("{\"op\":\"job\"}", &req) == -1 && strstr(err, "id"),
+	    "job needs an id");
+	ok(parse("{\"op\":\"cancel\",\"id\":\"x\"}", &req) == 0 &&
+	    req.admin, "cancel is an admin op");
+	proto_request_clear(&req);
+	ok(parse("{\"op\":\"retry\",\"id\":\"x\",\"dead\":true}", &req)
+	    == -1, "retry: id or dead, not both");
+	ok(parse("{\"op\":\"purge\",\"older_than\":3600}", &req) == -1,
+	    "purge needs dead");
+	ok(parse("{\"op\":\"purge\",\"dead\":true,\"older_than\":3600}",
+	    &req) == 0 && req.older_ms == 3600000, "purge --older-than");
+	proto_request_clear(&req);
+	ok(parse("{\"op\":\"results\",\"after\":\"1700000000000-3\"}",
+	    &req) == 0 && strcmp(req.after, "1700000000000-3") == 0,
+	    "results after a stream id");
+	proto_request_clear(&req);
+	ok(parse("{\"op\":\"results\",\"after\":\"garbage\"}", &req) == -1,
+	    "results: bad stream id");
+	ok(parse("{\"op\":\"results\",\"after\":\"1-2-3\"}", &req) == -1,
+	    "results: two dashes");
+	ok(parse("{\"op\":\"run\",\"handler\":\"h\",\"data\":[1]}", &req)
+	    == 0 && req.admin && strcmp(req.ev.data, "[1]") == 0 &&
+	    strcmp(req.ev.name, "run") == 0, "run with data");
+	proto_request_clear(&req);
+	ok(parse("{\"op\":\"status\",\"x\":1}", &req) == -1 &&
+	    strstr(err, "unknown field"), "status takes no fields");
+
 	line = proto_error("invalid", "near '\xff\xfe'", &len);
 	ok(line != NULL && strstr(line, "\xef\xbf\xbd") != NULL,
 	    "error text with invalid UTF-8 is cleaned, not fatal");

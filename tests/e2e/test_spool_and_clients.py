@@ -1,0 +1,126 @@
+"""Newer agent features from the README and the example config: the on-disk
+spool for events while Redis is down, max_clients and client_timeout."""
+
+import socket
+import time
+
+import pytest
+
+from ddtest import Client, stays, wait_for
+
+
+def spool_files(d):
+    return [p for p in d.rglob("*") if p.is_file()]
+
+
+def test_spool_while_redis_down(dispatchd, handler, redis_server, workdir, record_dir):
+    spool = workdir / "spool"
+    agent = dispatchd({"st": {"on": "s.*", "exec": "%s %s" % (handler("stamp.sh"), record_dir)}},
+                      agent_opts={"spool": str(spool)})
+    redis_server.stop()
+    reps = []
+    for i in range(3):
+        rep = agent.request({"event": "s.x", "data": {"i": i}, "id": "sp-%d" % i})
+        assert rep.get("ok") is True and rep.get("spooled") is True, rep
+        reps.append(rep)
+    assert spool_files(spool), "nothing on disk in the spool"
+    redis_server.start()
+    eids = {r["event_id"] for r in reps}
+    assert len(eids) == 3
+    wait_for(lambda: {r["event_id"] for r in agent.results() if r["outcome"] == "done"} >= eids,
+             15, interval=0.1, what="the spooled events to run")
+    assert stays(lambda: len(agent.results()) == 3, 0.5), agent.results()
+    wait_for(lambda: not spool_files(spool), 5, what="the spool to empty")
+    # the ids were kept: a repeat is a duplicate of the spooled event
+    again = agent.request({"event": "s.x", "id": "sp-0"})
+    assert again.get("duplicate") is True and again["event_id"] == reps[0]["event_id"], again
+
+
+def test_spool_survives_agent_crash(dispatchd, handler, redis_server, workdir, record_dir):
+    spool = workdir / "spool"
+    agent = dispatchd({"st": {"on": "s.*", "exec": "%s %s" % (handler("stamp.sh"), record_dir)}},
+                      agent_opts={"spool": str(spool)})
+    redis_server.stop()
+    rep = agent.request({"event": "s.crash", "data": {"k": 1}})
+    assert rep.get("ok") is True and rep.get("spooled") is True, rep
+    agent.kill9()
+    redis_server.start()
+    agent.restart()
+    wait_for(lambda: [r for r in agent.results()
+                      if r["event_id"] == rep["event_id"] and r["outcome"] == "done"],
+             15, interval=0.1, what="the spooled event to run after the restart")
+    assert stays(lambda: len(agent.results()) == 1, 0.5), agent.results()
+
+
+def test_spool_full_refuses(dispatchd, handler, redis_server, workdir, record_dir):
+    spool = workdir / "spool"
+    agent = dispatchd({"st": {"on": "s.*", "exec": "%s %s" % (handler("stamp.sh"), record_dir)}},
+                      agent_opts={"spool": str(spool), "spool_max": 4096})
+    redis_server.stop()
+    accepted = []
+    refused = None
+    for i in range(40):
+        rep = agent.request({"event": "s.full", "data": {"pad": "p" * 500, "i": i}})
+        if rep.get("ok"):
+            assert rep.get("spooled") is True
+            accepted.append(rep["event_id"])
+        else:
+            refused = rep
+            break
+    print("spool_max=4096: %d accepted, then %r" % (len(accepted), refused))
+    assert refused is not None, "40 events of 500+ bytes all fitted in a 4 KiB spool"
+    assert refused.get("code") == "unavailable", refused
+    assert 1 <= len(accepted) <= 8
+    redis_server.start()
+    wait_for(lambda: {r["event_id"] for r in agent.results() if r["outcome"] == "done"}
+             >= set(accepted), 15, interval=0.1, what="the accepted events to run")
+
+
+def test_client_timeout_closes_idle_clients(dispatchd, handler):
+    agent = dispatchd({"h": {"on": "x", "exec": handler("exit.sh")}},
+                      agent_opts={"client_timeout": "1s"})
+    idle = Client(agent.sock)
+    partial = Client(agent.sock)
+    partial.send_raw(b'{"op":"pi')
+    busy = Client(agent.sock)
+    t = time.monotonic()
+    # the busy client keeps talking and stays connected
+    while time.monotonic() - t < 2.0:
+        assert busy.request({"op": "ping"})["ok"] is True
+        time.sleep(0.2)
+    assert idle.at_eof(timeout=2.0), "idle client still connected after 3 s"
+    assert partial.at_eof(timeout=2.0), "client with a partial line still connected"
+    assert busy.request({"op": "ping"})["ok"] is True
+    for c in (idle, partial, busy):
+        c.close()
+
+
+def test_max_clients(dispatchd, handler):
+    agent = dispatchd({"h": {"on": "x", "exec": handler("exit.sh")}},
+                      agent_opts={"max_clients": 3})
+    conns = [Client(agent.sock) for _ in range(3)]
+    for c in conns:
+        assert c.request({"op": "ping"})["ok"] is True
+    extra = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    extra.settimeout(5)
+    extra.connect(str(agent.sock))
+    data = b""
+    try:
+        while True:
+            chunk = extra.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        pytest.fail("the 4th client was neither refused nor closed within 5 s")
+    except ConnectionResetError:
+        pass
+    print("4th client got: %r" % data)
+    if data:
+        assert b'"ok":false' in data.replace(b" ", b"") and b"unavailable" in data, data
+    extra.close()
+    for c in conns:
+        assert c.request({"op": "ping"})["ok"] is True
+        c.close()
+    # slots free again
+    wait_for(lambda: agent.ping()["ok"], 5, what="ping after clients left")

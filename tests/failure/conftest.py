@@ -1,0 +1,459 @@
+"""Fixtures for the dispatchd failure-matrix tests (notes/reliability.md A.2.9).
+
+Built on the ideas (and the helpers) of tests/e2e/ddtest.py: a private
+redis-server on a unix socket in a short tmp dir, the real dispatchd binary
+($DISPATCHD_BUILD/agent/dispatchd, default /work/main/build), the socket
+client, polling with deadlines.  Added here: Redis that can be stopped,
+crashed and restarted with its AOF, agents that can be killed and restarted
+under the same name and socket dir (as systemd would), LD_PRELOADed
+libfaketime, a socat TCP proxy, tmpfs mounts, and a teardown that ends, by
+PID, everything the test started.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "e2e"))
+
+import ddtest  # noqa: E402
+from ddtest import Client, wait_for, read_results, render_config, agent_environ  # noqa: E402,F401
+import invariants  # noqa: E402
+
+HANDLERS = HERE / "handlers"
+DISPATCHD = ddtest.DISPATCHD
+DISPATCHCTL = ddtest.DISPATCHCTL
+NS = "ft"
+FAKETIME_LIB = None
+for cand in ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+             "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"):
+    if os.path.exists(cand):
+        FAKETIME_LIB = cand
+
+
+def handler(name):
+    p = HANDLERS / name
+    assert os.access(str(p), os.X_OK), "%s is not executable" % p
+    return str(p)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes about a minute or more")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed or (call.when == "call" and hasattr(rep, "wasxfail")):
+        env = getattr(item, "_ft_env", None)
+        if env is not None:
+            for a in env.agents:
+                rep.sections.append(("dispatchd %s stderr (%s)" % (a.name, a.stderr_path),
+                                     a.stderr()[-12000:]))
+            for s in env.redises:
+                rep.sections.append(("redis-server log", s.log()))
+
+
+# ----------------------------------------------------------------- redis ----
+
+class Redis:
+    """redis-server on a unix socket in dir; stop/crash/restart keep the dir."""
+
+    def __init__(self, dir, aof=False, fsync="always", extra=()):
+        self.dir = Path(dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.sock = self.dir / "redis.sock"
+        self.aof = aof
+        self.fsync = fsync
+        self.extra = list(extra)
+        self.proc = None
+        self.logpath = self.dir.parent / (self.dir.name + ".log")
+        self.pids = []
+
+    def start(self, timeout=15.0, wait=True):
+        assert self.proc is None or self.proc.poll() is not None
+        args = [ddtest.REDIS_SERVER, "--port", "0", "--unixsocket", str(self.sock),
+                "--unixsocketperm", "700", "--dir", str(self.dir), "--save", "",
+                "--appendonly", "yes" if self.aof else "no",
+                "--appendfsync", self.fsync, "--daemonize", "no",
+                "--enable-debug-command", "yes",
+                "--logfile", str(self.logpath)] + self.extra
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pids.append(self.proc.pid)
+        if wait:
+            self.wait_up(timeout)
+        return self
+
+    def wait_up(self, timeout=15.0):
+        def up():
+            rc = self.proc.poll()
+            if rc is not None:
+                raise AssertionError("redis-server exited %s:\n%s" % (rc, self.log()))
+            try:
+                return self.client(timeout=1).ping()
+            except Exception:
+                return False
+        wait_for(up, timeout, interval=0.02, what="redis-server to answer PING")
+
+    def client(self, timeout=10):
+        import redis as redislib
+        return redislib.Redis(unix_socket_path=str(self.sock), socket_timeout=timeout)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def crash(self):
+        self.stop(sig=signal.SIGKILL)
+
+    def log(self):
+        try:
+            return self.logpath.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+
+# ----------------------------------------------------------------- agent ----
+
+class Agent:
+    """The real dispatchd; restartable with the same name, config and dir."""
+
+    def __init__(self, env, dir, handlers, opts, name, preload=None):
+        self.env_ = env
+        self.dir = Path(dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.sock = self.dir / "agent.sock"
+        self.conf = self.dir / "dispatchd.conf"
+        self.stderr_path = self.dir / "stderr.log"
+        self.proc = None
+        self.pids = []
+        self.lives = 0
+        o = {
+            "name": name,
+            "redis": "unix:%s" % env.redis.sock,
+            "namespace": NS,
+            "socket": str(self.sock),
+            "workers": 4,
+            "lease": "1s",
+            "drain_timeout": "2s",
+            "kill_grace": "200ms",
+            "log_level": "debug",
+        }
+        o.update(opts or {})
+        self.opts = o
+        self.handlers = handlers
+        self.write_config()
+        extra = {}
+        if preload:
+            extra.update(preload)
+        self.environ = agent_environ(extra)
+
+    def write_config(self, handlers=None, opts=None, text=None):
+        if text is None:
+            text = render_config(opts or self.opts, handlers if handlers is not None else self.handlers)
+        tmp = self.conf.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.rename(str(tmp), str(self.conf))
+
+    def spawn(self):
+        assert not self.alive()
+        self._err = open(str(self.stderr_path), "ab")
+        self._err.write(("--- life %d ---\n" % self.lives).encode())
+        self._err.flush()
+        self.proc = subprocess.Popen([str(DISPATCHD), "-c", str(self.conf)],
+                                     stdin=subprocess.DEVNULL, stdout=self._err,
+                                     stderr=self._err, env=self.environ, cwd=str(self.dir))
+        self._err.close()
+        self.pid = self.proc.pid
+        self.pids.append(self.pid)
+        self.lives += 1
+        return self
+
+    def start(self, timeout=15.0, need_redis=True):
+        self.spawn()
+        self.wait_ready(timeout, need_redis)
+        return self
+
+    def wait_ready(self, timeout=15.0, need_redis=True):
+        def ready():
+            rc = self.proc.poll()
+            if rc is not None:
+                raise AssertionError("dispatchd %s exited %s before answering ping:\n%s"
+                                     % (self.name, rc, self.stderr()[-4000:]))
+            try:
+                rep = ddtest.request(self.sock, {"op": "ping"}, timeout=2.0)
+            except (OSError, AssertionError):
+                return False
+            return rep.get("ok") is True and (rep.get("redis") is True or not need_redis)
+        wait_for(ready, timeout, interval=0.02, what="dispatchd %s to answer ping" % self.name)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        assert self.alive(), "agent %s is not running" % self.name
+        os.kill(self.proc.pid, sig)
+
+    def kill9(self):
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.kill()
+        self.proc.wait(10)
+        return self.proc.returncode
+
+    def wait_exit(self, timeout=15.0):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout=15.0):
+        """SIGTERM by PID; SIGKILL if it hangs.  Returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return "hung"
+        return self.proc.returncode
+
+    def stderr(self):
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def request(self, obj, timeout=5.0):
+        return ddtest.request(self.sock, obj, timeout)
+
+    def ping(self, timeout=5.0):
+        return self.request({"op": "ping"}, timeout)
+
+    def emit(self, event, data=None, **kw):
+        msg = {"op": "emit", "event": event}
+        if data is not None:
+            msg["data"] = data
+        msg.update(kw)
+        rep = self.request(msg)
+        assert rep.get("ok") is True, "emit %r failed: %r" % (msg, rep)
+        return rep
+
+    def emit_many(self, msgs, batch=200, timeout=30.0):
+        out = []
+        with Client(self.sock, timeout) as c:
+            for i in range(0, len(msgs), batch):
+                out.extend(c.requests(msgs[i:i + batch]))
+        return out
+
+
+# ------------------------------------------------------------- the env ----
+
+class Env:
+    def __init__(self, workdir, request):
+        self.dir = workdir
+        self.request = request
+        self.redises = []
+        self.agents = []
+        self.procs = []          # other processes we started (socat, ...)
+        self.extra_pids = []     # processes our handlers left behind
+        self.mounts = []
+        self.redis = None
+
+    # redis
+    def start_redis(self, **kw):
+        r = Redis(self.dir / ("redis%d" % len(self.redises)), **kw)
+        self.redises.append(r)
+        r.start()
+        if self.redis is None:
+            self.redis = r
+        return r
+
+    def rc(self):
+        return self.redis.client()
+
+    # agents
+    def agent(self, handlers, opts=None, name="a", start=True, preload=None):
+        a = Agent(self, self.dir / ("ag-%s" % name), handlers, opts, name, preload)
+        self.agents.append(a)
+        if start:
+            a.start()
+        return a
+
+    def results(self):
+        return read_results(self.rc(), NS)
+
+    def job_results(self, jid):
+        return [r for r in self.results() if r.get("job") == jid]
+
+    def wait_final(self, jids, timeout=20.0):
+        """Wait until every job has a done/dead result; return results by job."""
+        jids = set(jids)
+
+        def final():
+            by = {}
+            for r in self.results():
+                if r["job"] in jids and r["outcome"] in ("done", "dead"):
+                    by[r["job"]] = r
+            return by if len(by) == len(jids) else None
+        try:
+            return wait_for(final, timeout, interval=0.05, what="%d jobs to finish" % len(jids))
+        except AssertionError:
+            fin = {r["job"] for r in self.results() if r["outcome"] in ("done", "dead")}
+            missing = sorted(jids - fin)
+            raise AssertionError("timed out after %.0fs: %d of %d jobs have no done/dead "
+                                 "result, e.g. %s" % (timeout, len(missing), len(jids),
+                                                      missing[:5]))
+
+    def check(self, job_ids=None, **kw):
+        return invariants.check(self.rc(), NS, job_ids, name=self.request.node.name, **kw)
+
+    def popen(self, args, **kw):
+        p = subprocess.Popen([str(a) for a in args], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+        self.procs.append(p)
+        return p
+
+    def mount_tmpfs(self, path, size):
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s" % size, "tmpfs", str(path)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip("cannot mount a tmpfs here: %s" % r.stderr.strip())
+        self.mounts.append(path)
+        return path
+
+    def teardown(self):
+        problems = []
+        for a in self.agents:
+            if a.proc is not None and a.proc.poll() is None:
+                rc = a.stop()
+                if rc == "hung":
+                    problems.append("agent %s hung after SIGTERM" % a.name)
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.kill(p.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                p.kill()
+                p.wait(10)
+        for pid in self.extra_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for r in self.redises:
+            r.stop()
+        for m in reversed(self.mounts):
+            subprocess.run(["umount", "-l", str(m)], capture_output=True)
+        return problems
+
+
+@pytest.fixture
+def env(request):
+    if ddtest.REDIS_SERVER is None:
+        pytest.skip("redis-server not installed")
+    for b in (DISPATCHD, DISPATCHCTL):
+        if not os.access(str(b), os.X_OK):
+            pytest.fail("%s not built (set DISPATCHD_BUILD)" % b, pytrace=False)
+    d = Path(tempfile.mkdtemp(prefix="ddf-", dir="/tmp"))
+    e = Env(d, request)
+    request.node._ft_env = e
+    yield e
+    problems = e.teardown()
+    if not os.environ.get("DISPATCHD_TEST_KEEP"):
+        shutil.rmtree(str(d), ignore_errors=True)
+    assert not problems, problems
+
+
+# --------------------------------------------------------------- helpers ----
+
+def read_lines(path):
+    try:
+        return [l.split() for l in Path(path).read_text().splitlines() if l.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def pgid_members(pgid):
+    """Live (non-zombie) processes whose process group is pgid."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+        except OSError:
+            continue
+        rest = st.rsplit(")", 1)[1].split()
+        if rest[0] in ("Z", "X"):
+            continue
+        if int(rest[2]) == pgid:
+            out.append(int(d))
+    return out
+
+
+def pid_alive(pid):
+    return ddtest.pid_alive(pid)
+
+
+def children_of(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def stays(pred, duration, interval=0.05):
+    return ddtest.stays(pred, duration, interval)
+
+
+def short(results):
+    return [(r.get("agent"), r.get("attempt"), r.get("outcome"), r.get("error"),
+             r.get("signal"), r.get("exit")) for r in results]
