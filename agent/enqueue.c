@@ -211,7 +211,9 @@ enqueue_on_reply(const struct redisReply *reply, void *arg)
 	counters.emitted++;
 	line = enqueue_reply(pe->event_id, reply->element[1]->str,
 	    reply->element[1]->len, reply->element[0]->integer == 0, &len);
-	log_debug("event %s id %s: queued", pe->event, pe->event_id);
+	log_debug("event %s id %s: %s", pe->event, pe->event_id,
+	    reply->element[0]->integer == 0 ? "a duplicate, already queued" :
+	    "queued");
 	enqueue_done(pe, 1, line, len);
 	dispatch_kick();
 	if (spool_count() > 0)

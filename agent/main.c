@@ -187,8 +187,11 @@ static void
 main_on_redis(int up)
 {
 	dispatch_redis_state(up);
-	if (up && !ready)
+	if (up && !ready) {
+		log_info("ready: Redis connected, events accepted on %s",
+		    cfg->socket);
 		main_status();
+	}
 }
 
 /* Print the version and the libraries it was built with. */
