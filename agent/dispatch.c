@@ -27,6 +27,7 @@
 #define RECOVER_S	2.0
 #define RECOVER_LIMIT	500
 #define DEAD_TTL_S	(7 * 86400)
+#define STATE_WRITE_S	0.05	/* coalesce state file writes */
 
 /* A job running on this agent. */
 struct job {
@@ -72,7 +73,7 @@ static ev_timer		 lease_timer;
 static ev_timer		 recover_timer;
 static ev_timer		 retry_timer;
 static ev_idle		 kick_idle;
-static ev_prepare	 state_writer;
+static ev_timer		 state_writer;
 static char		 host[256];
 static char		 token[128];		/* this life, in the heartbeat */
 static char		 prev_token[640];	/* previous lives' */
@@ -102,6 +103,9 @@ dispatch_save_state(void)
 	started = xcalloc((size_t)n_running + 1, sizeof *started);
 	TAILQ_FOREACH(j, &running, entry)
 		if (j->pid > 0) {
+			/* read once, and only for handlers still running */
+			if (j->started == 0)
+				j->started = state_start_time(j->pid);
 			pids[n] = j->pid;
 			started[n++] = j->started;
 		}
@@ -110,11 +114,10 @@ dispatch_save_state(void)
 	free(started);
 }
 
-/* Before the loop sleeps: write the state file a handler start dirtied. */
+/* Write the state file a handler start dirtied. */
 static void
-dispatch_on_state_writer(EV_P_ ev_prepare *w, int revents)
+dispatch_on_state_writer(EV_P_ ev_timer *w, int revents)
 {
-	ev_prepare_stop(EV_A_ w);
 	dispatch_save_state();
 }
 
@@ -577,13 +580,18 @@ dispatch_run(struct job *j, const char *data, int64_t created_ms,
 	free(input);
 	if (j->run != NULL) {
 		j->pid = runner_pid(j->run);
-		j->started = state_start_time(j->pid);
 		/*
-		 * Written once per loop turn, and only when a handler starts:
-		 * a finished one's entry is harmless, since its pid is gone or
-		 * has another start time when a restart reads the file.
+		 * Written at most every STATE_WRITE_S, and only when a handler
+		 * starts: a finished one's entry is harmless, since its pid is
+		 * gone or has another start time when a restart reads the
+		 * file.  A handler started within that window before a crash
+		 * is not in the file, but it died with the agent
+		 * (PDEATHSIG); only what it forked may outlive it.
 		 */
-		ev_prepare_start(EV_DEFAULT_ &state_writer);
+		if (!ev_is_active(&state_writer)) {
+			ev_timer_set(&state_writer, STATE_WRITE_S, 0.);
+			ev_timer_start(EV_DEFAULT_ &state_writer);
+		}
 	}
 	if (j->run == NULL) {
 		log_warnx("job %s: cannot start %s: %s", j->id, j->h->name,
@@ -598,13 +606,15 @@ dispatch_run(struct job *j, const char *data, int64_t created_ms,
 	}
 }
 
-/* The fetch script answered: a job, or nil when nothing is ready. */
+/* The fetch script answered {now, jobs}: start each. */
 static void
 dispatch_on_fetched(const struct redisReply *reply, void *arg)
 {
-	struct job	*j;
-	struct handler	*h;
-	redisReply	**e;
+	const redisReply	*jobs, **e;
+	struct job		*j;
+	struct handler		*h;
+	long			 asked = (long)(intptr_t)arg;
+	size_t			 i;
 
 	fetching = 0;
 	if (reply == NULL)
@@ -613,28 +623,35 @@ dispatch_on_fetched(const struct redisReply *reply, void *arg)
 		log_warnx("fetch: %s", reply->str);
 		return;
 	}
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 9)
-		return;		/* nothing ready */
-	e = reply->element;
-	h = config_handler(cfg, e[1]->str);
-	if (h == NULL) {
-		/* cannot happen: we only ask for our own handlers */
-		log_errx("fetch: job %s for unknown handler %s", e[0]->str,
-		    e[1]->str);
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+	    reply->element[1]->type != REDIS_REPLY_ARRAY)
 		return;
+	jobs = reply->element[1];
+	for (i = 0; i < jobs->elements; i++) {
+		e = (const redisReply **)jobs->element[i]->element;
+		if (jobs->element[i]->elements != 8)
+			continue;
+		if ((h = config_handler(cfg, e[1]->str)) == NULL) {
+			/* cannot happen: we only ask for our own handlers */
+			log_errx("fetch: job %s for unknown handler %s",
+			    e[0]->str, e[1]->str);
+			continue;
+		}
+		j = xcalloc(1, sizeof *j);
+		j->id = xstrdup(e[0]->str);
+		j->h = h;
+		config_handler_hold(h);
+		j->attempt = (long)e[2]->integer;
+		j->max_attempts = e[4]->str ? strtol(e[4]->str, NULL, 10) : 1;
+		j->event = xstrdup(e[5]->str ? e[5]->str : "");
+		j->event_id = xstrdup(e[6]->str ? e[6]->str : "");
+		dispatch_run(j, e[3]->str ? e[3]->str : "{}",
+		    e[7]->str ? strtoll(e[7]->str, NULL, 10) : 0,
+		    (int64_t)reply->element[0]->integer);
 	}
-	j = xcalloc(1, sizeof *j);
-	j->id = xstrdup(e[0]->str);
-	j->h = h;
-	config_handler_hold(h);
-	j->attempt = (long)e[2]->integer;
-	j->max_attempts = e[4]->str ? strtol(e[4]->str, NULL, 10) : 1;
-	j->event = xstrdup(e[5]->str ? e[5]->str : "");
-	j->event_id = xstrdup(e[6]->str ? e[6]->str : "");
-	dispatch_run(j, e[3]->str ? e[3]->str : "{}",
-	    e[7]->str ? strtoll(e[7]->str, NULL, 10) : 0,
-	    (int64_t)e[8]->integer);
-	dispatch_fetch();
+	/* a full batch: there may be more; a short one: wait for a hint */
+	if ((long)jobs->elements >= asked)
+		dispatch_fetch();
 }
 
 /*
@@ -654,36 +671,52 @@ dispatch_running_for(const char *name)
 	return n;
 }
 
-/* Ask for one job if a slot is free and we are not already asking. */
+/*
+ * Ask for as many jobs as there are free slots, within each handler's
+ * concurrency, unless a fetch is already under way.
+ */
 static void
 dispatch_fetch(void)
 {
 	const char	**argv;
-	char		 *keys[2], lease[32];
-	size_t		  i, k, n = 0, nh = cfg->n_handlers;
+	char		 *keys[2], lease[32], want[16], **rooms;
+	size_t		  i, k, n = 0, nh = cfg->n_handlers, nr = 0;
+	int		  room, free_slots = cfg->workers - n_running;
 
-	if (fetching || draining || !claimed || n_running >= cfg->workers ||
+	if (fetching || draining || !claimed || free_slots <= 0 ||
 	    !redis_ready(rcmd) || nh == 0)
 		return;
-	argv = xcalloc(5 + nh, sizeof *argv);
+	argv = xcalloc(6 + 2 * nh, sizeof *argv);
+	rooms = xcalloc(nh, sizeof *rooms);
 	xasprintf(&keys[0], "%sleases", cfg->prefix);
 	xasprintf(&keys[1], "%sagent:%s:running", cfg->prefix, cfg->name);
 	snprintf(lease, sizeof lease, "%lld", (long long)cfg->lease_ms);
+	snprintf(want, sizeof want, "%d", free_slots);
 	argv[n++] = keys[0];
 	argv[n++] = keys[1];
 	argv[n++] = cfg->prefix;
 	argv[n++] = cfg->name;
 	argv[n++] = lease;
+	argv[n++] = want;
 	rotate++;
 	for (i = 0; i < nh; i++) {
 		k = (rotate + i) % nh;
-		if (dispatch_running_for(cfg->handlers[k]->name) <
-		    cfg->handlers[k]->concurrency)
-			argv[n++] = cfg->handlers[k]->name;
+		room = cfg->handlers[k]->concurrency -
+		    dispatch_running_for(cfg->handlers[k]->name);
+		if (room <= 0)
+			continue;
+		if (room > free_slots)
+			room = free_slots;
+		xasprintf(&rooms[nr], "%d", room);
+		argv[n++] = cfg->handlers[k]->name;
+		argv[n++] = rooms[nr++];
 	}
-	if (n > 5 && redis_script(rcmd, SCRIPT_FETCH, dispatch_on_fetched,
-	    NULL, 2, (int)n, argv, NULL) == 0)
+	if (nr > 0 && redis_script(rcmd, SCRIPT_FETCH, dispatch_on_fetched,
+	    (void *)(intptr_t)free_slots, 2, (int)n, argv, NULL) == 0)
 		fetching = 1;
+	while (nr > 0)
+		free(rooms[--nr]);
+	free(rooms);
 	free(keys[0]);
 	free(keys[1]);
 	free(argv);
@@ -971,7 +1004,7 @@ dispatch_start(const char *rundir)
 		    "agent's previous run", killed);
 	dispatch_save_state();
 	ev_idle_init(&kick_idle, dispatch_on_kick);
-	ev_prepare_init(&state_writer, dispatch_on_state_writer);
+	ev_init(&state_writer, dispatch_on_state_writer);
 	ev_timer_init(&poll_timer, dispatch_on_poll, POLL_S, POLL_S);
 	ev_timer_start(EV_DEFAULT_ &poll_timer);
 	ev_timer_init(&lease_timer, dispatch_on_lease,

@@ -87,34 +87,38 @@ static const char script_promote[] = NOW
 "return {moved, nextdue, now}\n";
 
 /*
- * fetch: take the next ready job of the first handler that has one, bump
- * its attempt (the fencing token) and register a lease.
- * KEYS: leases, agent:<name>:running.  ARGV: P agent lease_ms handler...
- * Returns {jid, handler, attempt, data, max_attempts, event, event_id,
- * created_ms, now_ms} or nil.
+ * fetch: take up to want ready jobs, at most room of each handler, in the
+ * order given (the agent rotates it for fairness); bump each one's attempt
+ * (the fencing token) and register its lease.
+ * KEYS: leases, agent:<name>:running.
+ * ARGV: P agent lease_ms want, then pairs handler room.
+ * Returns {now_ms, {{jid, handler, attempt, data, max_attempts, event,
+ * event_id, created_ms}...}}.
  */
 static const char script_fetch[] = NOW
-"local P = ARGV[1]\n"
-"for i = 4, #ARGV do\n"
-"  local h = ARGV[i]\n"
-"  while true do\n"
+"local P, agent = ARGV[1], ARGV[2]\n"
+"local lease, want, out = now + tonumber(ARGV[3]), tonumber(ARGV[4]), {}\n"
+"for i = 5, #ARGV, 2 do\n"
+"  local h, room = ARGV[i], tonumber(ARGV[i + 1])\n"
+"  while room > 0 and #out < want do\n"
 "    local jid = redis.call('RPOP', P .. 'ready:' .. h)\n"
 "    if not jid then break end\n"
 "    local jk = P .. 'job:' .. jid\n"
 "    if redis.call('HGET', jk, 'state') == 'ready' then\n"
 "      local attempt = redis.call('HINCRBY', jk, 'attempt', 1)\n"
-"      local lease = now + tonumber(ARGV[3])\n"
-"      redis.call('HSET', jk, 'state', 'running', 'owner', ARGV[2],\n"
+"      redis.call('HSET', jk, 'state', 'running', 'owner', agent,\n"
 "        'lease_ms', lease, 'started_ms', now)\n"
 "      redis.call('ZADD', KEYS[1], lease, jid)\n"
 "      redis.call('SADD', KEYS[2], jid)\n"
 "      local f = redis.call('HMGET', jk, 'data', 'max_attempts', 'event',\n"
 "        'event_id', 'created_ms')\n"
-"      return {jid, h, attempt, f[1], f[2], f[3], f[4], f[5], now}\n"
+"      out[#out + 1] = {jid, h, attempt, f[1], f[2], f[3], f[4], f[5]}\n"
+"      room = room - 1\n"
 "    end\n"
 "  end\n"
+"  if #out >= want then break end\n"
 "end\n"
-"return false\n";
+"return {now, out}\n";
 
 /*
  * extend: heartbeat and lease renewal for the jobs this agent runs.  With
