@@ -949,23 +949,26 @@ dispatch_on_claimed(const struct redisReply *reply, void *arg)
 static void
 dispatch_claim(void)
 {
-	const char	*argv[6];
-	char		*own[4];
+	const char	*argv[8];
+	char		*own[5];
 	int		 i;
 
 	xasprintf(&own[0], "%sagent:%s", cfg->prefix, cfg->name);
 	xasprintf(&own[1], "%sagent:%s:running", cfg->prefix, cfg->name);
 	xasprintf(&own[2], "%sleases", cfg->prefix);
 	xasprintf(&own[3], "%lld", (long long)cfg->lease_ms);
+	xasprintf(&own[4], "%sagents", cfg->prefix);
 	argv[0] = own[0];
 	argv[1] = own[1];
 	argv[2] = own[2];
-	argv[3] = token;
-	argv[4] = prev_token;
-	argv[5] = own[3];
-	redis_script(rcmd, SCRIPT_CLAIM, dispatch_on_claimed, NULL, 3, 6, argv,
+	argv[3] = own[4];
+	argv[4] = token;
+	argv[5] = prev_token;
+	argv[6] = own[3];
+	argv[7] = cfg->name;
+	redis_script(rcmd, SCRIPT_CLAIM, dispatch_on_claimed, NULL, 4, 8, argv,
 	    NULL);
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < 5; i++)
 		free(own[i]);
 }
 

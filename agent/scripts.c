@@ -289,16 +289,17 @@ static const char script_recover[] = NOW
  * ours, and make the leases of whatever our previous life was running
  * expire now, so recover retries them (with a failure counted: the job may
  * be what killed the agent).
- * KEYS: agent:<name> agent:<name>:running leases.
- * ARGV: token previous_tokens (blank-separated) heartbeat_ttl_ms.
+ * KEYS: agent:<name> agent:<name>:running leases agents.
+ * ARGV: token previous_tokens (blank-separated) heartbeat_ttl_ms name.
  * Returns {jobs reclaimed, ""} or {-1, the other token, its age in ms}.
  */
-static const char script_claim[] =
+static const char script_claim[] = NOW
 "local cur = redis.call('GET', KEYS[1])\n"
 "if cur and cur ~= ARGV[1] and\n"
 "    not string.find(' ' .. ARGV[2] .. ' ', ' ' .. cur .. ' ', 1, true) then\n"
 "  return {-1, cur, redis.call('PTTL', KEYS[1])} end\n"
 "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])\n"
+"redis.call('ZADD', KEYS[4], now, ARGV[4])\n"
 "local jids = redis.call('SMEMBERS', KEYS[2])\n"
 "for _, jid in ipairs(jids) do redis.call('ZADD', KEYS[3], 'XX', 0, jid) end\n"
 "redis.call('DEL', KEYS[2])\n"

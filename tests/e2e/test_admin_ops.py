@@ -145,9 +145,11 @@ def test_status_shows_stopped_agent_not_alive(dispatchd):
     a1 = dispatchd({"ok": {"on": "e", "exec": "/bin/true"}})
     a2 = dispatchd({"ok": {"on": "e", "exec": "/bin/true"}}, name="other-agent",
                    agent_opts={"lease": "2s"})
-    p, rep = ctl_json(a1.sock, "status")
-    names = {a["name"]: a for a in rep["agents"]}
-    assert names["dt-agent"]["alive"] and names["other-agent"]["alive"], rep
+    def both_alive():
+        p, rep = ctl_json(a1.sock, "status")
+        names = {a["name"]: a for a in rep["agents"]}
+        return all(n in names and names[n]["alive"] for n in ("dt-agent", "other-agent"))
+    wait_for(both_alive, 10, interval=0.2, what="both agents to be listed alive")
     assert a2.stop() == 0
 
     def gone():
