@@ -27,7 +27,6 @@
 #define RECOVER_S	2.0
 #define RECOVER_LIMIT	500
 #define DEAD_TTL_S	(7 * 86400)
-#define STATE_WRITE_S	0.05	/* coalesce state file writes */
 
 /* A job running on this agent. */
 struct job {
@@ -73,7 +72,6 @@ static ev_timer		 lease_timer;
 static ev_timer		 recover_timer;
 static ev_timer		 retry_timer;
 static ev_idle		 kick_idle;
-static ev_timer		 state_writer;
 static char		 host[256];
 static char		 token[128];		/* this life, in the heartbeat */
 static char		 prev_token[640];	/* previous lives' */
@@ -103,22 +101,12 @@ dispatch_save_state(void)
 	started = xcalloc((size_t)n_running + 1, sizeof *started);
 	TAILQ_FOREACH(j, &running, entry)
 		if (j->pid > 0) {
-			/* read once, and only for handlers still running */
-			if (j->started == 0)
-				j->started = state_start_time(j->pid);
 			pids[n] = j->pid;
 			started[n++] = j->started;
 		}
 	state_save(token, pids, started, n);
 	free(pids);
 	free(started);
-}
-
-/* Write the state file a handler start dirtied. */
-static void
-dispatch_on_state_writer(EV_P_ ev_timer *w, int revents)
-{
-	dispatch_save_state();
 }
 
 /* Free a job and its hold on its handler's settings. */
@@ -312,17 +300,24 @@ dispatch_on_finished(const struct redisReply *reply, void *arg)
 	dispatch_check_drained();
 }
 
-/* Send the waiting finishes, oldest first, one at a time in order. */
+/*
+ * Send every waiting finish not already on its way, oldest first, all
+ * pipelined: finishes of different jobs are independent, and waiting for
+ * each reply let finished work pile up unrecorded under load.
+ */
 static void
 dispatch_flush(void)
 {
-	struct finish	*f = TAILQ_FIRST(&unsent);
+	struct finish	*f;
 
-	if (f == NULL || f->inflight)
-		return;
-	if (redis_script(rcmd, SCRIPT_FINISH, dispatch_on_finished, f, 7,
-	    f->argc, (const char **)f->argv, f->lens) == 0)
+	TAILQ_FOREACH(f, &unsent, entry) {
+		if (f->inflight)
+			continue;
+		if (redis_script(rcmd, SCRIPT_FINISH, dispatch_on_finished, f,
+		    7, f->argc, (const char **)f->argv, f->lens) == -1)
+			break;
 		f->inflight = 1;
+	}
 }
 
 /* Retry timer for finishes Redis refused. */
@@ -581,17 +576,13 @@ dispatch_run(struct job *j, const char *data, int64_t created_ms,
 	if (j->run != NULL) {
 		j->pid = runner_pid(j->run);
 		/*
-		 * Written at most every STATE_WRITE_S, and only when a handler
-		 * starts: a finished one's entry is harmless, since its pid is
-		 * gone or has another start time when a restart reads the
-		 * file.  A handler started within that window before a crash
-		 * is not in the file, but it died with the agent
-		 * (PDEATHSIG); only what it forked may outlive it.
+		 * Appended at once, with the start time on the clock /proc
+		 * uses; a finished handler's line is harmless, since its pid
+		 * is gone or has another start time when a restart reads it.
 		 */
-		if (!ev_is_active(&state_writer)) {
-			ev_timer_set(&state_writer, STATE_WRITE_S, 0.);
-			ev_timer_start(EV_DEFAULT_ &state_writer);
-		}
+		j->started = state_ticks_now();
+		if (state_add(j->pid, j->started))
+			dispatch_save_state();
 	}
 	if (j->run == NULL) {
 		log_warnx("job %s: cannot start %s: %s", j->id, j->h->name,
@@ -1007,7 +998,6 @@ dispatch_start(const char *rundir)
 		    "agent's previous run", killed);
 	dispatch_save_state();
 	ev_idle_init(&kick_idle, dispatch_on_kick);
-	ev_init(&state_writer, dispatch_on_state_writer);
 	ev_timer_init(&poll_timer, dispatch_on_poll, POLL_S, POLL_S);
 	ev_timer_start(EV_DEFAULT_ &poll_timer);
 	ev_timer_init(&lease_timer, dispatch_on_lease,

@@ -391,6 +391,8 @@ int		 runner_pid(const struct run *);
 
 /* state.c */
 unsigned long long state_start_time(int);
+unsigned long long state_ticks_now(void);
+int	 state_add(int, unsigned long long);
 int	 state_open(const char *, const char *, char *, size_t);
 void	 state_claim_done(void);
 void	 state_save(const char *, const int *, const unsigned long long *,

@@ -97,6 +97,18 @@ static char	*runner_stack;		/* the children's, one at a time */
 
 #define CHILD_STACK	(256 * 1024)
 
+/*
+ * AddressSanitizer cannot follow a child running on a stack it does not
+ * know (the clone below): sanitizer builds fork instead.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define RUNNER_FORK	1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RUNNER_FORK	1
+#endif
+#endif
+
 /* Report a set-up failure to the parent and exit 75 (tempfail). */
 static void __attribute__((noreturn))
 runner_child_fail(int stage)
@@ -506,8 +518,13 @@ runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
 	 */
 	sigfillset(&all);
 	sigprocmask(SIG_SETMASK, &all, &old);
+#ifdef RUNNER_FORK
+	if ((pid = fork()) == 0)
+		runner_child(&ca);
+#else
 	pid = clone(runner_child, runner_stack + CHILD_STACK,
 	    CLONE_VM | CLONE_VFORK | SIGCHLD, &ca);
+#endif
 	saved = errno;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (pid == -1) {

@@ -6,24 +6,34 @@
  * restart can make sure they are gone before their jobs are reclaimed).
  * Each group is recorded with its leader's start time, so a recycled pid
  * is never signalled.
+ *
+ * A group is appended as the handler starts (one write, no rename: this is
+ * on every job's path); the file is rewritten whole, with only the groups
+ * still running, when it grows long, and at a claim.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dispatchd.h"
 
 #define STATE_PREV	3	/* lives remembered until a claim succeeds */
+#define STATE_SLACK	10	/* ticks between clone and our clock read */
+#define STATE_LINES_MAX	4096	/* then the file is rewritten */
 
 static char	*state_path;
 static char	*state_tmp;
 static char	 state_prev[STATE_PREV][200];	/* newest first */
 static int	 state_claimed;
+static int	 state_fd = -1;		/* open for appending groups */
+static int	 state_lines;
 
 /* The start time of a process (clock ticks since boot), or 0 if gone. */
 unsigned long long
@@ -51,6 +61,19 @@ state_start_time(int pid)
 	return t;
 }
 
+/* Clock ticks since boot now: what /proc says a process started at. */
+unsigned long long
+state_ticks_now(void)
+{
+	struct timespec	ts;
+	long		hz = sysconf(_SC_CLK_TCK);
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (unsigned long long)ts.tv_sec * (unsigned long long)hz +
+	    (unsigned long long)ts.tv_nsec * (unsigned long long)hz /
+	    1000000000ULL;
+}
+
 /* Kill one recorded group, unless its pid now belongs to someone else. */
 static int
 state_kill_group(int pgid, unsigned long long started)
@@ -60,8 +83,11 @@ state_kill_group(int pgid, unsigned long long started)
 	/*
 	 * If the leader is gone, the kernel does not hand its pid out again
 	 * while the group still has members, so the group id is still ours.
+	 * The start time was taken by the agent right after the clone: a
+	 * few ticks of slack.
 	 */
-	if (now != 0 && now != started)
+	if (now != 0 && (now + STATE_SLACK < started ||
+	    now > started + STATE_SLACK))
 		return 0;
 	if (kill(-pgid, SIGKILL) == -1)
 		return 0;
@@ -131,9 +157,9 @@ state_claim_done(void)
 }
 
 /*
- * Record this life's token, the previous lives' until the claim is done,
- * and the running groups (pgids[i] with started[i]).  The file is
- * replaced whole; /run is memory, no fsync.
+ * Write the file whole: this life's token, the previous lives' until the
+ * claim is done, and the running groups (pgids[i] with started[i]); then
+ * keep it open for appending.  /run is memory: no fsync.
  */
 void
 state_save(const char *token, const int *pgids,
@@ -154,6 +180,30 @@ state_save(const char *token, const int *pgids,
 			fprintf(fp, "prev %s\n", state_prev[i]);
 	for (i = 0; i < n; i++)
 		fprintf(fp, "group %d %llu\n", pgids[i], started[i]);
-	if (fclose(fp) != 0 || rename(state_tmp, state_path) == -1)
+	if (fclose(fp) != 0 || rename(state_tmp, state_path) == -1) {
 		log_warn("state: %s", state_path);
+		return;
+	}
+	if (state_fd != -1)
+		close(state_fd);
+	state_fd = open(state_path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	state_lines = (int)n;
+}
+
+/*
+ * Record a handler that just started.  Returns 1 when the file has grown
+ * long and should be written whole again (state_save), else 0.
+ */
+int
+state_add(int pgid, unsigned long long started)
+{
+	char	line[64];
+	int	len;
+
+	if (state_fd == -1)
+		return 1;
+	len = snprintf(line, sizeof line, "group %d %llu\n", pgid, started);
+	if (write(state_fd, line, (size_t)len) != len)
+		log_warn("state: %s", state_path);
+	return ++state_lines > STATE_LINES_MAX;
 }

@@ -26,7 +26,7 @@ def test_publish_emits(dispatchd, handler, record_dir):
     assert r.publish(channel, json.dumps({"event": "remote.hello", "data": {"a": 1}})) >= 1
     res = wait_for(handled, what="result for the published event")
     assert res[0]["outcome"] == "done" and res[0]["handler"] == "rec"
-    stdin = json.loads(ddtest_record(record_dir, res[0]["job"])["stdin"])
+    stdin = json.loads(handler_record(record_dir, res[0]["job"])["stdin"])
     assert stdin["data"] == {"a": 1} and stdin["event"] == "remote.hello"
 
     # garbage is ignored, the agent lives, and the channel still works
@@ -45,7 +45,7 @@ def test_publish_emits(dispatchd, handler, record_dir):
                  == ["remote.again", "remote.hello"], 0.5), agent.results()
 
 
-def ddtest_record(record_dir, jid):
+def handler_record(record_dir, jid):
     p = record_dir / ("rec.%s.1.json" % jid)
     wait_for(p.exists, what=p.name)
     return ddtest.read_json_file(str(p))
