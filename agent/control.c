@@ -168,7 +168,8 @@ control_ping(struct slot *s)
 	o = json_pack("{s:b, s:s, s:s, s:b, s:i, s:i, s:I, s:I, s:I, s:I, s:I,"
 	    " s:I, s:I, s:I}",
 	    "ok", 1, "agent", cfg->name, "version", DISPATCHD_VERSION,
-	    "redis", redis_ready(rcmd), "running", dispatch_running(),
+	    "redis", redis_ready(rcmd) && dispatch_ready(),
+	    "running", dispatch_running(),
 	    "workers", cfg->workers,
 	    "emitted", (json_int_t)counters.emitted,
 	    "unrouted", (json_int_t)counters.unrouted,

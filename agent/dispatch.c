@@ -76,6 +76,7 @@ static char		 host[256];
 static char		 token[128];		/* this life, in the heartbeat */
 static char		 prev_token[640];	/* previous lives' */
 static int		 claimed;		/* the name is ours in Redis */
+static int		 leader;		/* we hold the events lead */
 static void		(*drained)(void);
 static void		(*goodbye_done)(void);
 
@@ -740,17 +741,26 @@ dispatch_on_poll(EV_P_ ev_timer *w, int revents)
 static void
 dispatch_on_extended(const struct redisReply *reply, void *arg)
 {
-	int64_t		*asked = arg;
-	struct job	*j;
-	size_t		 i;
+	int64_t			*asked = arg;
+	const redisReply	*lost;
+	struct job		*j;
+	size_t			 i;
 
-	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
+	    reply->elements != 2) {
 		free(asked);
 		return;
 	}
-	for (i = 0; i < reply->elements; i++)
+	if (leader != (reply->element[0]->integer != 0)) {
+		leader = reply->element[0]->integer != 0;
+		log_info("%s the events lead: pub/sub events without an id are "
+		    "%s here", leader ? "took" : "lost", leader ? "queued" :
+		    "left to the leader");
+	}
+	lost = reply->element[1];
+	for (i = 0; i < lost->elements; i++)
 		TAILQ_FOREACH(j, &running, entry)
-			if (strcmp(j->id, reply->element[i]->str) == 0 &&
+			if (strcmp(j->id, lost->element[i]->str) == 0 &&
 			    !j->lost) {
 				log_warnx("job %s: lease lost to another agent; "
 				    "stopping its handler", j->id);
@@ -792,7 +802,7 @@ static void
 dispatch_on_lease(EV_P_ ev_timer *w, int revents)
 {
 	const char	**argv;
-	char		 *own[8], **att;
+	char		 *own[10], **att;
 	struct job	 *j;
 	struct finish	 *f;
 	int64_t		 *asked;
@@ -804,7 +814,7 @@ dispatch_on_lease(EV_P_ ev_timer *w, int revents)
 		return;
 	TAILQ_FOREACH(f, &unsent, entry)
 		n_unsent++;
-	argv = xcalloc(16 + 2 * (size_t)(n_running + n_unsent), sizeof *argv);
+	argv = xcalloc(18 + 2 * (size_t)(n_running + n_unsent), sizeof *argv);
 	att = xcalloc((size_t)(n_running + n_unsent) + 1, sizeof *att);
 	xasprintf(&own[0], "%sleases", cfg->prefix);
 	xasprintf(&own[1], "%sagent:%s", cfg->prefix, cfg->name);
@@ -814,12 +824,17 @@ dispatch_on_lease(EV_P_ ev_timer *w, int revents)
 	xasprintf(&own[5], "%sagent:%s:running", cfg->prefix, cfg->name);
 	xasprintf(&own[6], "%sresults", cfg->prefix);
 	xasprintf(&own[7], "%ld", cfg->results_max);
+	xasprintf(&own[8], "%slock:events", cfg->prefix);
+	/* only agents that take pub/sub events compete for the lead */
+	xasprintf(&own[9], "%lld", cfg->subscribe[0] != '\0' ?
+	    (long long)cfg->lease_ms : 0LL);
 	argv[n++] = own[0];
 	argv[n++] = own[1];
 	argv[n++] = own[2];
 	argv[n++] = own[4];
 	argv[n++] = own[5];
 	argv[n++] = own[6];
+	argv[n++] = own[8];
 	argv[n++] = cfg->prefix;
 	argv[n++] = cfg->name;
 	argv[n++] = own[3];
@@ -830,6 +845,7 @@ dispatch_on_lease(EV_P_ ev_timer *w, int revents)
 	/* a fetch in flight holds a job we do not know of yet */
 	argv[n++] = fetching ? "0" : "1";
 	argv[n++] = own[7];
+	argv[n++] = own[9];
 	TAILQ_FOREACH(j, &running, entry) {
 		if (j->lost)
 			continue;
@@ -845,12 +861,12 @@ dispatch_on_lease(EV_P_ ev_timer *w, int revents)
 	}
 	asked = xmalloc(sizeof *asked);
 	*asked = util_mono_ms();
-	if (redis_script(rcmd, SCRIPT_EXTEND, dispatch_on_extended, asked, 6,
+	if (redis_script(rcmd, SCRIPT_EXTEND, dispatch_on_extended, asked, 7,
 	    (int)n, argv, NULL) == -1)
 		free(asked);
 	while (i > 0)
 		free(att[--i]);
-	for (i = 0; i < 8; i++)
+	for (i = 0; i < 10; i++)
 		free(own[i]);
 	free(att);
 	free(argv);
@@ -911,7 +927,7 @@ dispatch_on_claimed(const struct redisReply *reply, void *arg)
 
 	if (reply == NULL)
 		return;		/* lost the connection: claim again on return */
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) {
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) {
 		log_errx("claim: %s", reply->type == REDIS_REPLY_ERROR ?
 		    reply->str : "unexpected reply");
 		return;
@@ -925,6 +941,7 @@ dispatch_on_claimed(const struct redisReply *reply, void *arg)
 		exit(EXIT_UNAVAILABLE);
 	}
 	claimed = 1;
+	leader = reply->elements == 4 && reply->element[3]->integer != 0;
 	state_claim_done();
 	dispatch_save_state();
 	redis_check_durability(rcmd);
@@ -940,8 +957,8 @@ dispatch_on_claimed(const struct redisReply *reply, void *arg)
 static void
 dispatch_claim(void)
 {
-	const char	*argv[8];
-	char		*own[5];
+	const char	*argv[10];
+	char		*own[7];
 	int		 i;
 
 	xasprintf(&own[0], "%sagent:%s", cfg->prefix, cfg->name);
@@ -949,17 +966,22 @@ dispatch_claim(void)
 	xasprintf(&own[2], "%sleases", cfg->prefix);
 	xasprintf(&own[3], "%lld", (long long)cfg->lease_ms);
 	xasprintf(&own[4], "%sagents", cfg->prefix);
+	xasprintf(&own[5], "%slock:events", cfg->prefix);
+	xasprintf(&own[6], "%lld", cfg->subscribe[0] != '\0' ?
+	    (long long)cfg->lease_ms : 0LL);
 	argv[0] = own[0];
 	argv[1] = own[1];
 	argv[2] = own[2];
 	argv[3] = own[4];
-	argv[4] = token;
-	argv[5] = prev_token;
-	argv[6] = own[3];
-	argv[7] = cfg->name;
-	redis_script(rcmd, SCRIPT_CLAIM, dispatch_on_claimed, NULL, 4, 8, argv,
-	    NULL);
-	for (i = 0; i < 5; i++)
+	argv[4] = own[5];
+	argv[5] = token;
+	argv[6] = prev_token;
+	argv[7] = own[3];
+	argv[8] = cfg->name;
+	argv[9] = own[6];
+	redis_script(rcmd, SCRIPT_CLAIM, dispatch_on_claimed, NULL, 5, 10,
+	    argv, NULL);
+	for (i = 0; i < 7; i++)
 		free(own[i]);
 }
 
@@ -1094,6 +1116,20 @@ dispatch_goodbye(void (*done)(void))
 	free(agents);
 	if (rc == -1)
 		done();
+}
+
+/* Has the agent taken its name in Redis (so it may work)? */
+int
+dispatch_ready(void)
+{
+	return claimed;
+}
+
+/* Do we enqueue pub/sub events that carry no id? */
+int
+dispatch_is_leader(void)
+{
+	return leader;
 }
 
 /* How many jobs run now. */

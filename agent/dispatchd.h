@@ -406,6 +406,8 @@ void	 dispatch_redis_state(int);
 void	 dispatch_drain(void (*)(void));
 void	 dispatch_goodbye(void (*)(void));
 int	 dispatch_running(void);
+int	 dispatch_is_leader(void);
+int	 dispatch_ready(void);
 typedef void (*run_now_cb)(const struct run_result *, const char *,
 	    const char *, const char *, void *);
 int	 dispatch_run_now(struct handler *, const char *, const char *,

@@ -74,6 +74,9 @@ static char	*redis_host;
 static int	 redis_port = 6379;
 static int	 redis_db;
 static char	*redis_password;
+static char	**sentinels;		/* "host:port" of each sentinel */
+static size_t	 n_sentinels;
+static char	*sentinel_master;	/* the name they know the master by */
 static char	*redis_user;		/* ACL user name, or NULL */
 static char	*redis_agent;		/* client name prefix */
 
@@ -151,9 +154,93 @@ redis_read_password(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+/* "sentinel://host:port[,host:port...]/MASTER": remember the sentinels. */
+static int
+redis_setup_sentinel(const struct config *c, char *err, size_t errlen)
+{
+	char	*list, *slash, *tok, *save;
+
+	list = xstrdup(c->redis + 11);
+	if ((slash = strchr(list, '/')) == NULL || slash[1] == '\0') {
+		snprintf(err, errlen, "%s: [agent] redis: '%s' needs the master "
+		    "name: sentinel://host:port,.../NAME", c->path, c->redis);
+		free(list);
+		return -1;
+	}
+	*slash = '\0';
+	sentinel_master = xstrdup(slash + 1);
+	for (tok = strtok_r(list, ",", &save); tok != NULL;
+	    tok = strtok_r(NULL, ",", &save)) {
+		if (strchr(tok, ':') == NULL) {
+			snprintf(err, errlen, "%s: [agent] redis: sentinel "
+			    "'%s' is not host:port", c->path, tok);
+			free(list);
+			return -1;
+		}
+		sentinels = xreallocarray(sentinels, n_sentinels + 1,
+		    sizeof *sentinels);
+		sentinels[n_sentinels++] = xstrdup(tok);
+	}
+	free(list);
+	if (n_sentinels == 0) {
+		snprintf(err, errlen, "%s: [agent] redis: no sentinels in '%s'",
+		    c->path, c->redis);
+		return -1;
+	}
+	redis_host = xstrdup("");
+	if (c->password_file != NULL && c->password_file[0] != '\0')
+		return redis_read_password(c->password_file, err, errlen);
+	return 0;
+}
+
+/*
+ * Ask the sentinels, in turn, where the master is now; set redis_host and
+ * redis_port.  Synchronous with a short timeout: it runs only when a
+ * connection is (re)made.  -1 when none answers.
+ */
+static int
+redis_ask_sentinels(void)
+{
+	struct timeval	 tv = { 0, 500 * 1000 };
+	redisContext	*c;
+	redisReply	*r;
+	char		 host[256];
+	size_t		 i;
+	int		 port, found = 0;
+
+	for (i = 0; i < n_sentinels && !found; i++) {
+		if (sscanf(sentinels[i], "%255[^:]:%d", host, &port) != 2)
+			continue;
+		c = redisConnectWithTimeout(host, port, tv);
+		if (c == NULL || c->err) {
+			if (c != NULL)
+				redisFree(c);
+			continue;
+		}
+		util_set_cloexec(c->fd);
+		redisSetTimeout(c, tv);
+		r = redisCommand(c, "SENTINEL get-master-addr-by-name %s",
+		    sentinel_master);
+		if (r != NULL && r->type == REDIS_REPLY_ARRAY &&
+		    r->elements == 2) {
+			free(redis_host);
+			redis_host = xstrdup(r->element[0]->str);
+			redis_port = atoi(r->element[1]->str);
+			found = 1;
+		}
+		if (r != NULL)
+			freeReplyObject(r);
+		redisFree(c);
+	}
+	if (!found)
+		log_warnx("redis: no sentinel knows master %s", sentinel_master);
+	return found ? 0 : -1;
+}
+
 /*
  * Take the address from the config: "unix:/path", "/path", "host:port",
- * "[v6]:port" or "redis://host:port/db".
+ * "[v6]:port", "redis://host:port/db" or
+ * "sentinel://host:port,host:port/MASTER".
  */
 int
 redis_setup(const struct config *c, char *err, size_t errlen)
@@ -163,6 +250,8 @@ redis_setup(const struct config *c, char *err, size_t errlen)
 	long		 v;
 
 	redis_agent = c->name;
+	if (strncmp(s, "sentinel://", 11) == 0)
+		return redis_setup_sentinel(c, err, errlen);
 	if (strncmp(s, "unix:", 5) == 0 || s[0] == '/') {
 		s += s[0] == '/' ? 0 : 5;
 		while (s[0] == '/' && s[1] == '/')
@@ -606,6 +695,10 @@ redis_connect(struct rconn *rc)
 	size_t			 i;
 	int			 id;
 
+	if (n_sentinels > 0 && redis_ask_sentinels() == -1) {
+		redis_schedule(rc);
+		return;
+	}
 	if (redis_unix != NULL)
 		ac = redisAsyncConnectUnix(redis_unix);
 	else

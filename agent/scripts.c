@@ -125,12 +125,16 @@ static const char script_fetch[] = NOW
  * reconcile set it also puts back jobs the agent's running set holds but
  * the agent does not know it runs: a fetch whose reply was lost with a
  * connection (the caller sets reconcile only when no fetch is in flight).
+ * It also takes or keeps the events lead (lock:events, for leader_ttl_ms;
+ * 0: the agent does not compete), which decides who enqueues pub/sub
+ * events that carry no id.
  * KEYS: leases, agent:<name>, agents, agent:<name>:info,
- *   agent:<name>:running, results.
+ *   agent:<name>:running, results, lock:events.
  * ARGV: P agent lease_ms heartbeat_ttl_ms token version host reconcile
- *   results_max, then pairs jid attempt.  Agents silent for a day are
- *   forgotten.
- * Returns the jids whose lease this agent no longer holds.
+ *   results_max leader_ttl_ms, then pairs jid attempt.  Agents silent for
+ *   a day are forgotten.
+ * Returns {leader (0 or 1), {jids whose lease this agent no longer
+ * holds}}.
  */
 static const char script_extend[] = NOW
 "local P, agent = ARGV[1], ARGV[2]\n"
@@ -140,7 +144,14 @@ static const char script_extend[] = NOW
 "redis.call('HSET', KEYS[4], 'version', ARGV[6], 'host', ARGV[7])\n"
 "redis.call('PEXPIRE', KEYS[4], 86400000)\n"
 "local lost, lease, mine = {}, now + tonumber(ARGV[3]), {}\n"
-"for i = 10, #ARGV, 2 do\n"
+"local leader = 0\n"
+"if tonumber(ARGV[10]) > 0 then\n"
+"  local cur = redis.call('GET', KEYS[7])\n"
+"  if not cur or cur == agent then\n"
+"    redis.call('SET', KEYS[7], agent, 'PX', ARGV[10]); leader = 1\n"
+"  end\n"
+"end\n"
+"for i = 11, #ARGV, 2 do\n"
 "  local jid, att = ARGV[i], ARGV[i + 1]\n"
 "  mine[jid] = true\n"
 "  local jk = P .. 'job:' .. jid\n"
@@ -172,7 +183,7 @@ static const char script_extend[] = NOW
 "    end\n"
 "  end\n"
 "end\n"
-"return lost\n";
+"return {leader, lost}\n";
 
 /*
  * finish: record one attempt's outcome in the results stream, then mark
@@ -289,9 +300,12 @@ static const char script_recover[] = NOW
  * ours, and make the leases of whatever our previous life was running
  * expire now, so recover retries them (with a failure counted: the job may
  * be what killed the agent).
- * KEYS: agent:<name> agent:<name>:running leases agents.
- * ARGV: token previous_tokens (blank-separated) heartbeat_ttl_ms name.
- * Returns {jobs reclaimed, ""} or {-1, the other token, its age in ms}.
+ * It also takes the events lead if nobody holds it (see extend).
+ * KEYS: agent:<name> agent:<name>:running leases agents lock:events.
+ * ARGV: token previous_tokens (blank-separated) heartbeat_ttl_ms name
+ *   leader_ttl_ms.
+ * Returns {jobs reclaimed, "", 0, leader} or {-1, the other token, its
+ * remaining ms}.
  */
 static const char script_claim[] = NOW
 "local cur = redis.call('GET', KEYS[1])\n"
@@ -303,7 +317,14 @@ static const char script_claim[] = NOW
 "local jids = redis.call('SMEMBERS', KEYS[2])\n"
 "for _, jid in ipairs(jids) do redis.call('ZADD', KEYS[3], 'XX', 0, jid) end\n"
 "redis.call('DEL', KEYS[2])\n"
-"return {#jids, '', 0}\n";
+"local leader = 0\n"
+"if tonumber(ARGV[5]) > 0 then\n"
+"  local cur = redis.call('GET', KEYS[5])\n"
+"  if not cur or cur == ARGV[4] then\n"
+"    redis.call('SET', KEYS[5], ARGV[4], 'PX', ARGV[5]); leader = 1\n"
+"  end\n"
+"end\n"
+"return {#jids, '', 0, leader}\n";
 
 /*
  * status: queue depths per handler and the agents, read-only.  Sets are

@@ -79,6 +79,17 @@ subscribe_on_message(const char *channel, const char *msg, size_t len)
 		    shown);
 		return;
 	}
+	/*
+	 * Every subscribed agent gets every message.  With an id, each one
+	 * enqueues it and Redis keeps the first; without one there is
+	 * nothing to tell copies apart, so only the events leader does.
+	 */
+	if (ev.id == NULL && !dispatch_is_leader()) {
+		log_debug("pub/sub %s: event %s without an id: left to the "
+		    "events leader", channel, ev.name);
+		proto_event_clear(&ev);
+		return;
+	}
 	enqueue_event(&ev, 1, subscribe_on_enqueued, NULL);
 	proto_event_clear(&ev);
 }
