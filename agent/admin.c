@@ -20,6 +20,7 @@
 
 #define SCAN_LIMIT	10000	/* members a status script looks at */
 #define RESULTS_SCAN	10000	/* stream entries a filtered read looks at */
+#define MAX_REMOTE	256	/* handlers only other agents serve */
 
 /* One op waiting for Redis. */
 struct pending_admin {
@@ -199,6 +200,7 @@ admin_on_status(const struct redisReply *r, void *arg)
 	json_t			*o, *hs, *ag, *h, *a;
 	long long		 now, oldest;
 	size_t			 i;
+	int			 mismatch;
 	const redisReply	*t;
 
 	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY) || r->elements != 6) {
@@ -223,6 +225,10 @@ admin_on_status(const struct redisReply *r, void *arg)
 		if (oldest >= 0)
 			json_object_set_new(h, "oldest_ready_s",
 			    json_real((double)(now - oldest) / 1000.0));
+		json_object_set_new(h, "agents",
+		    routes_agents(t->element[0]->str, &mismatch));
+		json_object_set_new(h, "exec_mismatch",
+		    json_boolean(mismatch));
 		json_array_append_new(hs, h);
 	}
 	ag = json_array();
@@ -291,13 +297,15 @@ admin_status(struct pending_admin *pa)
 	keys[3] = admin_key("results");
 	keys[4] = admin_key("agents");
 	snprintf(limit, sizeof limit, "%d", SCAN_LIMIT);
-	argv = xcalloc(7 + cfg->n_handlers, sizeof *argv);
+	argv = xcalloc(7 + cfg->n_handlers + MAX_REMOTE, sizeof *argv);
 	for (i = 0; i < 5; i++)
 		argv[n++] = keys[i];
 	argv[n++] = cfg->prefix;
 	argv[n++] = limit;
 	for (i = 0; i < cfg->n_handlers; i++)
 		argv[n++] = cfg->handlers[i]->name;
+	/* and the handlers only other agents serve */
+	n += routes_remote_names(argv + n, MAX_REMOTE);
 	admin_script(pa, SCRIPT_STATUS, admin_on_status, 5, (int)n, argv);
 	for (i = 0; i < 5; i++)
 		free(keys[i]);

@@ -67,6 +67,7 @@ static const struct agent_key agent_keys[] = {
 	{ "drain_timeout",	KEY_DURATION,	OFF(drain_ms),		0, 0 },
 	{ "kill_grace",		KEY_DURATION,	OFF(kill_grace_ms),	0, 0 },
 	{ "dedup_window",	KEY_DURATION,	OFF(dedup_ms),		1000, 0 },
+	{ "route_grace",	KEY_DURATION,	OFF(route_grace_ms),	0, 0 },
 	{ "log_level",		KEY_LOGLEVEL,	OFF(log_level),		0, 0 },
 	{ "spool",		KEY_STRING,	OFF(spool),		0, 0 },
 	{ "metrics_listen",	KEY_STRING,	OFF(metrics_listen),	0, 0 },
@@ -791,6 +792,7 @@ config_load(const char *path, char *err, size_t errlen)
 	conf->drain_ms = 30 * 1000;
 	conf->kill_grace_ms = 10 * 1000;
 	conf->dedup_ms = 24 * 3600 * 1000;
+	conf->route_grace_ms = 3600 * 1000;
 	conf->results_max = 100000;
 	conf->log_level = LOG_INFO;
 	conf->spool_max = 256 * 1024 * 1024;

@@ -859,6 +859,7 @@ dispatch_on_lease(EV_P_ ev_timer *w, int revents)
 		argv[n++] = f->job_id;
 		argv[n++] = att[i++];
 	}
+	routes_refresh();
 	asked = xmalloc(sizeof *asked);
 	*asked = util_mono_ms();
 	if (redis_script(rcmd, SCRIPT_EXTEND, dispatch_on_extended, asked, 7,
@@ -945,6 +946,8 @@ dispatch_on_claimed(const struct redisReply *reply, void *arg)
 	state_claim_done();
 	dispatch_save_state();
 	redis_check_durability(rcmd);
+	routes_publish();
+	routes_refresh();
 	if (n > 0) {
 		log_notice("reclaimed %lld jobs this agent was running when it "
 		    "stopped; they will be retried", n);
@@ -1090,30 +1093,26 @@ dispatch_on_goodbye(const struct redisReply *reply, void *arg)
 
 /*
  * At a clean exit, give up the name at once (rather than when the
- * heartbeat expires), so status shows the agent gone and a new agent of
- * that name may start; then call done.
+ * heartbeat expires), so status shows the agent not alive and a new
+ * agent of that name may start; then call done.
  */
 void
 dispatch_goodbye(void (*done)(void))
 {
-	const char	*argv[4];
-	char		*hb, *agents;
+	const char	*argv[2];
+	char		*hb;
 	int		 rc;
 
+	/*
+	 * The agent stays in the agents set: its routes keep their grace, so
+	 * events for its handlers still queue while it is away.
+	 */
 	xasprintf(&hb, "%sagent:%s", cfg->prefix, cfg->name);
 	argv[0] = "DEL";
 	argv[1] = hb;
-	rc = redis_command(rcmd, NULL, NULL, 2, argv, NULL);
-	xasprintf(&agents, "%sagents", cfg->prefix);
-	argv[0] = "ZREM";
-	argv[1] = agents;
-	argv[2] = cfg->name;
 	goodbye_done = done;
-	if (rc == 0)
-		rc = redis_command(rcmd, dispatch_on_goodbye, NULL, 3, argv,
-		    NULL);
+	rc = redis_command(rcmd, dispatch_on_goodbye, NULL, 2, argv, NULL);
 	free(hb);
-	free(agents);
 	if (rc == -1)
 		done();
 }

@@ -429,11 +429,14 @@ ctl_status(int argc, char **argv)
 		    sizeof b[0]));
 		ctl_exit(0);
 	}
-	printf("%-20s %8s %8s %8s %8s %9s %9s %12s\n", "HANDLER", "READY",
+	printf("%-20s %8s %8s %8s %8s %9s %9s %12s  %s\n", "HANDLER", "READY",
 	    "DELAYED", "RUNNING", "DEAD", "DONE/1h", "FAILED/1h",
-	    "OLDEST READY");
-	json_array_foreach(json_object_get(reply, "handlers"), i, h)
-		printf("%-20s %8s %8s %8s %8s %9s %9s %11s%s\n",
+	    "OLDEST READY", "AGENTS");
+	json_array_foreach(json_object_get(reply, "handlers"), i, h) {
+		json_t	*who;
+		size_t	 k;
+
+		printf("%-20s %8s %8s %8s %8s %9s %9s %11s%s  ",
 		    ctl_cell(h, "name", b[0], sizeof b[0]),
 		    ctl_cell(h, "ready", b[1], sizeof b[1]),
 		    ctl_cell(h, "delayed", b[2], sizeof b[2]),
@@ -443,6 +446,15 @@ ctl_status(int argc, char **argv)
 		    ctl_cell(h, "failed_1h", b[6], sizeof b[6]),
 		    ctl_cell(h, "oldest_ready_s", b[7], sizeof b[7]),
 		    json_object_get(h, "oldest_ready_s") ? "s" : " ");
+		json_array_foreach(json_object_get(h, "agents"), k, who)
+			printf("%s%s", k ? "," : "", json_string_value(who));
+		if (json_array_size(json_object_get(h, "agents")) == 0)
+			printf("(none alive: jobs wait)");
+		printf("\n");
+		if (json_is_true(json_object_get(h, "exec_mismatch")))
+			printf("  WARNING: %s has different exec lines on "
+			    "different agents\n", b[0]);
+	}
 	printf("\n%-24s %-6s %14s %8s %-10s %s\n", "AGENT", "ALIVE",
 	    "HEARTBEAT AGE", "RUNNING", "VERSION", "HOST");
 	json_array_foreach(json_object_get(reply, "agents"), i, a)

@@ -106,6 +106,7 @@ struct config {
 	int64_t		  drain_ms;
 	int64_t		  kill_grace_ms;
 	int64_t		  dedup_ms;
+	int64_t		  route_grace_ms;
 	long		  results_max;
 	int		  log_level;
 	char		 *user;		/* default user for handlers */
@@ -274,6 +275,7 @@ enum script_id {
 	SCRIPT_JOBS,
 	SCRIPT_JOB,
 	SCRIPT_ADMIN,
+	SCRIPT_ROUTES,
 	SCRIPT_COUNT
 };
 struct script {
@@ -320,6 +322,14 @@ void	 spool_remove(const char *);
 typedef void (*enqueue_cb)(int, const char *, size_t, void *);
 void	 enqueue_event(struct event *, int, enqueue_cb, void *);
 void	 enqueue_replay(void);
+
+/* routes.c */
+struct json_t;
+void	 routes_publish(void);
+void	 routes_refresh(void);
+size_t	 routes_match(const char *, struct handler **, size_t, size_t);
+size_t	 routes_remote_names(const char **, size_t);
+struct json_t *routes_agents(const char *, int *);
 
 /* metrics.c */
 typedef void (*metrics_cb)(const char *, size_t, void *);

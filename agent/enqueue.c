@@ -240,6 +240,8 @@ enqueue_event(struct event *ev, int may_spool, enqueue_cb cb, void *arg)
 	else
 		eid[0] = '\0';
 	n = config_match(cfg, ev->name, hs, MAX_FANOUT);
+	/* and the handlers only other agents serve */
+	n = routes_match(ev->name, hs, n, MAX_FANOUT);
 	if (n == 0) {
 		counters.unrouted++;
 		log_info("event %s: no handler is configured for it",

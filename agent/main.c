@@ -156,6 +156,8 @@ main_on_hup(EV_P_ ev_signal *w, int revents)
 	main_warn_root();
 	control_set_max(cfg->max_message);
 	dispatch_reconfigure();
+	if (dispatch_ready())
+		routes_publish();
 	log_info("reload: %s: %zu handlers, %d workers", cfg->path,
 	    cfg->n_handlers, cfg->workers);
 	notify_send("READY=1");

@@ -522,6 +522,22 @@ static const char script_admin[] = NOW
 "  redis.call('PUBLISH', ARGV[7], 'r') end\n"
 "return {n, 'ok'}\n";
 
+/*
+ * routes: the routes of every agent heard from within grace_ms, except
+ * the caller's own, read-only.
+ * KEYS: agents.  ARGV: P self grace_ms.
+ * Returns {{agent, {handler, spec, ...}}...}.
+ */
+static const char script_routes[] = NOW
+"local out = {}\n"
+"for _, a in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1],\n"
+"    now - tonumber(ARGV[3]), '+inf')) do\n"
+"  if a ~= ARGV[2] then\n"
+"    out[#out + 1] = {a, redis.call('HGETALL', ARGV[1] .. 'routes:' .. a)}\n"
+"  end\n"
+"end\n"
+"return out\n";
+
 const struct script scripts[SCRIPT_COUNT] = {
 	[SCRIPT_ENQUEUE] = { "enqueue", script_enqueue },
 	[SCRIPT_PROMOTE] = { "promote", script_promote },
@@ -534,4 +550,5 @@ const struct script scripts[SCRIPT_COUNT] = {
 	[SCRIPT_JOBS] = { "jobs", script_jobs },
 	[SCRIPT_JOB] = { "job", script_job },
 	[SCRIPT_ADMIN] = { "admin", script_admin },
+	[SCRIPT_ROUTES] = { "routes", script_routes },
 };

@@ -1,0 +1,298 @@
+/*
+ * routes.c: the handlers other agents serve.  Each agent writes the
+ * routing settings of its handlers (on, exec, attempts, timeout, backoff,
+ * delay) to routes:<agent> when it claims its name and when it reloads,
+ * and reads every live agent's with its heartbeat.  Fan-out then creates
+ * jobs for handlers this agent lacks, so an event emitted on any host
+ * reaches the host that has the SMS modem; only an agent that has a
+ * handler fetches its jobs.  An agent silent for longer than route_grace
+ * stops contributing routes: until then its jobs wait, visibly.
+ */
+#include "config.h"
+
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+
+#include "dispatchd.h"
+
+/* A handler as another agent serves it. */
+struct route {
+	char		*agent;
+	struct handler	*h;		/* name, on, exec and job settings */
+};
+
+static struct route	*routes;
+static size_t		 n_routes;
+static char		**warned;	/* "handler agent exec" said once */
+static size_t		 n_warned;
+static int		 refreshing;
+
+/* A handler's routing settings as JSON text. */
+static char *
+routes_spec(const struct handler *h)
+{
+	json_t	*o, *on;
+	char	*s;
+	size_t	 i;
+
+	on = json_array();
+	for (i = 0; i < h->n_on; i++)
+		json_array_append_new(on, json_string(h->on[i]));
+	o = json_pack("{s:o, s:s, s:i, s:I, s:I, s:I, s:I}", "on", on,
+	    "exec", h->exec, "attempts", h->attempts,
+	    "timeout_ms", (json_int_t)h->timeout_ms,
+	    "backoff_ms", (json_int_t)h->backoff_base_ms,
+	    "backoff_cap_ms", (json_int_t)h->backoff_cap_ms,
+	    "delay_ms", (json_int_t)h->delay_ms);
+	if (o == NULL || (s = json_dumps(o, JSON_COMPACT)) == NULL)
+		fatalx("routes: cannot build a spec");
+	json_decref(o);
+	return s;
+}
+
+/* Write this agent's routes (at its claim and after a reload). */
+void
+routes_publish(void)
+{
+	const char	**argv;
+	char		 *key, **specs;
+	size_t		  i, n = 0;
+
+	xasprintf(&key, "%sroutes:%s", cfg->prefix, cfg->name);
+	argv = xcalloc(2 + 2 * cfg->n_handlers, sizeof *argv);
+	specs = xcalloc(cfg->n_handlers + 1, sizeof *specs);
+	argv[0] = "DEL";
+	argv[1] = key;
+	redis_command(rcmd, NULL, NULL, 2, argv, NULL);
+	argv[n++] = "HSET";
+	argv[n++] = key;
+	for (i = 0; i < cfg->n_handlers; i++) {
+		specs[i] = routes_spec(cfg->handlers[i]);
+		argv[n++] = cfg->handlers[i]->name;
+		argv[n++] = specs[i];
+	}
+	if (cfg->n_handlers > 0)
+		redis_command(rcmd, NULL, NULL, (int)n, argv, NULL);
+	for (i = 0; i < cfg->n_handlers; i++)
+		free(specs[i]);
+	free(specs);
+	free(argv);
+	free(key);
+}
+
+/* A handler from another agent's spec; NULL if it does not parse. */
+static struct handler *
+routes_parse(const char *name, const char *spec, size_t len)
+{
+	struct handler	*h;
+	json_t		*o, *on, *v;
+	json_error_t	 jerr;
+	size_t		 i;
+
+	if (!util_valid_handler_name(name) ||
+	    (o = json_loadb(spec, len, 0, &jerr)) == NULL)
+		return NULL;
+	on = json_object_get(o, "on");
+	if (!json_is_array(on) || json_array_size(on) == 0 ||
+	    !json_is_string(json_object_get(o, "exec"))) {
+		json_decref(o);
+		return NULL;
+	}
+	h = xcalloc(1, sizeof *h);
+	h->refs = 1;
+	h->name = xstrdup(name);
+	h->exec = xstrdup(json_string_value(json_object_get(o, "exec")));
+	h->on = xcalloc(json_array_size(on), sizeof *h->on);
+	json_array_foreach(on, i, v)
+		if (json_is_string(v))
+			h->on[h->n_on++] = xstrdup(json_string_value(v));
+	h->attempts = (int)json_integer_value(json_object_get(o, "attempts"));
+	h->timeout_ms = json_integer_value(json_object_get(o, "timeout_ms"));
+	h->backoff_base_ms = json_integer_value(json_object_get(o,
+	    "backoff_ms"));
+	h->backoff_cap_ms = json_integer_value(json_object_get(o,
+	    "backoff_cap_ms"));
+	h->delay_ms = json_integer_value(json_object_get(o, "delay_ms"));
+	if (h->attempts < 1)
+		h->attempts = 1;
+	if (h->timeout_ms <= 0)
+		h->timeout_ms = 5 * 60 * 1000;
+	json_decref(o);
+	return h;
+}
+
+/* Say once that a handler has different exec lines on two agents. */
+static void
+routes_check_exec(const char *name, const char *agent, const char *exec,
+    const char *other_agent, const char *other_exec)
+{
+	char	*key;
+	size_t	 i;
+
+	if (strcmp(exec, other_exec) == 0)
+		return;
+	xasprintf(&key, "%s %s %s %s", name, agent, exec, other_agent);
+	for (i = 0; i < n_warned; i++)
+		if (strcmp(warned[i], key) == 0) {
+			free(key);
+			return;
+		}
+	warned = xreallocarray(warned, n_warned + 1, sizeof *warned);
+	warned[n_warned++] = key;
+	log_warnx("handler %s has different exec lines: '%s' on %s, '%s' on "
+	    "%s", name, exec, agent, other_exec, other_agent);
+}
+
+/* Forget the table. */
+static void
+routes_clear(void)
+{
+	size_t	i;
+
+	for (i = 0; i < n_routes; i++) {
+		free(routes[i].agent);
+		config_handler_release(routes[i].h);
+	}
+	free(routes);
+	routes = NULL;
+	n_routes = 0;
+}
+
+/* The routes script answered: {{agent, {handler, spec, ...}}...}. */
+static void
+routes_on_read(const struct redisReply *reply, void *arg)
+{
+	const redisReply	*a, *kv;
+	struct handler		*h, *mine;
+	size_t			 i, k, j;
+
+	refreshing = 0;
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY)
+		return;
+	routes_clear();
+	for (i = 0; i < reply->elements; i++) {
+		a = reply->element[i];
+		if (a->type != REDIS_REPLY_ARRAY || a->elements != 2)
+			continue;
+		kv = a->element[1];
+		for (k = 0; k + 1 < kv->elements; k += 2) {
+			h = routes_parse(kv->element[k]->str,
+			    kv->element[k + 1]->str, kv->element[k + 1]->len);
+			if (h == NULL)
+				continue;
+			if ((mine = config_handler(cfg, h->name)) != NULL)
+				routes_check_exec(h->name, cfg->name,
+				    mine->exec, a->element[0]->str, h->exec);
+			for (j = 0; j < n_routes; j++)
+				if (strcmp(routes[j].h->name, h->name) == 0)
+					routes_check_exec(h->name,
+					    routes[j].agent, routes[j].h->exec,
+					    a->element[0]->str, h->exec);
+			routes = xreallocarray(routes, n_routes + 1,
+			    sizeof *routes);
+			routes[n_routes].agent = xstrdup(a->element[0]->str);
+			routes[n_routes++].h = h;
+		}
+	}
+}
+
+/* Read the live agents' routes (with the heartbeat, and at the claim). */
+void
+routes_refresh(void)
+{
+	const char	*argv[4];
+	char		*agents, grace[32];
+
+	if (refreshing)
+		return;
+	xasprintf(&agents, "%sagents", cfg->prefix);
+	snprintf(grace, sizeof grace, "%lld", (long long)cfg->route_grace_ms);
+	argv[0] = agents;
+	argv[1] = cfg->prefix;
+	argv[2] = cfg->name;
+	argv[3] = grace;
+	if (redis_script(rcmd, SCRIPT_ROUTES, routes_on_read, NULL, 1, 4, argv,
+	    NULL) == 0)
+		refreshing = 1;
+	free(agents);
+}
+
+/*
+ * Add to out (which holds n handlers already, room for max) the other
+ * agents' handlers that this agent lacks and whose 'on' matches event,
+ * one per handler name.  Returns the new count.
+ */
+size_t
+routes_match(const char *event, struct handler **out, size_t n, size_t max)
+{
+	size_t	i, j, k;
+
+	for (i = 0; i < n_routes && n < max; i++) {
+		struct handler	*h = routes[i].h;
+
+		if (config_handler(cfg, h->name) != NULL)
+			continue;
+		for (j = 0; j < n; j++)
+			if (strcmp(out[j]->name, h->name) == 0)
+				break;
+		if (j < n)
+			continue;
+		for (k = 0; k < h->n_on; k++)
+			if (fnmatch(h->on[k], event, 0) == 0) {
+				out[n++] = h;
+				break;
+			}
+	}
+	return n;
+}
+
+/*
+ * For status: the names of the handlers other agents serve that this one
+ * lacks (into names, room for max; returns the count), and for any
+ * handler the agents serving it and whether their exec lines differ.
+ */
+size_t
+routes_remote_names(const char **names, size_t max)
+{
+	size_t	i, j, n = 0;
+
+	for (i = 0; i < n_routes && n < max; i++) {
+		if (config_handler(cfg, routes[i].h->name) != NULL)
+			continue;
+		for (j = 0; j < n; j++)
+			if (strcmp(names[j], routes[i].h->name) == 0)
+				break;
+		if (j == n)
+			names[n++] = routes[i].h->name;
+	}
+	return n;
+}
+
+/* The agents serving handler name (this one first if it has it). */
+json_t *
+routes_agents(const char *name, int *mismatch)
+{
+	struct handler	*mine = config_handler(cfg, name);
+	const char	*exec = mine ? mine->exec : NULL;
+	json_t		*a = json_array();
+	size_t		 i;
+
+	*mismatch = 0;
+	if (mine != NULL)
+		json_array_append_new(a, json_string(cfg->name));
+	for (i = 0; i < n_routes; i++) {
+		if (strcmp(routes[i].h->name, name) != 0)
+			continue;
+		json_array_append_new(a, json_string(routes[i].agent));
+		if (exec == NULL)
+			exec = routes[i].h->exec;
+		else if (strcmp(exec, routes[i].h->exec) != 0)
+			*mismatch = 1;
+	}
+	return a;
+}
