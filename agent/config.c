@@ -60,6 +60,8 @@ static const struct agent_key agent_keys[] = {
 	{ "max_clients",	KEY_INT,	OFF(max_clients),	1, 100000 },
 	{ "client_timeout",	KEY_DURATION,	OFF(client_timeout_ms),	100, 0 },
 	{ "subscribe",		KEY_STRING,	OFF(subscribe),		0, 0 },
+	{ "inbox",		KEY_STRING,	OFF(inbox),		0, 0 },
+	{ "inbox_claim",	KEY_DURATION,	OFF(inbox_claim_ms),	100, 0 },
 	{ "workers",		KEY_INT,	OFF(workers),		1, 4096 },
 	{ "lease",		KEY_DURATION,	OFF(lease_ms),		300, 0 },
 	{ "output_max",		KEY_SIZE,	OFF(output_max),	0, 64L << 20 },
@@ -746,6 +748,8 @@ config_finish(struct config *conf, char *err, size_t errlen)
 	xasprintf(&conf->prefix, "{%s}:", conf->namespace);
 	if (conf->subscribe == NULL)
 		xasprintf(&conf->subscribe, "%sevents", conf->prefix);
+	if (conf->inbox == NULL)
+		xasprintf(&conf->inbox, "%sinbox", conf->prefix);
 	for (i = 0; i < conf->n_handlers; i++) {
 		h = conf->handlers[i];
 		if (h->n_on == 0 || h->argv == NULL) {
@@ -793,6 +797,7 @@ config_load(const char *path, char *err, size_t errlen)
 	conf->kill_grace_ms = 10 * 1000;
 	conf->dedup_ms = 24 * 3600 * 1000;
 	conf->route_grace_ms = 3600 * 1000;
+	conf->inbox_claim_ms = 60 * 1000;
 	conf->results_max = 100000;
 	conf->log_level = LOG_INFO;
 	conf->spool_max = 256 * 1024 * 1024;
@@ -868,6 +873,7 @@ config_free(struct config *conf)
 	free(conf->prefix);
 	free(conf->socket);
 	free(conf->subscribe);
+	free(conf->inbox);
 	free(conf->spool);
 	free(conf->metrics_listen);
 	free(conf->user);
@@ -897,6 +903,7 @@ config_keep_fixed(struct config *next, const struct config *now)
 		{ "namespace", offsetof(struct config, namespace) },
 		{ "socket", offsetof(struct config, socket) },
 		{ "subscribe", offsetof(struct config, subscribe) },
+		{ "inbox", offsetof(struct config, inbox) },
 		{ "prefix", offsetof(struct config, prefix) },
 		{ "spool", offsetof(struct config, spool) },
 		{ "metrics_listen", offsetof(struct config, metrics_listen) },

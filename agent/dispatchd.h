@@ -96,6 +96,8 @@ struct config {
 	char		 *prefix;	/* "{namespace}:", every key's start */
 	char		 *socket;
 	char		 *subscribe;
+	char		 *inbox;	/* stream, or empty when off */
+	int64_t		  inbox_claim_ms;
 	int		  socket_mode;
 	size_t		  max_message;
 	int		  max_clients;
@@ -254,6 +256,8 @@ struct counters {
 	uint64_t	pubsub_bad;	/* bad pub/sub messages */
 	uint64_t	spooled;	/* events written to the spool */
 	uint64_t	recovered;	/* jobs whose lease expired */
+	uint64_t	inbox_read;	/* inbox entries taken */
+	uint64_t	inbox_bad;	/* inbox entries dropped */
 	uint64_t	redis_lost;	/* Redis connections lost */
 	uint64_t	replayed;	/* spooled events queued since */
 	uint64_t	jobs_started;
@@ -322,6 +326,10 @@ void	 spool_remove(const char *);
 typedef void (*enqueue_cb)(int, const char *, size_t, void *);
 void	 enqueue_event(struct event *, int, enqueue_cb, void *);
 void	 enqueue_replay(void);
+
+/* inbox.c */
+void	 inbox_start(void);
+void	 inbox_stop(void);
 
 /* routes.c */
 struct json_t;

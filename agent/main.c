@@ -282,6 +282,7 @@ main(int argc, char **argv)
 	free(rundir);
 	rcmd = redis_open("cmd", main_on_redis);
 	subscribe_start();
+	inbox_start();
 	promote_start();
 
 	ev_signal_init(&sig_term, main_on_stop, SIGTERM);
@@ -300,6 +301,7 @@ main(int argc, char **argv)
 
 	control_close();
 	promote_stop();
+	inbox_stop();
 	redis_close(rsub);
 	redis_close(rcmd);
 	config_free(cfg);
