@@ -197,6 +197,14 @@ metrics_counters(struct text *t)
 	    (double)counters.spooled);
 	metrics_one(t, "dispatchd_spool_events", "gauge",
 	    "Events waiting in the spool.", (double)spool_count());
+	metrics_one(t, "dispatchd_inbox_entries_total", "counter",
+	    "Inbox entries taken by this agent.", (double)counters.inbox_read);
+	metrics_one(t, "dispatchd_inbox_rejected_total", "counter",
+	    "Inbox entries dropped because they can never be queued.",
+	    (double)counters.inbox_bad);
+	metrics_one(t, "dispatchd_events_leader", "gauge",
+	    "1 when this agent queues pub/sub events that carry no id.",
+	    dispatch_is_leader());
 	metrics_one(t, "dispatchd_leases_recovered_total", "counter",
 	    "Jobs whose lease expired, recovered by this agent.",
 	    (double)counters.recovered);
