@@ -10,6 +10,9 @@
 
 #include <sys/queue.h>
 
+#ifdef HAVE_MALLOC_TRIM
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -734,7 +737,20 @@ dispatch_kick(void)
 static void
 dispatch_on_poll(EV_P_ ev_timer *w, int revents)
 {
+	static uint64_t	trimmed_at = (uint64_t)-1;
+
 	dispatch_fetch();
+#ifdef HAVE_MALLOC_TRIM
+	/*
+	 * Idle after some work: give the memory a burst of jobs took back
+	 * to the system, so an agent's size says what it needs now.
+	 */
+	if (n_running == 0 && TAILQ_EMPTY(&unsent) &&
+	    trimmed_at != counters.jobs_started) {
+		trimmed_at = counters.jobs_started;
+		malloc_trim(0);
+	}
+#endif
 }
 
 /* The extend script answered with the jobs whose lease we lost. */
