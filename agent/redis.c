@@ -77,6 +77,9 @@ static char	*redis_password;
 static char	**sentinels;		/* "host:port" of each sentinel */
 static size_t	 n_sentinels;
 static char	*sentinel_master;	/* the name they know the master by */
+static ev_timer	 sentinel_check;
+static struct rconn **conns;		/* every connection, for a failover */
+static size_t	 n_conns;
 static char	*redis_user;		/* ACL user name, or NULL */
 static char	*redis_agent;		/* client name prefix */
 
@@ -198,10 +201,25 @@ redis_setup_sentinel(const struct config *c, char *err, size_t errlen)
  * redis_port.  Synchronous with a short timeout: it runs only when a
  * connection is (re)made.  -1 when none answers.
  */
+static int	 redis_query_sentinels(int, char **, int *);
+
 static int
 redis_ask_sentinels(void)
 {
-	struct timeval	 tv = { 0, 500 * 1000 };
+	if (redis_query_sentinels(500, &redis_host, &redis_port) == 0)
+		return 0;
+	log_warnx("redis: no sentinel knows master %s", sentinel_master);
+	return -1;
+}
+
+/*
+ * The master's address as the first sentinel that answers within
+ * timeout_ms knows it, into *host (replaced) and *port.  -1 if none does.
+ */
+static int
+redis_query_sentinels(int timeout_ms, char **out_host, int *out_port)
+{
+	struct timeval	 tv = { 0, timeout_ms * 1000 };
 	redisContext	*c;
 	redisReply	*r;
 	char		 host[256];
@@ -223,18 +241,44 @@ redis_ask_sentinels(void)
 		    sentinel_master);
 		if (r != NULL && r->type == REDIS_REPLY_ARRAY &&
 		    r->elements == 2) {
-			free(redis_host);
-			redis_host = xstrdup(r->element[0]->str);
-			redis_port = atoi(r->element[1]->str);
+			free(*out_host);
+			*out_host = xstrdup(r->element[0]->str);
+			*out_port = atoi(r->element[1]->str);
 			found = 1;
 		}
 		if (r != NULL)
 			freeReplyObject(r);
 		redisFree(c);
 	}
-	if (!found)
-		log_warnx("redis: no sentinel knows master %s", sentinel_master);
 	return found ? 0 : -1;
+}
+
+/*
+ * Once a second in Sentinel mode: if the sentinels now name another
+ * master, leave the old one at once.  A demoted master goes on taking
+ * writes until the sentinels reconfigure it (up to ~10 s later), and
+ * Redis discards them when it resyncs: the sooner the agent moves, the
+ * less acknowledged work a failover loses.  Short timeouts: this runs in
+ * the loop.
+ */
+static void
+redis_on_sentinel_check(EV_P_ ev_timer *w, int revents)
+{
+	char	*host = NULL;
+	int	 port = 0;
+	size_t	 i;
+
+	if (redis_query_sentinels(50, &host, &port) == 0 &&
+	    (strcmp(host, redis_host) != 0 || port != redis_port)) {
+		log_notice("redis: the sentinels name %s:%d as master %s now; "
+		    "reconnecting", host, port, sentinel_master);
+		for (i = 0; i < n_conns; i++)
+			if (conns[i]->ac != NULL) {
+				ev_timer_set(&conns[i]->drop, 0., 0.);
+				ev_timer_start(EV_A_ &conns[i]->drop);
+			}
+	}
+	free(host);
 }
 
 /*
@@ -370,6 +414,13 @@ redis_open(const char *role, redis_state_cb on_state)
 	/* connect from the loop, once the caller has finished setting up */
 	ev_timer_set(&rc->retry, 0., 0.);
 	ev_timer_start(EV_DEFAULT_ &rc->retry);
+	conns = xreallocarray(conns, n_conns + 1, sizeof *conns);
+	conns[n_conns++] = rc;
+	if (n_sentinels > 0 && n_conns == 1) {
+		ev_timer_init(&sentinel_check, redis_on_sentinel_check, 1., 1.);
+		ev_timer_start(EV_DEFAULT_ &sentinel_check);
+		ev_unref(EV_DEFAULT);
+	}
 	return rc;
 }
 
@@ -838,6 +889,10 @@ redis_close(struct rconn *rc)
 
 	ev_timer_stop(EV_DEFAULT_ &rc->retry);
 	ev_timer_stop(EV_DEFAULT_ &rc->drop);
+	if (ev_is_active(&sentinel_check)) {
+		ev_ref(EV_DEFAULT);
+		ev_timer_stop(EV_DEFAULT_ &sentinel_check);
+	}
 	ev_ref(EV_DEFAULT);
 	ev_timer_stop(EV_DEFAULT_ &rc->watchdog);
 	rc->on_state = NULL;
