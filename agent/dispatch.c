@@ -80,6 +80,7 @@ static char		 token[128];		/* this life, in the heartbeat */
 static char		 prev_token[640];	/* previous lives' */
 static int		 claimed;		/* the name is ours in Redis */
 static int		 leader;		/* we hold the events lead */
+static int64_t		 leader_mono;		/* when Redis last said so */
 static void		(*drained)(void);
 static void		(*goodbye_done)(void);
 
@@ -767,6 +768,8 @@ dispatch_on_extended(const struct redisReply *reply, void *arg)
 		free(asked);
 		return;
 	}
+	if (reply->element[0]->integer != 0)
+		leader_mono = *asked;
 	if (leader != (reply->element[0]->integer != 0)) {
 		leader = reply->element[0]->integer != 0;
 		log_info("%s the events lead: pub/sub events without an id are "
@@ -945,7 +948,10 @@ dispatch_on_claimed(const struct redisReply *reply, void *arg)
 	if (reply == NULL)
 		return;		/* lost the connection: claim again on return */
 	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) {
-		log_errx("claim: %s", reply->type == REDIS_REPLY_ERROR ?
+		/* MOVED: a Cluster node that does not hold the keys; we move */
+		log_msg(reply->type == REDIS_REPLY_ERROR &&
+		    strncmp(reply->str, "MOVED", 5) == 0 ? LOG_INFO : LOG_ERR,
+		    "claim: %s", reply->type == REDIS_REPLY_ERROR ?
 		    reply->str : "unexpected reply");
 		return;
 	}
@@ -959,6 +965,8 @@ dispatch_on_claimed(const struct redisReply *reply, void *arg)
 	}
 	claimed = 1;
 	leader = reply->elements == 4 && reply->element[3]->integer != 0;
+	if (leader)
+		leader_mono = util_mono_ms();
 	state_claim_done();
 	dispatch_save_state();
 	redis_check_durability(rcmd);
@@ -1140,11 +1148,17 @@ dispatch_ready(void)
 	return claimed;
 }
 
-/* Do we enqueue pub/sub events that carry no id? */
+/*
+ * Do we enqueue pub/sub events that carry no id?  Only while Redis
+ * confirmed the lead recently: the lock expires a lease after its last
+ * renewal, and an agent that was paused (or cut off) longer than that
+ * must not act on a lead another agent may hold by now.
+ */
 int
 dispatch_is_leader(void)
 {
-	return leader;
+	return leader &&
+	    util_mono_ms() - leader_mono < cfg->lease_ms * 2 / 3;
 }
 
 /* How many jobs run now. */

@@ -10,6 +10,7 @@
  */
 #include "config.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +27,10 @@
 
 static struct rconn	*rin;
 static ev_timer		 claim_timer;
+static ev_timer		 retry_timer;
 
 static void	 inbox_read(void);
+static void	 inbox_on_state(int);
 
 /* An entry's enqueue finished: acknowledge it, or leave it for a claim. */
 static void
@@ -71,6 +74,23 @@ inbox_field(const redisReply *kv, const char *name)
 		if (strcmp(kv->element[i]->str, name) == 0)
 			return kv->element[i + 1];
 	return NULL;
+}
+
+/* Copy a numeric field into the envelope; -1 if it is not a number. */
+static int
+inbox_number(json_t *o, const redisReply *kv, const char *name)
+{
+	const redisReply	*v;
+	char			*end;
+	double			 d;
+
+	if ((v = inbox_field(kv, name)) == NULL)
+		return 0;
+	d = strtod(v->str, &end);
+	if (v->len == 0 || *end != '\0' || !isfinite(d))
+		return -1;
+	json_object_set_new(o, name, json_real(d));
+	return 0;
 }
 
 /*
@@ -119,11 +139,12 @@ inbox_entry(const redisReply *e)
 		json_object_set_new(o, "id", json_string(eid));
 		free(eid);
 	}
-	if ((v = inbox_field(kv, "delay")) != NULL)
-		json_object_set_new(o, "delay", json_real(strtod(v->str,
-		    NULL)));
-	if ((v = inbox_field(kv, "at")) != NULL)
-		json_object_set_new(o, "at", json_real(strtod(v->str, NULL)));
+	if (inbox_number(o, kv, "delay") == -1 ||
+	    inbox_number(o, kv, "at") == -1) {
+		json_decref(o);
+		inbox_drop(id, "delay and at must be numbers of seconds");
+		return;
+	}
 	line = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	if (line == NULL) {
@@ -151,7 +172,13 @@ inbox_on_read(const struct redisReply *reply, void *arg)
 	if (reply == NULL)
 		return;		/* reconnecting: the state callback reads again */
 	if (reply->type == REDIS_REPLY_ERROR) {
-		log_warnx("inbox: %s", reply->str);
+		/*
+		 * The stream or the group went away (deleted, or moved to
+		 * another Cluster node): make them again, read a little later.
+		 */
+		log_warnx("inbox: %s; reading again in 1 s", reply->str);
+		ev_timer_set(&retry_timer, 1., 0.);
+		ev_timer_start(EV_DEFAULT_ &retry_timer);
 		return;
 	}
 	/* {{stream, {entries}}} */
@@ -181,6 +208,14 @@ inbox_read(void)
 	full[9] = cfg->inbox;
 	full[10] = ">";
 	redis_command(rin, inbox_on_read, NULL, 11, full, NULL);
+}
+
+/* After an error: make the stream and group again, then read. */
+static void
+inbox_on_retry(EV_P_ ev_timer *w, int revents)
+{
+	if (redis_ready(rin))
+		inbox_on_state(1);
 }
 
 /* XAUTOCLAIM answered: {next, {entries}, ...}. */
@@ -240,6 +275,7 @@ inbox_start(void)
 	if (cfg->inbox == NULL || cfg->inbox[0] == '\0')
 		return;
 	rin = redis_open("inbox", inbox_on_state);
+	ev_init(&retry_timer, inbox_on_retry);
 	period = (double)cfg->inbox_claim_ms / 2000.0;
 	if (period < 0.5)
 		period = 0.5;
@@ -254,6 +290,7 @@ inbox_stop(void)
 	if (rin == NULL)
 		return;
 	ev_timer_stop(EV_DEFAULT_ &claim_timer);
+	ev_timer_stop(EV_DEFAULT_ &retry_timer);
 	redis_close(rin);
 	rin = NULL;
 }
