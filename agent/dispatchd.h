@@ -242,6 +242,7 @@ int	 proto_parse_event(const char *, size_t, struct event *, char *,
 void	 proto_event_clear(struct event *);
 void	 proto_request_clear(struct request *);
 char	*proto_error(const char *, const char *, size_t *);
+char	*proto_error_id(const char *, const char *, const char *, size_t *);
 
 /*
  * The agent's runtime modules below use libev's default loop and hiredis;

@@ -70,29 +70,6 @@ enqueue_reply(const char *event_id, const char *joined, size_t len,
 	return line;
 }
 
-/* An error reply line that also names the event id to retry with. */
-static char *
-enqueue_error(const char *code, const char *msg, const char *event_id,
-    size_t *outlen)
-{
-	json_t	*o;
-	char	*s, *line, *clean;
-	size_t	 n;
-
-	/* the message may quote Redis's error text */
-	clean = util_utf8_clean(msg, strlen(msg), &n);
-	o = json_pack("{s:b, s:s, s:s}", "ok", 0, "code", code, "error", clean);
-	free(clean);
-	if (event_id != NULL)
-		json_object_set_new(o, "event_id", json_string(event_id));
-	if ((s = json_dumps(o, JSON_COMPACT)) == NULL)
-		fatalx("enqueue: json_dumps failed");
-	json_decref(o);
-	*outlen = (size_t)xasprintf(&line, "%s\n", s);
-	free(s);
-	return line;
-}
-
 /* Hand a reply line to the caller and free the wait. */
 static void
 enqueue_done(struct pending_enqueue *pe, int ok, char *line, size_t len)
@@ -168,7 +145,7 @@ enqueue_fallback(struct pending_enqueue *pe, const char *why)
 		    err);
 	} else
 		snprintf(msg, sizeof msg, "%s; nothing was queued", why);
-	line = enqueue_error("unavailable", msg, NULL, &len);
+	line = proto_error_id("unavailable", msg, NULL, &len);
 	enqueue_done(pe, 0, line, len);
 }
 
@@ -186,7 +163,7 @@ enqueue_on_reply(const struct redisReply *reply, void *arg)
 		return;
 	}
 	if (reply == NULL) {
-		line = enqueue_error("unavailable", "lost the connection to "
+		line = proto_error_id("unavailable", "lost the connection to "
 		    "Redis: the event may or may not be queued; send it again "
 		    "with this event_id as its id", pe->event_id, &len);
 		enqueue_done(pe, 0, line, len);
@@ -204,7 +181,7 @@ enqueue_on_reply(const struct redisReply *reply, void *arg)
 			enqueue_fallback(pe, msg);
 			return;
 		}
-		line = enqueue_error("unavailable", msg, pe->event_id, &len);
+		line = proto_error_id("unavailable", msg, pe->event_id, &len);
 		enqueue_done(pe, 0, line, len);
 		return;
 	}

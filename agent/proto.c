@@ -383,9 +383,13 @@ proto_event_clear(struct event *ev)
 	memset(ev, 0, sizeof *ev);
 }
 
-/* An error reply line, newline included; *len gets its length. */
+/*
+ * An error reply line, newline included, naming event_id when it is not
+ * NULL (the id to retry with); *len gets its length.
+ */
 char *
-proto_error(const char *code, const char *msg, size_t *len)
+proto_error_id(const char *code, const char *msg, const char *event_id,
+    size_t *len)
 {
 	json_t	*o;
 	char	*s, *line, *clean;
@@ -395,10 +399,19 @@ proto_error(const char *code, const char *msg, size_t *len)
 	clean = util_utf8_clean(msg, strlen(msg), &n);
 	o = json_pack("{s:b, s:s, s:s}", "ok", 0, "code", code, "error", clean);
 	free(clean);
+	if (o != NULL && event_id != NULL)
+		json_object_set_new(o, "event_id", json_string(event_id));
 	if (o == NULL || (s = json_dumps(o, JSON_COMPACT)) == NULL)
 		fatalx("proto: cannot build a reply");
 	json_decref(o);
 	*len = (size_t)xasprintf(&line, "%s\n", s);
 	free(s);
 	return line;
+}
+
+/* An error reply line, newline included; *len gets its length. */
+char *
+proto_error(const char *code, const char *msg, size_t *len)
+{
+	return proto_error_id(code, msg, NULL, len);
 }
