@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ sys.path.insert(0, str(HERE.parent / "e2e"))
 import ddtest  # noqa: E402
 from ddtest import Client, wait_for, read_results, render_config, agent_environ  # noqa: E402,F401
 import invariants  # noqa: E402
+from restartable import RestartableAgent  # noqa: E402
 
 HANDLERS = HERE / "handlers"
 DISPATCHD = ddtest.DISPATCHD
@@ -141,144 +141,15 @@ class Redis:
 
 # ----------------------------------------------------------------- agent ----
 
-class Agent:
-    """The real dispatchd; restartable with the same name, config and dir."""
+class Agent(RestartableAgent):
+    """The failure matrix's agent: short leases, so scenarios run fast."""
 
     def __init__(self, env, dir, handlers, opts, name, preload=None):
-        self.env_ = env
-        self.dir = Path(dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.name = name
-        self.sock = self.dir / "agent.sock"
-        self.conf = self.dir / "dispatchd.conf"
-        self.stderr_path = self.dir / "stderr.log"
-        self.proc = None
-        self.pids = []
-        self.lives = 0
-        o = {
-            "name": name,
-            "redis": "unix:%s" % env.redis.sock,
-            "namespace": NS,
-            "socket": str(self.sock),
-            "workers": 4,
-            "lease": "1s",
-            "drain_timeout": "2s",
-            "kill_grace": "200ms",
-            "log_level": "debug",
-        }
-        o.update(opts or {})
-        self.opts = o
-        self.handlers = handlers
-        self.write_config()
-        extra = {}
-        if preload:
-            extra.update(preload)
-        self.environ = agent_environ(extra)
-
-    def write_config(self, handlers=None, opts=None, text=None):
-        if text is None:
-            text = render_config(opts or self.opts, handlers if handlers is not None else self.handlers)
-        tmp = self.conf.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.rename(str(tmp), str(self.conf))
-
-    def spawn(self):
-        assert not self.alive()
-        self._err = open(str(self.stderr_path), "ab")
-        self._err.write(("--- life %d ---\n" % self.lives).encode())
-        self._err.flush()
-        self.proc = subprocess.Popen([str(DISPATCHD), "-c", str(self.conf)],
-                                     stdin=subprocess.DEVNULL, stdout=self._err,
-                                     stderr=self._err, env=self.environ, cwd=str(self.dir))
-        self._err.close()
-        self.pid = self.proc.pid
-        self.pids.append(self.pid)
-        self.lives += 1
-        return self
-
-    def start(self, timeout=15.0, need_redis=True):
-        self.spawn()
-        self.wait_ready(timeout, need_redis)
-        return self
-
-    def wait_ready(self, timeout=15.0, need_redis=True):
-        def ready():
-            rc = self.proc.poll()
-            if rc is not None:
-                raise AssertionError("dispatchd %s exited %s before answering ping:\n%s"
-                                     % (self.name, rc, self.stderr()[-4000:]))
-            try:
-                rep = ddtest.request(self.sock, {"op": "ping"}, timeout=2.0)
-            except (OSError, AssertionError):
-                return False
-            return rep.get("ok") is True and (rep.get("redis") is True or not need_redis)
-        wait_for(ready, timeout, interval=0.02, what="dispatchd %s to answer ping" % self.name)
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, sig):
-        assert self.alive(), "agent %s is not running" % self.name
-        os.kill(self.proc.pid, sig)
-
-    def kill9(self):
-        if self.alive():
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.kill()
-        self.proc.wait(10)
-        return self.proc.returncode
-
-    def wait_exit(self, timeout=15.0):
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self, timeout=15.0):
-        """SIGTERM by PID; SIGKILL if it hangs.  Returns the exit status."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return "hung"
-        return self.proc.returncode
-
-    def stderr(self):
-        try:
-            return self.stderr_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def request(self, obj, timeout=5.0):
-        return ddtest.request(self.sock, obj, timeout)
-
-    def ping(self, timeout=5.0):
-        return self.request({"op": "ping"}, timeout)
-
-    def emit(self, event, data=None, **kw):
-        msg = {"op": "emit", "event": event}
-        if data is not None:
-            msg["data"] = data
-        msg.update(kw)
-        rep = self.request(msg)
-        assert rep.get("ok") is True, "emit %r failed: %r" % (msg, rep)
-        return rep
-
-    def emit_many(self, msgs, batch=200, timeout=30.0):
-        out = []
-        with Client(self.sock, timeout) as c:
-            for i in range(0, len(msgs), batch):
-                out.extend(c.requests(msgs[i:i + batch]))
-        return out
+        super().__init__(env, dir, handlers, opts, name,
+                         "unix:%s" % env.redis.sock, NS,
+                         {"workers": 4, "lease": "1s", "drain_timeout": "2s",
+                          "kill_grace": "200ms", "log_level": "debug"},
+                         preload)
 
 
 # ------------------------------------------------------------- the env ----
