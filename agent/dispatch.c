@@ -53,6 +53,7 @@ TAILQ_HEAD(jobs, job);
 struct finish {
 	TAILQ_ENTRY(finish) entry;
 	int		 argc;
+	int		 cap;		/* room in argv and lens */
 	char		**argv;
 	size_t		*lens;
 	char		*what;		/* job id and handler, for logs */
@@ -210,17 +211,18 @@ dispatch_envp(const struct job *j)
 	return envp;
 }
 
-/* Add a name/value pair to a finish's arguments. */
+/* Add an argument the finish takes ownership of. */
 static void
-dispatch_arg(struct finish *f, const char *s, size_t len)
+dispatch_arg_own(struct finish *f, char *s, size_t len)
 {
-	f->argv = xreallocarray(f->argv, (size_t)f->argc + 1,
-	    sizeof *f->argv);
-	f->lens = xreallocarray(f->lens, (size_t)f->argc + 1,
-	    sizeof *f->lens);
-	f->argv[f->argc] = xmalloc(len + 1);
-	memcpy(f->argv[f->argc], s, len);
-	f->argv[f->argc][len] = '\0';
+	if (f->argc == f->cap) {
+		f->cap = f->cap ? f->cap * 2 : 32;
+		f->argv = xreallocarray(f->argv, (size_t)f->cap,
+		    sizeof *f->argv);
+		f->lens = xreallocarray(f->lens, (size_t)f->cap,
+		    sizeof *f->lens);
+	}
+	f->argv[f->argc] = s;
 	f->lens[f->argc++] = len;
 }
 
@@ -237,8 +239,7 @@ dispatch_argf(struct finish *f, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0)
 		fatal("vasprintf");
-	dispatch_arg(f, s, (size_t)n);
-	free(s);
+	dispatch_arg_own(f, s, (size_t)n);
 }
 
 /* Add captured output as valid UTF-8. */
@@ -252,8 +253,7 @@ dispatch_arg_output(struct finish *f, const char *buf, size_t len)
 	if (buf != NULL && len == cfg->output_max)
 		len = util_utf8_trim(buf, len);
 	clean = util_utf8_clean(buf ? buf : "", len, &n);
-	dispatch_arg(f, clean, n);
-	free(clean);
+	dispatch_arg_own(f, clean, n);
 }
 
 /* Free a finish. */

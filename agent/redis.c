@@ -57,7 +57,10 @@ struct rconn {
 	ev_timer		 drop;		/* leave this node, from the loop */
 };
 
-/* One command in flight; for scripts, a copy of argv for the EVAL retry. */
+/*
+ * One command in flight; for scripts, a copy of argv for the EVAL retry,
+ * its strings in one block.
+ */
 struct rreq {
 	struct rconn	*rc;
 	unsigned	 gen;
@@ -65,8 +68,9 @@ struct rreq {
 	void		*arg;
 	int		 script;	/* enum script_id, or -1 */
 	int		 argc;
-	char		**argv;
+	const char	**argv;
 	size_t		*lens;
+	char		*data;		/* what argv points into */
 };
 
 static char	*redis_unix;		/* unix socket path, or NULL */
@@ -445,12 +449,9 @@ redis_ready(const struct rconn *rc)
 static void
 redis_free_req(struct rreq *q)
 {
-	int	i;
-
-	for (i = 0; i < q->argc; i++)
-		free(q->argv[i]);
 	free(q->argv);
 	free(q->lens);
+	free(q->data);
 	free(q);
 }
 
@@ -476,15 +477,13 @@ redis_on_reply(redisAsyncContext *ac, void *r, void *priv)
 	    q->gen == rc->gen && rc->ac != NULL) {
 		log_notice("redis: script %s not loaded, sending it again",
 		    scripts[q->script].name);
-		free(q->argv[0]);
-		free(q->argv[1]);
-		q->argv[0] = xstrdup("EVAL");
-		q->argv[1] = xstrdup(scripts[q->script].body);
+		q->argv[0] = "EVAL";
+		q->argv[1] = scripts[q->script].body;
 		q->lens[0] = 4;
 		q->lens[1] = strlen(q->argv[1]);
 		q->script = -1;
 		if (redisAsyncCommandArgv(rc->ac, redis_on_reply, q, q->argc,
-		    (const char **)q->argv, q->lens) == REDIS_OK) {
+		    q->argv, q->lens) == REDIS_OK) {
 			rc->pending++;
 			return;
 		}
@@ -544,7 +543,8 @@ redis_script(struct rconn *rc, enum script_id id, redis_cb cb, void *arg,
     int nkeys, int argc, const char **argv, const size_t *lens)
 {
 	struct rreq	*q;
-	char		 nk[16];
+	char		*p;
+	size_t		 total;
 	int		 i;
 
 	if (!redis_ready(rc))
@@ -556,19 +556,28 @@ redis_script(struct rconn *rc, enum script_id id, redis_cb cb, void *arg,
 	q->argc = argc + 3;
 	q->argv = xcalloc((size_t)q->argc, sizeof *q->argv);
 	q->lens = xcalloc((size_t)q->argc, sizeof *q->lens);
-	snprintf(nk, sizeof nk, "%d", nkeys);
-	q->argv[0] = xstrdup("EVALSHA");
-	q->argv[1] = xstrdup(rc->sha[id]);
-	q->argv[2] = xstrdup(nk);
-	for (i = 0; i < 3; i++)
-		q->lens[i] = strlen(q->argv[i]);
+	/* the sha, the key count and the caller's strings, in one block */
+	total = sizeof rc->sha[id] + 16;
 	for (i = 0; i < argc; i++) {
 		q->lens[i + 3] = lens ? lens[i] : strlen(argv[i]);
-		q->argv[i + 3] = xmalloc(q->lens[i + 3] + 1);
-		memcpy(q->argv[i + 3], argv[i], q->lens[i + 3]);
-		q->argv[i + 3][q->lens[i + 3]] = '\0';
+		total += q->lens[i + 3];
 	}
-	if (redis_send(rc, q, q->argc, (const char **)q->argv, q->lens) == -1) {
+	p = q->data = xmalloc(total);
+	q->argv[0] = "EVALSHA";
+	q->lens[0] = 7;
+	memcpy(p, rc->sha[id], sizeof rc->sha[id]);
+	q->argv[1] = p;
+	q->lens[1] = strlen(p);
+	p += sizeof rc->sha[id];
+	q->lens[2] = (size_t)snprintf(p, 16, "%d", nkeys);
+	q->argv[2] = p;
+	p += 16;
+	for (i = 0; i < argc; i++) {
+		memcpy(p, argv[i], q->lens[i + 3]);
+		q->argv[i + 3] = p;
+		p += q->lens[i + 3];
+	}
+	if (redis_send(rc, q, q->argc, q->argv, q->lens) == -1) {
 		redis_free_req(q);
 		return -1;
 	}
