@@ -65,6 +65,8 @@ struct finish {
 };
 TAILQ_HEAD(finishes, finish);
 
+#define FETCH_MAX	64	/* jobs started per fetch reply, at most */
+
 static struct jobs	 running = TAILQ_HEAD_INITIALIZER(running);
 static struct finishes	 unsent = TAILQ_HEAD_INITIALIZER(unsent);
 static int		 n_running;
@@ -682,6 +684,14 @@ dispatch_fetch(void)
 	if (fetching || draining || !claimed || free_slots <= 0 ||
 	    !redis_ready(rcmd) || nh == 0)
 		return;
+	/*
+	 * Starting a batch holds the loop; with thousands of slots a whole
+	 * batch could outlast a lease before the heartbeat runs.  A full
+	 * batch fetches again at once, so this costs one round trip per
+	 * FETCH_MAX jobs and nothing else.
+	 */
+	if (free_slots > FETCH_MAX)
+		free_slots = FETCH_MAX;
 	argv = xcalloc(6 + 2 * nh, sizeof *argv);
 	rooms = xcalloc(nh, sizeof *rooms);
 	xasprintf(&keys[0], "%sleases", cfg->prefix);

@@ -158,7 +158,7 @@ def test_21_many_agents_recover_at_once(env):
     hs = {"rec": {"on": "job.*", "exec": "%s %s 60 0" % (handler("rec.sh"), rec),
                   "backoff": "100ms..100ms", "timeout": "120s"}}
     N = 1000
-    holder = env.agent(hs, name="holder", opts={"workers": N, "lease": "2s"})
+    holder = env.agent(hs, name="holder", opts={"workers": N, "lease": "3s"})
     reps = holder.emit_many([{"event": "job.x", "data": {"i": i}} for i in range(N)])
     jids = [x["jobs"][0]["id"] for x in reps]
     wait_for(lambda: env.rc().zcard("{%s}:leases" % NS) == N, 60, interval=0.2,
