@@ -266,11 +266,21 @@ config_agent_key(struct parse *p, const char *key, const char *value)
 			    why);
 		free(*(char **)(base + k->off));
 		*(char **)(base + k->off) = xstrdup(value);
+		if (strcmp(key, "redis") == 0) {
+			/* checked later, by redis_setup: say where it was */
+			free(p->conf->redis_at);
+			xasprintf(&p->conf->redis_at, "%s:%d", p->file,
+			    p->line);
+		}
 		break;
 	case KEY_DURATION:
-		if (util_parse_duration(value, &ms) == -1 || ms < k->min)
+		if (util_parse_duration(value, &ms) == -1)
 			return config_fail(p, "[agent] %s: bad duration '%s' "
 			    "(like 250ms, 30s, 15m, 2h)", key, value);
+		if (ms < k->min)
+			return config_fail(p, "[agent] %s: '%s' is less than "
+			    "the least allowed, %lldms", key, value,
+			    (long long)k->min);
 		*(int64_t *)(base + k->off) = ms;
 		break;
 	case KEY_SIZE:
@@ -410,9 +420,12 @@ config_handler_key(struct parse *p, const char *key, const char *value)
 		h->exec_file = xstrdup(p->file);
 		h->exec_line = p->line;
 	} else if (strcmp(key, "timeout") == 0) {
-		if (util_parse_duration(value, &ms) == -1 || ms <= 0)
+		if (util_parse_duration(value, &ms) == -1)
 			return config_fail(p, "[handler %s] timeout: bad "
-			    "duration '%s'", h->name, value);
+			    "duration '%s' (like 30s, 5m)", h->name, value);
+		if (ms <= 0)
+			return config_fail(p, "[handler %s] timeout: must be "
+			    "more than 0", h->name);
 		h->timeout_ms = ms;
 	} else if (strcmp(key, "delay") == 0) {
 		if (util_parse_duration(value, &ms) == -1)
@@ -439,7 +452,8 @@ config_handler_key(struct parse *p, const char *key, const char *value)
 		    cap < ms) {
 			free(copy);
 			return config_fail(p, "[handler %s] backoff: '%s' is "
-			    "not BASE..CAP like 5s..1h", h->name, value);
+			    "not BASE..CAP like 5s..1h (BASE more than 0, CAP "
+			    "at least BASE)", h->name, value);
 		}
 		free(copy);
 		h->backoff_base_ms = ms;
@@ -784,6 +798,7 @@ config_load(const char *path, char *err, size_t errlen)
 	host[sizeof host - 1] = '\0';
 	conf->name = xstrdup(host);
 	conf->redis = xstrdup("127.0.0.1:6379");
+	conf->redis_at = xstrdup(path);
 	conf->namespace = xstrdup("dispatchd");
 	conf->socket = xstrdup("/run/dispatchd/dispatchd.sock");
 	conf->socket_mode = 0660;
@@ -867,6 +882,7 @@ config_free(struct config *conf)
 	free(conf->path);
 	free(conf->name);
 	free(conf->redis);
+	free(conf->redis_at);
 	free(conf->password_file);
 	free(conf->redis_user);
 	free(conf->namespace);

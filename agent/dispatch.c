@@ -971,6 +971,7 @@ dispatch_on_claimed(const struct redisReply *reply, void *arg)
 		    "expires in %lld ms): two agents must not share a name; "
 		    "set [agent] name", cfg->name,
 		    reply->element[2]->integer);
+		control_close();	/* the socket file is not ours to leave */
 		exit(EXIT_UNAVAILABLE);
 	}
 	claimed = 1;

@@ -39,7 +39,7 @@ usage(int status)
 	    "\n"
 	    "commands:\n"
 	    "  emit EVENT [KEY=VALUE ...] [KEY:=JSON ...] [--data JSON | --data -]\n"
-	    "       [--id ID] [--delay SECONDS]    emit an event; prints its jobs\n"
+	    "       [--id ID] [--delay SECONDS|DURATION]  emit an event\n"
 	    "  ping                               check that the agent answers\n"
 	    "  status                             queues per handler, agents\n"
 	    "  jobs [--state ready|delayed|running|dead] [--handler H] [--limit N]\n"
@@ -194,7 +194,8 @@ ctl_emit(int argc, char **argv)
 	json_error_t	 jerr;
 	const char	*id = NULL, *delay = NULL, *event;
 	char		*end, *eq, *buf;
-	double		 d;
+	double		 d = 0;
+	int64_t		 ms;
 	size_t		 i, len;
 	int		 k;
 
@@ -224,11 +225,19 @@ ctl_emit(int argc, char **argv)
 		} else if (strcmp(argv[k], "--id") == 0 && k + 1 < argc)
 			id = argv[++k];
 		else if (strcmp(argv[k], "--delay") == 0 && k + 1 < argc) {
+			/* seconds, or a duration as in the config: 90s, 1h */
 			delay = argv[++k];
 			d = strtod(delay, &end);
-			if (*delay == '\0' || *end != '\0' || d < 0)
-				die(EXIT_USAGE, "--delay: '%s' is not a number "
-				    "of seconds", delay);
+			if (*delay == '\0' || *end != '\0') {
+				if (util_parse_duration(delay, &ms) == -1)
+					die(EXIT_USAGE, "--delay: '%s' is not "
+					    "seconds or a duration like 90s, "
+					    "15m, 1h", delay);
+				d = (double)ms / 1000.0;
+			}
+			if (d < 0)
+				die(EXIT_USAGE, "--delay: '%s' is negative",
+				    delay);
 		} else if ((eq = strchr(argv[k], '=')) != NULL &&
 		    eq != argv[k] && argv[k][0] != '-') {
 			if (emit_data == NULL)
@@ -258,8 +267,7 @@ ctl_emit(int argc, char **argv)
 	if (id != NULL)
 		json_object_set_new(request, "id", json_string(id));
 	if (delay != NULL)
-		json_object_set_new(request, "delay",
-		    json_real(strtod(delay, NULL)));
+		json_object_set_new(request, "delay", json_real(d));
 	ctl_call();
 	ctl_check();
 	if (!json_output) {
@@ -638,6 +646,9 @@ ctl_change(int argc, char **argv)
 	else {
 		ctl_parse_opts(argc, argv, 1, &o, strcmp(op, "purge") == 0 ?
 		    "dead handler older-than limit" : "dead handler limit");
+		if (!o.dead && strcmp(op, "purge") == 0)
+			die(EXIT_USAGE, "purge: give --dead (cancel ID "
+			    "removes one job)");
 		if (!o.dead)
 			die(EXIT_USAGE, "%s: give a job id or --dead", op);
 		request = json_pack("{s:s, s:b}", "op", op, "dead", 1);

@@ -90,6 +90,7 @@ struct config {
 	char		 *path;
 	char		 *name;
 	char		 *redis;
+	char		 *redis_at;	/* "file:line" of the redis key */
 	char		 *password_file;
 	char		 *redis_user;	/* ACL user, or NULL for default */
 	char		 *namespace;
@@ -412,6 +413,7 @@ int		 runner_pid(const struct run *);
 unsigned long long state_start_time(int);
 unsigned long long state_ticks_now(void);
 int	 state_add(int, unsigned long long);
+int	 state_lock(const char *, const char *, char *, size_t);
 int	 state_open(const char *, const char *, char *, size_t);
 void	 state_claim_done(void);
 void	 state_save(const char *, const int *, const unsigned long long *,

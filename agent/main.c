@@ -256,6 +256,17 @@ main(int argc, char **argv)
 
 	if (ev_default_loop(EVFLAG_AUTO) == NULL)
 		fatalx("cannot initialise the event loop");
+	/* the socket's directory holds the agent's runtime state */
+	rundir = xstrdup(cfg->socket);
+	if ((slash = strrchr(rundir, '/')) != NULL && slash != rundir)
+		*slash = '\0';
+	else
+		strcpy(rundir, ".");
+	/* before the socket: a refused twin must not touch the live one's */
+	if (state_lock(rundir, cfg->name, err, sizeof err) == -1) {
+		log_errx("%s", err);
+		return EXIT_UNAVAILABLE;
+	}
 	notify_init();
 	if ((fd = notify_listen_fd()) != -1)
 		control_adopt(fd, cfg->socket, cfg->max_message);
@@ -273,11 +284,6 @@ main(int argc, char **argv)
 	/* orphaned grandchildren of handlers are reparented here and reaped */
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) == -1)
 		log_warn("prctl PR_SET_CHILD_SUBREAPER");
-	rundir = xstrdup(cfg->socket);
-	if ((slash = strrchr(rundir, '/')) != NULL && slash != rundir)
-		*slash = '\0';
-	else
-		strcpy(rundir, ".");
 	dispatch_start(rundir);
 	free(rundir);
 	rcmd = redis_open("cmd", main_on_redis);

@@ -170,7 +170,7 @@ redis_setup_sentinel(const struct config *c, char *err, size_t errlen)
 	list = xstrdup(c->redis + 11);
 	if ((slash = strchr(list, '/')) == NULL || slash[1] == '\0') {
 		snprintf(err, errlen, "%s: [agent] redis: '%s' needs the master "
-		    "name: sentinel://host:port,.../NAME", c->path, c->redis);
+		    "name: sentinel://host:port,.../NAME", c->redis_at, c->redis);
 		free(list);
 		return -1;
 	}
@@ -180,7 +180,7 @@ redis_setup_sentinel(const struct config *c, char *err, size_t errlen)
 	    tok = strtok_r(NULL, ",", &save)) {
 		if (strchr(tok, ':') == NULL) {
 			snprintf(err, errlen, "%s: [agent] redis: sentinel "
-			    "'%s' is not host:port", c->path, tok);
+			    "'%s' is not host:port", c->redis_at, tok);
 			free(list);
 			return -1;
 		}
@@ -191,7 +191,7 @@ redis_setup_sentinel(const struct config *c, char *err, size_t errlen)
 	free(list);
 	if (n_sentinels == 0) {
 		snprintf(err, errlen, "%s: [agent] redis: no sentinels in '%s'",
-		    c->path, c->redis);
+		    c->redis_at, c->redis);
 		return -1;
 	}
 	redis_host = xstrdup("");
@@ -314,7 +314,7 @@ redis_setup(const struct config *c, char *err, size_t errlen)
 			if (*slash != '\0' &&
 			    util_parse_int(slash, 0, 1000, &v) == -1) {
 				snprintf(err, errlen, "%s: [agent] redis: bad "
-				    "database number '%s'", c->path, slash);
+				    "database number '%s'", c->redis_at, slash);
 				free(host);
 				return -1;
 			}
@@ -330,7 +330,7 @@ redis_setup(const struct config *c, char *err, size_t errlen)
 			*colon++ = '\0';
 			if (util_parse_int(colon, 1, 65535, &v) == -1) {
 				snprintf(err, errlen, "%s: [agent] redis: bad "
-				    "port '%s'", c->path, colon);
+				    "port '%s'", c->redis_at, colon);
 				free(host);
 				return -1;
 			}
@@ -338,7 +338,7 @@ redis_setup(const struct config *c, char *err, size_t errlen)
 		}
 		if (host[0] == '\0') {
 			snprintf(err, errlen, "%s: [agent] redis: no host in "
-			    "'%s'", c->path, c->redis);
+			    "'%s'", c->redis_at, c->redis);
 			free(host);
 			return -1;
 		}

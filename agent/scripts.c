@@ -473,6 +473,7 @@ static const char script_admin[] = NOW
 "  elseif f[1] == 'delayed' then redis.call('ZREM', KEYS[1], jid)\n"
 "  else return false end\n"
 "  redis.call('HSET', jk, 'state', 'ready', 'failures', 0, 'due_ms', now)\n"
+"  redis.call('HDEL', jk, 'died_ms')\n"
 "  redis.call('PERSIST', jk)\n"
 "  redis.call('LPUSH', P .. 'ready:' .. f[2], jid)\n"
 "  return true\n"

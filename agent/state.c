@@ -10,8 +10,14 @@
  * A group is appended as the handler starts (one write, no rename: this is
  * on every job's path); the file is rewritten whole, with only the groups
  * still running, when it grows long, and at a claim.
+ *
+ * Beside it, a lock file held for the agent's whole life: the state file
+ * kills whatever groups it names, so only the one live agent of that name
+ * on this host may read it.
  */
 #include "config.h"
+
+#include <sys/file.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -92,6 +98,49 @@ state_kill_group(int pgid, unsigned long long started)
 	if (kill(-pgid, SIGKILL) == -1)
 		return 0;
 	return 1;
+}
+
+/*
+ * Take the name on this host: lock dir/dispatchd-<name>.lock for as long
+ * as the agent lives (the descriptor stays open; it is close-on-exec, so a
+ * handler that outlives the agent does not keep it).  0 on success; -1 with
+ * err set when another live agent holds it or the file cannot be made.
+ */
+int
+state_lock(const char *dir, const char *name, char *err, size_t errlen)
+{
+	char	*path, pid[32];
+	ssize_t	 n;
+	int	 fd, len;
+
+	xasprintf(&path, "%s/dispatchd-%s.lock", dir, name);
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) == -1) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		free(path);
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		if (errno == EWOULDBLOCK) {
+			n = pread(fd, pid, sizeof pid - 1, 0);
+			pid[n > 0 ? n : 0] = '\0';
+			pid[strcspn(pid, "\n")] = '\0';
+			snprintf(err, errlen, "another agent named '%s' runs on "
+			    "this host (pid %s, it holds %s): two agents must "
+			    "not share a name; set [agent] name", name,
+			    pid[0] != '\0' ? pid : "unknown", path);
+		} else
+			snprintf(err, errlen, "%s: flock: %s", path,
+			    strerror(errno));
+		close(fd);
+		free(path);
+		return -1;
+	}
+	/* the pid is for the message above, and for people */
+	len = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) == -1 || pwrite(fd, pid, (size_t)len, 0) != len)
+		log_warn("state: %s", path);
+	free(path);
+	return 0;
 }
 
 /* Remember a previous life's token, newest first, once. */

@@ -378,6 +378,21 @@ def test_retry_running_job_is_conflict(dispatchd, bindir, release):
     assert p.returncode == 1 and "conflict" in p.stderr, (p.returncode, p.stderr)
 
 
+def test_retried_dead_job_forgets_when_it_died(dispatchd, bindir, release):
+    """A dead job put back by retry is ready, and no longer shows the time
+    it died (workers = 1, held by a blocked job, so it stays ready)."""
+    block = au.write_script(bindir, "block.sh", BLOCK_SH)
+    agent = dispatchd({"bad": {"on": "e.bad", "exec": "/bin/false", "attempts": 1},
+                       "slow": {"on": "e.slow", "exec": "%s %s" % (block, release)}},
+                      agent_opts={"workers": 1})
+    jid = emit_job(agent, "e.bad")
+    assert wait_state(agent, jid, "dead")["job"].get("died_ms")
+    wait_state(agent, emit_job(agent, "e.slow"), "running")
+    ctl_ok(*sock_args(agent), "retry", jid)
+    job = wait_state(agent, jid, "ready")["job"]
+    assert "died_ms" not in job and job["failures"] in (0, "0"), job
+
+
 def test_retry_unknown_id_is_not_found(dispatchd):
     agent = dispatchd({"a": {"on": "e", "exec": "/bin/true"}})
     p, rep = ctl_json(agent.sock, "retry", "0123456789abcdef0123456789abcdef")

@@ -67,6 +67,9 @@ CONFIG_ERRORS = [
      "redis_password_file"),
     ("bad namespace", {"agent_extra": "namespace = a b\n"}, "namespace"),
     ("bad agent name", {"agent_extra": "name = {x}\n"}, "name = {x}"),
+    ("bad redis port", {"agent_extra": "redis = redis://h:notaport\n"}, "notaport"),
+    ("lease under its minimum", {"agent_extra": "lease = 100ms\n"}, "lease = 100ms"),
+    ("zero timeout", {"handler_extra": "timeout = 0s\n"}, "timeout = 0s"),
 ]
 
 

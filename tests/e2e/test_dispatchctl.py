@@ -63,6 +63,19 @@ def test_emit_data_options(dispatchd, handler, record_dir):
     assert datas == [{"from": "arg"}, {"from": "stdin"}, {}]
 
 
+def test_emit_delay_takes_a_duration(dispatchd, handler):
+    """--delay takes seconds or a duration as the config writes them."""
+    agent = dispatchd({"a": {"on": "e", "exec": handler("exit.sh")}})
+    now = agent.redis.client().time()
+    now_ms = now[0] * 1000 + now[1] // 1000
+    for arg, secs in (("1h", 3600), ("90s", 90), ("2.5", 2.5)):
+        p = ctl("-s", agent.sock, "emit", "e", "--delay", arg)
+        assert p.returncode == 0, (arg, p)
+        jid = p.stdout.splitlines()[1].split()[1]
+        due = int(agent.redis.client().hget(agent.key("job:" + jid), "due_ms"))
+        assert abs(due - now_ms - secs * 1000) < 5000, (arg, due - now_ms)
+
+
 def test_ping_and_socket_sources(dispatchd, handler):
     agent = dispatchd({"a": {"on": "e", "exec": handler("exit.sh")}})
     p = ctl("-s", agent.sock, "ping")
@@ -84,7 +97,8 @@ def test_usage_errors_exit_64(workdir):
     sock = str(workdir / "no-agent.sock")
     for args in ([], ["frobnicate"], ["emit"], ["emit", "e", "novalue"],
                  ["emit", "e", "--data", "{bad json"], ["emit", "e", "n:={bad"],
-                 ["emit", "e", "--delay", "soon"], ["--no-such-option", "ping"]):
+                 ["emit", "e", "--delay", "soon"], ["emit", "e", "--delay", "-5"],
+                 ["purge"], ["--no-such-option", "ping"]):
         p = ctl("-s", sock, *args)
         assert p.returncode == 64, (args, p.returncode, p.stdout, p.stderr)
         assert p.stderr, args

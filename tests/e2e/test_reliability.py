@@ -136,3 +136,29 @@ def test_second_agent_with_same_name_refused(dispatchd, handler):
     print("second agent: exit %s; %s" % (rc, b.stderr()[-500:]))
     assert rc != 0
     assert "twin" in b.stderr()
+
+
+def test_twin_in_the_same_runtime_dir_touches_nothing(dispatchd, handler):
+    """A second agent of the same name whose socket is in the live one's
+    directory (say a hand-run `dispatchd -c test.conf` on a packaged host)
+    is refused by the name's lock before it reads the live agent's state
+    file: the live agent's handler keeps running and its job ends done."""
+    h = {"h": {"on": "x", "exec": "%s 2" % handler("sleep.sh")}}
+    a = dispatchd(h, name="twin")
+    jid = a.emit("x")["jobs"][0]["id"]
+    wait_for(lambda: a.redis.client().zcard(a.key("leases")) == 1, 10,
+             what="the job running")
+    state = (a.dir / "dispatchd-twin.state").read_bytes()
+    b = dispatchd(h, name="twin", start=False,
+                  agent_opts={"socket": str(a.dir / "twin2.sock")})
+    b.spawn()
+    rc = b.proc.wait(15)
+    b.expect_rc = rc
+    err = b.stderr()
+    print("second agent: exit %s; %s" % (rc, err[-500:]))
+    assert rc == 69
+    assert "another agent named 'twin' runs on this host (pid %d" % a.proc.pid in err
+    assert "ready" not in err and not (a.dir / "twin2.sock").exists()
+    assert (a.dir / "dispatchd-twin.state").read_bytes() == state
+    res = a.wait_final(jid, 10)
+    assert [r["outcome"] for r in res] == ["done"], res

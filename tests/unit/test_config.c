@@ -127,6 +127,8 @@ main(void)
 
 	ok(fails("[agent]\nworkers = 0\n", 2, "workers"), "workers out of range");
 	ok(fails("[agent]\n\nlease = soon\n", 3, "lease"), "bad duration");
+	ok(fails("[agent]\nlease = 100ms\n", 2, "least allowed, 300ms"),
+	    "duration under its minimum says the minimum");
 	ok(fails("[agent]\noutput_max = lots\n", 2, "output_max"), "bad size");
 	ok(fails("[agent]\nsocket_mode = 660\n", 2, "octal"), "mode not octal");
 	ok(fails("[agent]\nlog_level = chatty\n", 2, "log_level"),
@@ -156,6 +158,9 @@ main(void)
 	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n"
 	    "backoff = 5s\n", prog);
 	ok(fails(text, 4, "BASE..CAP"), "bad backoff");
+	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n"
+	    "timeout = 0s\n", prog);
+	ok(fails(text, 4, "more than 0"), "zero timeout says why");
 	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n"
 	    "env = NOEQUALS\n", prog);
 	ok(fails(text, 4, "KEY=value"), "bad env");
