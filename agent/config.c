@@ -559,6 +559,11 @@ config_parse_file(struct config *conf, const char *file, char *err,
 		snprintf(err, errlen, "%s: %s", file, strerror(errno));
 		return -1;
 	}
+#ifdef HAVE_INI_RUNTIME_LINE
+	/* inih's buffer is 200 bytes unless lifted: too short for an exec */
+	ini_use_stack = 0;
+	ini_initial_alloc = ini_max_line = CONFIG_LINE_MAX;
+#endif
 	rc = ini_parse_stream(config_read_line, &p, config_on_key, &p);
 	fclose(p.fp);
 	if (p.failed)

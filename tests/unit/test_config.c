@@ -161,6 +161,31 @@ main(void)
 	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n"
 	    "timeout = 0s\n", prog);
 	ok(fails(text, 4, "more than 0"), "zero timeout says why");
+	{
+		/* an exec of 1000 characters: long argument lists are real */
+		char	long_text[8192], arg[1001];
+		struct config *lc;
+
+		memset(arg, 'a', 1000);
+		arg[1000] = '\0';
+		snprintf(long_text, sizeof long_text, "[handler h]\non = x\n"
+		    "exec = %s %s\n", prog, arg);
+#ifdef HAVE_INI_RUNTIME_LINE
+		lc = load(long_text);
+		ok(lc != NULL && lc->n_handlers == 1 &&
+		    strlen(lc->handlers[0]->argv[1]) == 1000,
+		    "a 1000-character exec line is read whole");
+		config_free(lc);
+#else
+		ok(fails(long_text, 3, "line longer than"),
+		    "a line over inih's limit is a clear error");
+#endif
+		memset(long_text, 'b', 5000);
+		memcpy(long_text, "[agent]\nname = ", 15);
+		strcpy(long_text + 5000, "\n");
+		ok(fails(long_text, 2, "line longer than"),
+		    "a line over the limit names its line");
+	}
 	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n"
 	    "env = NOEQUALS\n", prog);
 	ok(fails(text, 4, "KEY=value"), "bad env");
