@@ -440,7 +440,8 @@ admin_change(struct pending_admin *pa, const struct request *req)
 	keys[2] = admin_key("results");
 	notify = admin_key("notify");
 	snprintf(older, sizeof older, "%lld", (long long)req->older_ms);
-	snprintf(limit, sizeof limit, "%ld", req->dead && req->limit == 20 ?
+	/* bulk changes take as many as one call may, unless told fewer */
+	snprintf(limit, sizeof limit, "%ld", req->dead && !req->limit_given ?
 	    10000 : req->limit);
 	snprintf(results, sizeof results, "%ld", cfg->results_max);
 	for (i = 0; i < 3; i++)

@@ -907,8 +907,8 @@ config_free(struct config *conf)
 
 /*
  * Carry over from the running configuration the keys that only a restart
- * can change (the socket, the Redis address and identity, the channel),
- * logging each one that differs.
+ * can change (the socket and its owner, the Redis address and identity,
+ * the channel), logging each one that differs.
  */
 void
 config_keep_fixed(struct config *next, const struct config *now)
@@ -923,6 +923,7 @@ config_keep_fixed(struct config *next, const struct config *now)
 		{ "redis_user", offsetof(struct config, redis_user) },
 		{ "namespace", offsetof(struct config, namespace) },
 		{ "socket", offsetof(struct config, socket) },
+		{ "socket_group", offsetof(struct config, socket_group) },
 		{ "subscribe", offsetof(struct config, subscribe) },
 		{ "inbox", offsetof(struct config, inbox) },
 		{ "prefix", offsetof(struct config, prefix) },
@@ -950,6 +951,8 @@ config_keep_fixed(struct config *next, const struct config *now)
 		    "restart");
 		next->socket_mode = now->socket_mode;
 	}
+	/* the socket file keeps its group: so must the check of emitters */
+	next->socket_gid = now->socket_gid;
 }
 
 /* Collect up to max handlers whose 'on' matches event; returns the count. */

@@ -882,6 +882,9 @@ main(int argc, char **argv)
 	argv += optind;
 	if (argc < 1)
 		usage(EXIT_USAGE);
+	/* check needs no socket, and a bad -c file is what it reports */
+	if (strcmp(argv[0], "check") == 0)
+		return ctl_config_check(argc, argv, config);
 	if (socket_path == NULL)
 		socket_path = getenv("DISPATCHD_SOCKET");
 	if (socket_path == NULL && config != NULL)
@@ -891,8 +894,6 @@ main(int argc, char **argv)
 		ctl_socket_from_config(SYSCONFDIR "/dispatchd/dispatchd.conf", 0);
 	if (socket_path == NULL)
 		socket_path = DEFAULT_SOCKET;
-	if (strcmp(argv[0], "check") == 0)
-		return ctl_config_check(argc, argv, config);
 	for (i = 0; commands[i].name != NULL; i++)
 		if (strcmp(argv[0], commands[i].name) == 0)
 			return commands[i].fn(argc, argv);

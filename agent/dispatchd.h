@@ -162,6 +162,7 @@ struct request {
 	char		*event;		/* results filter */
 	char		*after;		/* results: continue after this id */
 	long		 limit;		/* jobs, results, retry, purge */
+	int		 limit_given;	/* else a per-op default */
 	int64_t		 older_ms;	/* purge */
 	int		 dead;		/* retry, purge: the dead jobs */
 };

@@ -206,6 +206,7 @@ proto_fill_args(json_t *obj, const struct op *o, struct request *req,
 			return -1;
 		}
 		req->limit = (long)json_integer_value(v);
+		req->limit_given = 1;
 	}
 	if ((v = json_object_get(obj, "dead")) != NULL) {
 		if (!json_is_boolean(v)) {

@@ -327,6 +327,20 @@ def final_again(agent, jid, n=2, timeout=10.0):
     return wait_for(ok, timeout, what="final result #%d of %s" % (n, jid))
 
 
+def test_bulk_limit_is_what_was_asked(dispatchd):
+    """retry --dead and purge --dead take every dead job by default (up to
+    10000 a call) and exactly --limit when one is given, 20 included."""
+    agent = dispatchd({"bad": {"on": "e", "exec": "/bin/false", "attempts": 1}})
+    ids = [emit_job(agent, "e") for _ in range(25)]
+    for jid in ids:
+        agent.wait_final(jid)
+    p, rep = ctl_json(agent.sock, "purge", "--dead", "--limit", "20")
+    assert p.returncode == 0 and rep["count"] == 20, rep
+    p, rep = ctl_json(agent.sock, "purge", "--dead")
+    assert p.returncode == 0 and rep["count"] == 5, rep
+    assert jobs_of(agent, "--state", "dead") == []
+
+
 def test_retry_id_and_dead_with_handler(dispatchd, bindir, workdir):
     ff = au.write_script(bindir, "flagfail.sh", FLAGFAIL_SH)
     flag = workdir / "failing"
@@ -592,6 +606,9 @@ def test_check_ok_and_error(workdir, redis_server):
     assert re.search(r"%s:7: " % re.escape(str(bad)), p.stderr), p.stderr
     p2 = ddtest.run([ddtest.DISPATCHD, "-t", "-c", bad])
     assert p2.returncode == 78 and p2.stderr.strip() == p.stderr.strip(), (p2.stderr, p.stderr)
+    # a bad -c file is reported by check, not refused as a way to the socket
+    p = ctl("-c", bad, "check")
+    assert p.returncode == 78 and re.search(r"%s:7: " % re.escape(str(bad)), p.stderr), p
 
     p = ctl("check", good, "extra")
     assert p.returncode == 64, p

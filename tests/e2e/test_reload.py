@@ -213,6 +213,22 @@ def test_reload_access_rules(dispatchd, workdir):
     assert p.returncode == 0, (p.returncode, p.stderr)
 
 
+def test_socket_group_change_needs_restart(dispatchd, workdir):
+    """socket_group names who may emit as well as the socket's group; a
+    reload cannot regroup the socket, so it keeps both, with a warning:
+    nogroup's members stay denied until a restart."""
+    agent = dispatchd({"a": {"on": "e", "exec": "/bin/true"}},
+                      agent_opts={"socket_mode": "0666"}, start=False)
+    au.open_up(agent.dir)
+    agent.start()
+    rewrite(agent, {"a": {"on": "e", "exec": "/bin/true"}},
+            agent_changes={"socket_group": "nogroup"})
+    assert hup(agent).startswith("<6>reload: ")
+    assert re.search(r"(?m)^<4>reload: .*socket_group.*restart", agent.stderr())
+    p = au.ctl("-s", agent.sock, "emit", "e", as_nobody=True)
+    assert p.returncode == 1 and "denied" in p.stderr, (p.returncode, p.stderr)
+
+
 def test_reload_removing_a_running_handler(dispatchd, workdir, release):
     """A handler removed while its job runs: the job finishes and is
     recorded, the agent lives on, metrics still parse."""
