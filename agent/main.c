@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,7 +211,7 @@ int
 main(int argc, char **argv)
 {
 	const char	*path = SYSCONFDIR "/dispatchd/dispatchd.conf";
-	char		 err[1024], *rundir, *slash;
+	char		 err[1024], rundir[PATH_MAX], *slash;
 	int		 ch, fd, check = 0;
 
 	while ((ch = getopt(argc, argv, "c:tVh")) != -1) {
@@ -257,7 +258,7 @@ main(int argc, char **argv)
 	if (ev_default_loop(EVFLAG_AUTO) == NULL)
 		fatalx("cannot initialise the event loop");
 	/* the socket's directory holds the agent's runtime state */
-	rundir = xstrdup(cfg->socket);
+	snprintf(rundir, sizeof rundir, "%s", cfg->socket);
 	if ((slash = strrchr(rundir, '/')) != NULL && slash != rundir)
 		*slash = '\0';
 	else
@@ -285,7 +286,6 @@ main(int argc, char **argv)
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) == -1)
 		log_warn("prctl PR_SET_CHILD_SUBREAPER");
 	dispatch_start(rundir);
-	free(rundir);
 	rcmd = redis_open("cmd", main_on_redis);
 	subscribe_start();
 	inbox_start();
