@@ -242,8 +242,9 @@ util_random01(void)
 }
 
 /*
- * Backoff before attempt n+1 after n failures: base * 2^(n-1) capped, then
- * scaled by a jitter factor in [0.5, 1.5) so retries of a burst spread out.
+ * Backoff before attempt n+1 after n failures: base * 2^(n-1), scaled by a
+ * jitter factor in [0.5, 1.5) so retries of a burst spread out, and kept
+ * within [base, cap]: the bounds the configuration promises.
  */
 int64_t
 util_backoff_ms(int64_t base, int64_t cap, int failures, double rand01)
@@ -253,9 +254,12 @@ util_backoff_ms(int64_t base, int64_t cap, int failures, double rand01)
 
 	for (i = 1; i < failures && d < (double)cap; i++)
 		d *= 2;
+	d *= 0.5 + rand01;
 	if (d > (double)cap)
 		d = (double)cap;
-	return (int64_t)(d * (0.5 + rand01));
+	if (d < (double)base)
+		d = (double)base;
+	return (int64_t)d;
 }
 
 /* Length of the valid UTF-8 sequence at s (1-4), or 0 if invalid. */

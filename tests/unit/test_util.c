@@ -117,15 +117,20 @@ main(void)
 	ok(util_backoff_ms(1000, 60000, 1, 0.5) == 1000, "first backoff is base");
 	ok(util_backoff_ms(1000, 60000, 3, 0.5) == 4000, "doubles per failure");
 	ok(util_backoff_ms(1000, 60000, 30, 0.5) == 60000, "capped");
-	ok(util_backoff_ms(1000, 60000, 1, 0.0) == 500, "jitter low end 0.5x");
+	ok(util_backoff_ms(1000, 60000, 1, 0.0) == 1000,
+	    "jitter never goes below base");
+	ok(util_backoff_ms(1000, 60000, 30, 0.99) == 60000,
+	    "jitter never goes above cap");
 	in_range = 1;
 	for (i = 0; i < 1000; i++) {
 		int64_t	b = util_backoff_ms(1000, 60000, 2,
 		    util_random01());
-		if (b < 1000 || b >= 3000)
+		int64_t	c = util_backoff_ms(100, 200, 3, util_random01());
+		if (b < 1000 || b >= 3000 || c < 100 || c > 200)
 			in_range = 0;
 	}
-	ok(in_range, "jittered backoff stays within [0.5x, 1.5x)");
+	ok(in_range, "jittered backoff stays within [0.5x, 1.5x) and the "
+	    "bounds");
 
 	clean = util_utf8_clean("ok \xc3\xa9", 5, &n);
 	ok(n == 5 && memcmp(clean, "ok \xc3\xa9", 5) == 0, "valid UTF-8 kept");
