@@ -110,9 +110,12 @@ ctl_call(void)
 	line = xreallocarray(line, len + 2, 1);
 	line[len++] = '\n';
 	while (off < len) {
-		n = write(fd, line + off, len - off);
+		n = send(fd, line + off, len - off, MSG_NOSIGNAL);
 		if (n == -1 && errno == EINTR)
 			continue;
+		/* refused mid-request (too large): its answer says why */
+		if (n == -1 && (errno == EPIPE || errno == ECONNRESET))
+			break;
 		if (n == -1)
 			die(EXIT_UNAVAILABLE, "write to %s: %s", socket_path,
 			    strerror(errno));

@@ -119,6 +119,13 @@ def test_error_reply_too_large_exit_1(dispatchd, handler):
     assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
     assert "too_large" in p.stderr or "max_message" in p.stderr, p.stderr
     assert ctl("-s", agent.sock, "ping").returncode == 0
+    # far past the socket's buffers: the agent answers and closes while
+    # dispatchctl still writes; it must still say why, not die of SIGPIPE
+    data = json.dumps({"big": "a" * (3 << 20)})
+    for args in (("emit", "e", "--data", "-"), ("--json", "emit", "e", "--data", "-")):
+        p = ctl("-s", agent.sock, *args, input=data)
+        assert p.returncode == 1, (args, p.returncode, p.stderr)
+        assert "too_large" in p.stderr + p.stdout, (args, p.stdout, p.stderr)
 
 
 def test_emit_unrouted_event(dispatchd, handler):
