@@ -11,6 +11,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <grp.h>
 #include <limits.h>
@@ -348,6 +349,40 @@ config_access_key(struct parse *p, const char *key, const char *value)
 	return 1;
 }
 
+
+/*
+ * A script's "#!" interpreter must exist too: the kernel reports a missing
+ * one as ENOENT for the script, which reads as if the script were gone.
+ * NULL if fine or not a script (or unreadable here: exec will tell).
+ */
+static const char *
+config_check_interpreter(const char *path)
+{
+	static char	 why[PATH_MAX + 64];
+	char		 head[PATH_MAX + 3], *end;
+	ssize_t		 n;
+	int		 fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return NULL;
+	n = read(fd, head, sizeof head - 1);
+	close(fd);
+	if (n < 3 || head[0] != '#' || head[1] != '!')
+		return NULL;
+	head[n] = '\0';
+	end = head + 2;
+	end += strspn(end, " \t");
+	memmove(head, end, strlen(end) + 1);
+	head[strcspn(head, " \t\r\n")] = '\0';
+	if (head[0] == '\0')
+		snprintf(why, sizeof why, "its #! line names no interpreter");
+	else if (access(head, X_OK) == -1)
+		snprintf(why, sizeof why, "its #! interpreter %s: %s", head,
+		    strerror(errno));
+	else
+		return NULL;
+	return why;
+}
 /* Check that path is an executable regular file. */
 static const char *
 config_check_program(const char *path)
@@ -362,7 +397,7 @@ config_check_program(const char *path)
 		return "not a regular file";
 	if (access(path, X_OK) == -1)
 		return "not executable";
-	return NULL;
+	return config_check_interpreter(path);
 }
 
 /* Set one [handler NAME] key. */

@@ -13,6 +13,7 @@
 #ifdef HAVE_MALLOC_TRIM
 #include <malloc.h>
 #endif
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -467,11 +468,18 @@ static void
 dispatch_setup_error(const struct job *j, const struct run_result *res,
     char *error, size_t errlen)
 {
+	const char	*hint = "";
+
 	error[0] = '\0';
-	if (res->setup_stage != NULL)
-		snprintf(error, errlen, "%s %s: %s", res->setup_stage,
-		    strcmp(res->setup_stage, "chdir") == 0 ? j->h->workdir :
-		    j->h->argv[0], strerror(res->setup_errno));
+	if (res->setup_stage == NULL)
+		return;
+	/* the kernel says ENOENT for a script whose #! interpreter is gone */
+	if (strcmp(res->setup_stage, "exec") == 0 &&
+	    res->setup_errno == ENOENT && access(j->h->argv[0], F_OK) == 0)
+		hint = " (the program is there: is its #! interpreter?)";
+	snprintf(error, errlen, "%s %s: %s%s", res->setup_stage,
+	    strcmp(res->setup_stage, "chdir") == 0 ? j->h->workdir :
+	    j->h->argv[0], strerror(res->setup_errno), hint);
 }
 
 /* The finish outcome of a run: ok, fail, fatal, or release. */

@@ -43,7 +43,7 @@ def test_agent_refuses_to_start_with_missing_program(workdir, redis_server):
     assert "%s:%d:" % (conf, line) in p.stderr, p.stderr
 
 
-@pytest.mark.parametrize("how", ["chmod", "remove"])
+@pytest.mark.parametrize("how", ["chmod", "remove", "interpreter"])
 def test_program_broken_after_start(dispatchd, handler, workdir, how):
     prog = workdir / "h.sh"
     shutil.copy(handler("exit.sh"), str(prog))
@@ -52,6 +52,8 @@ def test_program_broken_after_start(dispatchd, handler, workdir, how):
                              "attempts": 2, "backoff": "100ms..100ms"}})
     if how == "chmod":
         prog.chmod(0o644)
+    elif how == "interpreter":
+        prog.write_text("#!/nonexistent/sh\nexit 0\n")
     else:
         prog.unlink()
     jid = agent.emit("x")["jobs"][0]["id"]
@@ -64,6 +66,8 @@ def test_program_broken_after_start(dispatchd, handler, workdir, how):
         assert err, "no error text in result %r" % r
         assert str(prog) in err or "denied" in err.lower() or "no such file" in err.lower(), err
         assert r["exit"] in ("75", ""), r
+        if how == "interpreter":
+            assert "#! interpreter" in err, err
     assert agent.ping()["ok"] is True
     # repaired: works again without a restart
     shutil.copy(handler("exit.sh"), str(prog))

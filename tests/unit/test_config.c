@@ -151,6 +151,13 @@ main(void)
 	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s/noexec.sh\n",
 	    dir);
 	ok(fails(text, 3, "not executable"), "program not executable");
+	put("badshebang.sh", "#!/nonexistent/interpreter\n");
+	snprintf(text, sizeof text, "%s/badshebang.sh", dir);
+	chmod(text, 0755);
+	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s/badshebang.sh\n",
+	    dir);
+	ok(fails(text, 3, "#! interpreter /nonexistent/interpreter"),
+	    "a script's missing interpreter is named");
 	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s 'open\n",
 	    prog);
 	ok(fails(text, 3, "quote"), "unterminated quote in exec");
