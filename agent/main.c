@@ -252,7 +252,6 @@ main(int argc, char **argv)
 	main_warn_root();
 	main_std_fds();
 	signal(SIGPIPE, SIG_IGN);
-	runner_init();
 	json_object_seed(0);
 
 	if (ev_default_loop(EVFLAG_AUTO) == NULL)
@@ -299,6 +298,8 @@ main(int argc, char **argv)
 	ev_signal_start(EV_DEFAULT_ &sig_hup);
 	ev_timer_init(&status_timer, main_on_status, 5., 5.);
 	ev_timer_start(EV_DEFAULT_ &status_timer);
+	/* now that every signal of the agent is set: children reset them */
+	runner_init();
 
 	log_info("dispatchd %s: agent %s, %zu handlers, %d workers, redis %s",
 	    DISPATCHD_VERSION, cfg->name, cfg->n_handlers, cfg->workers,

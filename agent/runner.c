@@ -92,7 +92,8 @@ static const char *const stage_names[] = {
 
 static void	 runner_finish(struct run *);
 
-static sigset_t	 runner_ignored;	/* signals a child must reset */
+static sigset_t	 runner_reset;	/* signals a child must set to default */
+static int	 runner_dumpable;	/* the agent's PR_GET_DUMPABLE */
 static char	*runner_stack;		/* the children's, one at a time */
 
 #define CHILD_STACK	(256 * 1024)
@@ -174,8 +175,8 @@ struct child_args {
  * would try to change them in every thread of the agent too.
  *
  * The order matters: own session first, then the descriptors, the limits,
- * the groups before the user, then the signal state (ignored signals and
- * the mask survive execve), then exec.
+ * the groups before the user, the parent-death signal after them (a change
+ * of ids clears it), then the signal state, then exec.
  */
 static int
 runner_child(void *arg)
@@ -187,9 +188,6 @@ runner_child(void *arg)
 	int			 sig, status_fd = a->status_fd;
 
 	setsid();
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != a->parent)
-		_exit(EXIT_TEMPFAIL);
 	/* move the status pipe out of the way of 0-2 before the dup2s */
 	if (status_fd < 3) {
 		status_fd = fcntl(status_fd, F_DUPFD_CLOEXEC, 3);
@@ -223,11 +221,19 @@ runner_child(void *arg)
 			runner_child_fail(STAGE_USER);
 		}
 	}
-	/* handled signals reset at exec by themselves; ignored ones do not */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != a->parent)
+		_exit(EXIT_TEMPFAIL);
+	/*
+	 * Every signal the agent ignores or catches goes back to default
+	 * before the mask opens: an ignored one would survive execve, and a
+	 * caught one would run the agent's handler here, in its memory,
+	 * taking a signal meant for the handler (a stop of the whole cgroup).
+	 */
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = SIG_DFL;
 	for (sig = 1; sig < NSIG; sig++)
-		if (sigismember(&runner_ignored, sig) == 1)
+		if (sigismember(&runner_reset, sig) == 1)
 			sigaction(sig, &sa, NULL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -239,9 +245,9 @@ runner_child(void *arg)
 }
 
 /*
- * Note which signals the agent ignores (SIGPIPE, and any it was started
- * with), so a child resets just those: dispositions of ignored signals
- * would survive execve.  Call after the agent set its own.
+ * Note which signals the agent ignores or catches, so a child resets just
+ * those, and whether the agent may dump core.  Call once every signal
+ * watcher and disposition of the agent is in place.
  */
 void
 runner_init(void)
@@ -249,11 +255,12 @@ runner_init(void)
 	struct sigaction	sa;
 	int			sig;
 
-	sigemptyset(&runner_ignored);
+	sigemptyset(&runner_reset);
 	for (sig = 1; sig < NSIG; sig++)
-		if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
-			sigaddset(&runner_ignored, sig);
-	sigaddset(&runner_ignored, SIGPIPE);
+		if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL)
+			sigaddset(&runner_reset, sig);
+	sigaddset(&runner_reset, SIGPIPE);
+	runner_dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
 }
 
 /* Read what a stream has; keep up to the cap, count and drop the rest. */
@@ -526,6 +533,13 @@ runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
 	    CLONE_VM | CLONE_VFORK | SIGCHLD, &ca);
 #endif
 	saved = errno;
+	/*
+	 * A change of ids marks the memory the child shared with us as not
+	 * dumpable, for as long as the child had it: until its exec, which
+	 * has happened now.  Put the agent's own setting back.
+	 */
+	if (spec->set_user && runner_dumpable > 0)
+		prctl(PR_SET_DUMPABLE, runner_dumpable, 0, 0, 0);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (pid == -1) {
 		snprintf(err, errlen, "clone: %s", strerror(saved));

@@ -312,3 +312,31 @@ def test_explicit_user_root_runs_as_root(dispatchd, bindir):
     agent = dispatchd({"h": {"on": "e", "exec": probe, "user": "root"}})
     out, _ = stdout_of(agent, "e")
     assert "id_u=0" in out.splitlines(), out
+
+
+SLEEPER_SH = """#!/bin/sh
+# write our pid, then wait: exec keeps the pid, so it is the handler's
+echo $$ > "$1"
+exec sleep 60
+"""
+
+
+def test_handler_of_another_user_dies_with_its_agent(dispatchd, bindir, workdir):
+    """The parent-death signal survives the switch to the handler's user
+    (a change of ids clears it, so it is set after): the handler of a
+    killed agent does not run on beside the job's next attempt."""
+    sleeper = au.write_script(bindir, "sleeper.sh", SLEEPER_SH)
+    outdir = workdir / "out"
+    outdir.mkdir()
+    os.chmod(str(outdir), 0o777)
+    pidfile = outdir / "pid"
+    agent = dispatchd({"h": {"on": "e", "exec": "%s %s" % (sleeper, pidfile),
+                             "user": "nobody"}})
+    agent.emit("e")
+    pid = int(ddtest.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(),
+                              10, what="the handler's pid"))
+    with open("/proc/%d/status" % pid) as f:
+        assert re.search(r"(?m)^Uid:\s+%d\b" % pwd.getpwnam("nobody").pw_uid, f.read())
+    agent.kill9()
+    ddtest.wait_for(lambda: not ddtest.pid_alive(pid), 5,
+                    what="handler %d to die with its agent" % pid)
