@@ -57,6 +57,7 @@ struct conn {
 	struct slots	 slots;
 	int		 n_slots;
 	int		 closing;	/* no more reading; close when flushed */
+	int64_t		 closing_since;
 	struct peer	 peer;		/* who connected */
 	int		 busy;		/* inside control_on_read */
 	int		 dead;		/* closed while busy: free on the way out */
@@ -67,6 +68,7 @@ TAILQ_HEAD(conns, conn);
 static int		 control_fd = -1;
 static ev_io		 control_io;
 static ev_timer		 control_sweep;
+static ev_timer		 control_resume;	/* accept again after EMFILE */
 static struct conns	 conns = TAILQ_HEAD_INITIALIZER(conns);
 static int		 n_conns;
 static char		*control_path;
@@ -295,6 +297,7 @@ control_on_read(EV_P_ ev_io *w, int revents)
 	if (n <= 0) {
 		/* end of requests: answer what is pending, then close */
 		c->closing = 1;
+		c->closing_since = util_mono_ms();
 		ev_io_stop(EV_A_ w);
 		control_write(c);
 	} else {
@@ -387,13 +390,16 @@ control_refuse(struct conn *c, const char *code, const char *msg)
 	TAILQ_INSERT_TAIL(&c->slots, s, entry);
 	c->n_slots++;
 	c->closing = 1;
+	c->closing_since = util_mono_ms();
 	ev_io_stop(EV_DEFAULT_ &c->rio);
 	control_error(s, code, msg);
 }
 
 /*
  * Once a second: close clients that have sent no complete request for
- * client_timeout while we owe them nothing (idle, or a slow partial line).
+ * client_timeout while we owe them nothing (idle, or a slow partial line),
+ * and those whose last answers have not drained for as long: a refused
+ * client that never reads must not keep its descriptor and slot.
  */
 static void
 control_on_sweep(EV_P_ ev_timer *w, int revents)
@@ -404,6 +410,14 @@ control_on_sweep(EV_P_ ev_timer *w, int revents)
 
 	for (c = TAILQ_FIRST(&conns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, entry);
+		if (c->closing && !c->dead &&
+		    now - c->closing_since >= cfg->client_timeout_ms) {
+			log_warnx("control: a client (uid %d) has not read its "
+			    "last answers in %lld ms; dropping it",
+			    (int)c->peer.uid, (long long)cfg->client_timeout_ms);
+			control_close_conn(c);
+			continue;
+		}
 		if (c->closing || c->n_slots > 0 ||
 		    now - c->since < cfg->client_timeout_ms)
 			continue;
@@ -439,6 +453,13 @@ control_peer(int fd, struct peer *p)
 	}
 }
 
+/* The pause after a failed accept is over. */
+static void
+control_on_resume(EV_P_ ev_timer *w, int revents)
+{
+	ev_io_start(EV_A_ &control_io);
+}
+
 /* A client connected. */
 static void
 control_on_accept(EV_P_ ev_io *w, int revents)
@@ -448,9 +469,16 @@ control_on_accept(EV_P_ ev_io *w, int revents)
 
 	fd = accept4(control_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd == -1) {
-		if (errno != EAGAIN && errno != EINTR &&
-		    errno != ECONNABORTED)
-			log_warn("control: accept");
+		if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+			return;
+		/*
+		 * Out of descriptors or memory: the connection stays queued
+		 * and the socket readable, so pause instead of spinning.
+		 */
+		log_warn("control: accept (pausing 100 ms)");
+		ev_io_stop(EV_A_ w);
+		ev_timer_set(&control_resume, 0.1, 0.);	/* fired: set again */
+		ev_timer_start(EV_A_ &control_resume);
 		return;
 	}
 	c = xcalloc(1, sizeof *c);
@@ -482,6 +510,7 @@ control_start(int fd, size_t max_message)
 	control_max = max_message;
 	ev_io_init(&control_io, control_on_accept, fd, EV_READ);
 	ev_io_start(EV_DEFAULT_ &control_io);
+	ev_timer_init(&control_resume, control_on_resume, 0.1, 0.);
 	ev_timer_init(&control_sweep, control_on_sweep, 1., 1.);
 	ev_timer_start(EV_DEFAULT_ &control_sweep);
 }
@@ -590,6 +619,7 @@ control_close(void)
 		return;
 	ev_io_stop(EV_DEFAULT_ &control_io);
 	ev_timer_stop(EV_DEFAULT_ &control_sweep);
+	ev_timer_stop(EV_DEFAULT_ &control_resume);
 	close(control_fd);
 	if (control_path != NULL) {
 		unlink(control_path);

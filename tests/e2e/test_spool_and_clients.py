@@ -124,3 +124,67 @@ def test_max_clients(dispatchd, handler):
         c.close()
     # slots free again
     wait_for(lambda: agent.ping()["ok"], 5, what="ping after clients left")
+
+
+def agent_fds(agent):
+    import os
+    return len(os.listdir("/proc/%d/fd" % agent.pid))
+
+
+def test_client_that_never_reads_is_dropped(dispatchd, handler):
+    """A client that pipelines requests and never reads its answers is
+    timed out; if it does not read that last answer either, it is dropped
+    a client_timeout later, so it cannot hold a descriptor and a slot for
+    ever."""
+    agent = dispatchd({"h": {"on": "x", "exec": handler("exit.sh")}},
+                      agent_opts={"client_timeout": "1s"})
+    base = agent_fds(agent)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(agent.sock))
+    s.setblocking(False)
+    line = b'{"op":"ping"}\n'
+    sent = 0
+    t = time.monotonic()
+    while time.monotonic() - t < 3:       # until the agent stops reading us
+        try:
+            sent += s.send(line * 1000)
+        except BlockingIOError:
+            break
+    wait_for(lambda: "dropping it" in agent.stderr(), 10, interval=0.1,
+             what="the agent to drop a client that never reads")
+    wait_for(lambda: agent_fds(agent) <= base, 5, what="its descriptor to be closed")
+    s.close()
+    assert agent.ping()["ok"] is True
+
+
+def test_out_of_descriptors_pauses_accept(dispatchd, handler):
+    """With the agent's descriptors used up, accept fails; the agent pauses
+    accepting instead of spinning on the readable socket, and serves again
+    once descriptors are free."""
+    import subprocess
+    agent = dispatchd({"h": {"on": "x", "exec": handler("exit.sh")}})
+    n = agent_fds(agent)
+    subprocess.run(["prlimit", "--pid", str(agent.pid), "--nofile=%d:%d" % (n, 4096)],
+                   check=True)
+    waiting = []
+    for _ in range(3):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(str(agent.sock))            # queued: the agent cannot accept
+        waiting.append(c)
+    wait_for(lambda: "pausing 100 ms" in agent.stderr(), 5, interval=0.05,
+             what="accept to fail and pause")
+
+    def cpu():
+        with open("/proc/%d/stat" % agent.pid) as f:
+            v = f.read().rsplit(")", 1)[1].split()
+        return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
+    import os
+    c0, t0 = cpu(), time.monotonic()
+    wait_for(lambda: time.monotonic() - t0 >= 1.0, 2, what="a second to pass")
+    used = cpu() - c0
+    print("agent CPU while out of descriptors: %.2f s in 1 s" % used)
+    assert used < 0.5, used
+    subprocess.run(["prlimit", "--pid", str(agent.pid), "--nofile=4096:4096"], check=True)
+    for c in waiting:
+        c.close()
+    wait_for(lambda: agent.ping().get("ok") is True, 5, what="the agent to serve again")
