@@ -321,7 +321,7 @@ int	 spool_open(const char *, size_t, char *, size_t);
 int	 spool_enabled(void);
 size_t	 spool_count(void);
 int	 spool_put(const char *, size_t, char *, size_t);
-char	*spool_oldest(const char **, size_t *);
+char	*spool_oldest(const char **, size_t *, int *);
 void	 spool_reject(const char *);
 void	 spool_remove(const char *);
 

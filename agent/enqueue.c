@@ -343,10 +343,11 @@ enqueue_replay(void)
 	char		*buf, *json, err[300];
 	long long	 spooled;
 	size_t		 len;
+	int		 later;
 
 	if (replaying || !spool_enabled() || !redis_ready(rcmd))
 		return;
-	while ((buf = spool_oldest(&name, &len)) != NULL) {
+	while ((buf = spool_oldest(&name, &len, &later)) != NULL) {
 		spooled = strtoll(buf, &json, 10);
 		if (*json == ' ' && proto_parse_event(json + 1,
 		    len - (size_t)(json + 1 - buf), &ev, err, sizeof err) == 0)
@@ -357,8 +358,11 @@ enqueue_replay(void)
 		spool_reject(name);
 		free(buf);
 	}
-	if (buf == NULL)
+	if (buf == NULL) {
+		if (later)
+			enqueue_replay_in(1.);	/* out of descriptors: wait */
 		return;
+	}
 	free(buf);
 	if (ev.delay_ms > 0) {
 		ev.delay_ms -= util_wall_ms() - spooled;

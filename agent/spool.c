@@ -42,6 +42,8 @@ static size_t		 spool_max;
 static size_t		 spool_n;
 static unsigned		 spool_seq;
 
+static void	 spool_forget(const char *, int);
+
 /* Spool files are "<13-digit ms>-<6-digit seq>.event". */
 static int
 spool_is_event(const struct dirent *d)
@@ -201,27 +203,35 @@ spool_put(const char *line, size_t len, char *err, size_t errlen)
 }
 
 /*
- * The oldest spooled event: its contents (owned by the caller) and, in
- * *name, its file name (borrowed until spool_remove).  NULL when empty or
- * unreadable (an unreadable file is moved aside as .bad and skipped).
+ * The oldest spooled event's line, malloc'ed, with its length in *len and
+ * *name, its file name (borrowed until spool_remove).  NULL when empty,
+ * or with *later set when the file cannot be read for now (out of
+ * descriptors or memory): try again later.  A file that cannot be read
+ * for good is moved aside as .bad and skipped.
  */
 char *
-spool_oldest(const char **name, size_t *len)
+spool_oldest(const char **name, size_t *len, int *later)
 {
 	struct spooled	*s;
 	struct stat	 st;
-	char		*path, *buf, *bad;
+	char		*path, *buf;
 	ssize_t		 n;
-	int		 fd;
+	int		 fd, e;
 
+	*later = 0;
 	while ((s = TAILQ_FIRST(&queue)) != NULL) {
 		xasprintf(&path, "%s/%s", spool_dir, s->name);
 		buf = NULL;
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd != -1 && fstat(fd, &st) == 0) {
+		e = 0;
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+			e = errno;
+		else if (fstat(fd, &st) == -1)
+			e = errno;
+		else {
 			buf = xmalloc((size_t)st.st_size + 1);
 			n = read(fd, buf, (size_t)st.st_size);
 			if (n != st.st_size) {
+				e = n == -1 ? errno : EIO;
 				free(buf);
 				buf = NULL;
 			} else {
@@ -231,42 +241,48 @@ spool_oldest(const char **name, size_t *len)
 		}
 		if (fd != -1)
 			close(fd);
+		free(path);
 		if (buf != NULL) {
-			free(path);
 			*name = s->name;
 			return buf;
 		}
-		/* keep it for a person to look at, but out of the way */
-		xasprintf(&bad, "%s.bad", path);
-		log_warnx("spool: cannot read %s; moved to %s", path, bad);
-		rename(path, bad);
-		free(bad);
-		free(path);
-		spool_remove(s->name);
+		if (e == EMFILE || e == ENFILE || e == ENOMEM || e == EINTR) {
+			log_warnx("spool: cannot read %s now: %s; will retry",
+			    s->name, strerror(e));
+			*later = 1;
+			return NULL;
+		}
+		log_warnx("spool: cannot read %s: %s", s->name, strerror(e));
+		spool_reject(s->name);
 	}
 	return NULL;
 }
 
-/* Move a spooled event that cannot be queued aside, as .bad. */
+/*
+ * Move a spooled event that cannot be queued aside, as .bad, for a person
+ * to look at.  If even that fails the file stays as it is (and is read
+ * again at the next start): only forgotten here, never deleted.
+ */
 void
 spool_reject(const char *name)
 {
 	char	*path, *bad;
+	int	 moved;
 
 	xasprintf(&path, "%s/%s", spool_dir, name);
 	xasprintf(&bad, "%s.bad", path);
-	if (rename(path, bad) == -1)
-		log_warn("spool: rename %s", path);
+	if ((moved = rename(path, bad)) == -1)
+		log_warn("spool: rename %s; left in place", path);
 	else
 		log_warnx("spool: %s cannot be queued; moved to %s", path, bad);
 	free(path);
 	free(bad);
-	spool_remove(name);
+	spool_forget(name, moved == 0);
 }
 
-/* Forget a spooled event whose enqueue succeeded, and delete its file. */
-void
-spool_remove(const char *name)
+/* Drop name from the queue; delete its file too if unlink_it. */
+static void
+spool_forget(const char *name, int unlink_it)
 {
 	struct spooled	*s;
 	char		*path;
@@ -276,12 +292,21 @@ spool_remove(const char *name)
 			break;
 	if (s == NULL)
 		return;
-	xasprintf(&path, "%s/%s", spool_dir, s->name);
-	unlink(path);
-	free(path);
+	if (unlink_it) {
+		xasprintf(&path, "%s/%s", spool_dir, s->name);
+		unlink(path);
+		free(path);
+	}
 	TAILQ_REMOVE(&queue, s, entry);
 	spool_bytes -= s->size;
 	spool_n--;
 	free(s->name);
 	free(s);
+}
+
+/* Forget a spooled event whose enqueue succeeded, and delete its file. */
+void
+spool_remove(const char *name)
+{
+	spool_forget(name, 1);
 }

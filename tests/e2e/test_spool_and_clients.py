@@ -188,3 +188,35 @@ def test_out_of_descriptors_pauses_accept(dispatchd, handler):
     for c in waiting:
         c.close()
     wait_for(lambda: agent.ping().get("ok") is True, 5, what="the agent to serve again")
+
+
+def test_unreadable_spool_files_are_set_aside_never_deleted(dispatchd, handler, workdir,
+                                                          record_dir):
+    """At replay, a spooled file that is not an event, or cannot be read,
+    is moved aside as .bad; when even that fails it stays where it is. The
+    good events around them are queued, in order."""
+    spool = workdir / "spool"
+    spool.mkdir()
+    now = int(time.time() * 1000)
+    (spool / ("%013d-000001.event" % now)).write_text(
+        '%d {"event":"s.x","data":{"n":1},"id":"good-1"}\n' % now)
+    junk = spool / ("%013d-000002.event" % now)
+    junk.write_text("this is not a spool line\n")
+    (spool / ("%013d-000003.event" % now)).mkdir()        # read fails: EISDIR
+    stuck = spool / ("%013d-000004.event" % now)
+    stuck.write_text("neither is this\n")
+    blocker = spool / (stuck.name + ".bad")                # rename onto it fails
+    blocker.mkdir()
+    (blocker / "keep").write_text("x")
+    (spool / ("%013d-000005.event" % now)).write_text(
+        '%d {"event":"s.x","data":{"n":2},"id":"good-2"}\n' % now)
+    agent = dispatchd({"st": {"on": "s.*", "exec": "%s %s" % (handler("stamp.sh"), record_dir)}},
+                      agent_opts={"spool": str(spool)})
+    wait_for(lambda: len([r for r in agent.results() if r.get("outcome") == "done"]) == 2,
+             10, what="the two good spooled events to run")
+    assert sorted(r["event_id"] for r in agent.results()) == ["good-1", "good-2"]
+    assert (spool / (junk.name + ".bad")).read_text() == "this is not a spool line\n"
+    assert (spool / ("%013d-000003.event.bad" % now)).is_dir()
+    assert stuck.read_text() == "neither is this\n", "a file that could not be moved was deleted"
+    log = agent.stderr()
+    assert "left in place" in log and "moved to" in log, log
