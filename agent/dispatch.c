@@ -576,6 +576,7 @@ dispatch_run(struct job *j, const char *data, int64_t created_ms,
 	struct run_result	 res;
 	char			*input, **envp, err[256];
 	size_t			 len;
+	unsigned long long	 ticks;
 
 	input = dispatch_job_json(j, data, (double)created_ms / 1000.0,
 	    (double)(now_ms + j->h->timeout_ms) / 1000.0, &len);
@@ -585,17 +586,23 @@ dispatch_run(struct job *j, const char *data, int64_t created_ms,
 	n_running++;
 	counters.jobs_started++;
 	j->renewed_mono = util_mono_ms();
+	/*
+	 * The clock /proc gives as a process's start, read just before the
+	 * clone: runner_start returns only after the exec, which under load
+	 * may take longer than the slack a restart allows.
+	 */
+	ticks = state_ticks_now();
 	j->run = runner_start(&spec, dispatch_on_run_done, j, err, sizeof err);
 	util_free_words(envp);
 	free(input);
 	if (j->run != NULL) {
 		j->pid = runner_pid(j->run);
 		/*
-		 * Appended at once, with the start time on the clock /proc
-		 * uses; a finished handler's line is harmless, since its pid
-		 * is gone or has another start time when a restart reads it.
+		 * Appended at once; a finished handler's line is harmless,
+		 * since its pid is gone or has another start time when a
+		 * restart reads it.
 		 */
-		j->started = state_ticks_now();
+		j->started = ticks;
 		if (state_add(j->pid, j->started))
 			dispatch_save_state();
 	}

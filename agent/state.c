@@ -31,7 +31,7 @@
 #include "dispatchd.h"
 
 #define STATE_PREV	3	/* lives remembered until a claim succeeds */
-#define STATE_SLACK	10	/* ticks between clone and our clock read */
+#define STATE_SLACK	10	/* ticks between our clock read and the clone */
 #define STATE_LINES_MAX	4096	/* then the file is rewritten */
 
 static char	*state_path;
