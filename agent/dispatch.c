@@ -28,6 +28,7 @@
 #include "dispatchd.h"
 
 #define POLL_S		1.0	/* fetch fallback when hints are lost */
+#define START_PAUSE_MS	1000	/* no fetching after a failed start */
 #define RECOVER_S	2.0
 #define RECOVER_LIMIT	500
 #define DEAD_TTL_S	(7 * 86400)
@@ -74,6 +75,7 @@ static int		 n_running;
 static int		 fetching;
 static int		 draining;
 static size_t		 rotate;		/* fairness among handlers */
+static int64_t		 fetch_paused_until;	/* after a failed start */
 static ev_timer		 poll_timer;
 static ev_timer		 lease_timer;
 static ev_timer		 recover_timer;
@@ -577,6 +579,7 @@ dispatch_run(struct job *j, const char *data, int64_t created_ms,
 	char			*input, **envp, err[256];
 	size_t			 len;
 	unsigned long long	 ticks;
+	int			 start_errno;
 
 	input = dispatch_job_json(j, data, (double)created_ms / 1000.0,
 	    (double)(now_ms + j->h->timeout_ms) / 1000.0, &len);
@@ -593,6 +596,7 @@ dispatch_run(struct job *j, const char *data, int64_t created_ms,
 	 */
 	ticks = state_ticks_now();
 	j->run = runner_start(&spec, dispatch_on_run_done, j, err, sizeof err);
+	start_errno = errno;
 	util_free_words(envp);
 	free(input);
 	if (j->run != NULL) {
@@ -607,14 +611,22 @@ dispatch_run(struct job *j, const char *data, int64_t created_ms,
 			dispatch_save_state();
 	}
 	if (j->run == NULL) {
-		log_warnx("job %s: cannot start %s: %s", j->id, j->h->name,
-		    err);
+		/*
+		 * The agent could not start it (out of descriptors or
+		 * processes): not the job's fault, so it goes back without a
+		 * failure counted, and fetching pauses a moment instead of
+		 * burning through the queue.
+		 */
+		log_warnx("job %s: cannot start %s: %s; putting it back",
+		    j->id, j->h->name, err);
 		memset(&res, 0, sizeof res);
 		res.exited = 1;
 		res.code = EXIT_TEMPFAIL;
 		res.setup_stage = "start";
-		res.setup_errno = 0;
+		res.setup_errno = start_errno;
 		res.started_ms = util_wall_ms();
+		j->release = 1;
+		fetch_paused_until = util_mono_ms() + START_PAUSE_MS;
 		dispatch_on_run_done(&res, j);
 	}
 }
@@ -697,7 +709,8 @@ dispatch_fetch(void)
 	int		  room, free_slots = cfg->workers - n_running;
 
 	if (fetching || draining || !claimed || free_slots <= 0 ||
-	    !redis_ready(rcmd) || nh == 0)
+	    !redis_ready(rcmd) || nh == 0 ||
+	    util_mono_ms() < fetch_paused_until)
 		return;
 	/*
 	 * Starting a batch holds the loop; with thousands of slots a whole

@@ -220,3 +220,29 @@ def test_unreadable_spool_files_are_set_aside_never_deleted(dispatchd, handler, 
     assert stuck.read_text() == "neither is this\n", "a file that could not be moved was deleted"
     log = agent.stderr()
     assert "left in place" in log and "moved to" in log, log
+
+
+def test_start_failures_put_jobs_back_uncounted(dispatchd, handler):
+    """When the agent cannot start a handler (out of descriptors), the job
+    is not failed: it goes back, uncounted, and fetching pauses; once
+    descriptors are free it runs and is done."""
+    import os
+    import subprocess
+    agent = dispatchd({"h": {"on": "x", "exec": handler("exit.sh"), "attempts": 2}})
+    n = agent_fds(agent)
+    # room for the emit's connection, not for a handler's pipes
+    subprocess.run(["prlimit", "--pid", str(agent.pid), "--nofile=%d:%d" % (n + 1, 4096)],
+                   check=True)
+    jid = agent.emit("x")["jobs"][0]["id"]
+    wait_for(lambda: "putting it back" in agent.stderr(), 5, interval=0.05,
+             what="a failed start")
+    c0 = len(agent.job_results(jid))
+    wait_for(lambda: len(agent.job_results(jid)) >= c0 + 1, 5, what="another try")
+    subprocess.run(["prlimit", "--pid", str(agent.pid), "--nofile=4096:4096"], check=True)
+    res = agent.wait_final(jid, 10)
+    outcomes = [r["outcome"] for r in res]
+    print("outcomes:", outcomes)
+    assert outcomes[-1] == "done" and set(outcomes[:-1]) == {"released"}, outcomes
+    assert "Too many open files" in res[0]["error"], res[0]
+    # paused between tries: about one a second, not a storm
+    assert len(outcomes) <= 10, outcomes
