@@ -595,8 +595,16 @@ dispatch_run(struct job *j, const char *data, int64_t created_ms,
 	 * may take longer than the slack a restart allows.
 	 */
 	ticks = state_ticks_now();
-	j->run = runner_start(&spec, dispatch_on_run_done, j, err, sizeof err);
-	start_errno = errno;
+	if (draining) {
+		/* a fetch answered after the drain began: do not start it */
+		j->run = NULL;
+		snprintf(err, sizeof err, "the agent is stopping");
+		start_errno = 0;
+	} else {
+		j->run = runner_start(&spec, dispatch_on_run_done, j, err,
+		    sizeof err);
+		start_errno = errno;
+	}
 	util_free_words(envp);
 	free(input);
 	if (j->run != NULL) {
@@ -613,16 +621,15 @@ dispatch_run(struct job *j, const char *data, int64_t created_ms,
 	if (j->run == NULL) {
 		/*
 		 * The agent could not start it (out of descriptors or
-		 * processes): not the job's fault, so it goes back without a
-		 * failure counted, and fetching pauses a moment instead of
-		 * burning through the queue.
+		 * processes, or stopping): not the job's fault, so it goes
+		 * back without a failure counted, and fetching pauses a moment
+		 * instead of burning through the queue.  Nothing ran, so there
+		 * is no exit status.
 		 */
 		log_warnx("job %s: cannot start %s: %s; putting it back",
 		    j->id, j->h->name, err);
 		memset(&res, 0, sizeof res);
-		res.exited = 1;
-		res.code = EXIT_TEMPFAIL;
-		res.setup_stage = "start";
+		res.setup_stage = start_errno != 0 ? "start" : NULL;
 		res.setup_errno = start_errno;
 		res.started_ms = util_wall_ms();
 		j->release = 1;
@@ -631,17 +638,15 @@ dispatch_run(struct job *j, const char *data, int64_t created_ms,
 	}
 }
 
-/* The fetch script answered {now, jobs}: start each. */
+/* Start each job of a fetch's answer {now, jobs}. */
 static void
-dispatch_on_fetched(const struct redisReply *reply, void *arg)
+dispatch_start_fetched(const struct redisReply *reply, long asked)
 {
 	const redisReply	*jobs, **e;
 	struct job		*j;
 	struct handler		*h;
-	long			 asked = (long)(intptr_t)arg;
 	size_t			 i;
 
-	fetching = 0;
 	if (reply == NULL)
 		return;
 	if (reply->type == REDIS_REPLY_ERROR) {
@@ -677,6 +682,18 @@ dispatch_on_fetched(const struct redisReply *reply, void *arg)
 	/* a full batch: there may be more; a short one: wait for a hint */
 	if ((long)jobs->elements >= asked)
 		dispatch_fetch();
+}
+
+/*
+ * The fetch script answered.  A drain waits for it too: its jobs hold
+ * leases, and are put back rather than started.
+ */
+static void
+dispatch_on_fetched(const struct redisReply *reply, void *arg)
+{
+	fetching = 0;
+	dispatch_start_fetched(reply, (long)(intptr_t)arg);
+	dispatch_check_drained();
 }
 
 /*
@@ -1112,7 +1129,7 @@ dispatch_reconfigure(void)
 static void
 dispatch_check_drained(void)
 {
-	if (draining && n_running == 0 && TAILQ_EMPTY(&unsent) &&
+	if (draining && n_running == 0 && !fetching && TAILQ_EMPTY(&unsent) &&
 	    drained != NULL) {
 		void	(*cb)(void) = drained;
 

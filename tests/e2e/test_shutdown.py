@@ -47,3 +47,36 @@ def test_no_fetch_after_sigterm(dispatchd, handler, record_dir):
         assert agent.job_results(jid) == [], "queued job ran during drain"
     r = agent.redis.client()
     assert r.llen(agent.key("ready:slow")) == 3
+
+
+BLOCK_SH = """#!/bin/sh
+# block.sh FILE: wait until FILE exists, then exit 0
+while [ ! -e "$1" ]; do sleep 0.02; done
+"""
+
+
+def test_fetch_answered_after_sigterm_is_put_back(dispatchd, handler, workdir):
+    """A fetch already sent when SIGTERM arrives is answered during the
+    drain: its job is put back (released, uncounted), not started."""
+    import admin_util as au
+    block = au.write_script(au.script_dir(workdir), "block.sh", BLOCK_SH)
+    gate = workdir / "go"
+    agent = dispatchd({"h": {"on": "x", "exec": "%s %s" % (block, gate)}},
+                      agent_opts={"workers": 1})
+    first = agent.emit("x")["jobs"][0]["id"]
+    r = agent.redis.client()
+    wait_for(lambda: r.zcard(agent.key("leases")) == 1, 5, what="the first job running")
+    second = agent.emit("x")["jobs"][0]["id"]
+    # Redis stalls; the first job ends, so its finish and the fetch of the
+    # second wait in Redis while the agent is told to stop
+    r.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+    gate.touch()
+    wait_for(lambda: "%s event x handler h attempt 1: done" % first in agent.stderr(), 5,
+             what="the first job to end")
+    agent.proc.send_signal(signal.SIGTERM)
+    assert agent.proc.wait(10) == 0, agent.stderr()
+    assert [x["outcome"] for x in agent.job_results(first)] == ["done"]
+    res = agent.job_results(second)
+    assert [x["outcome"] for x in res] == ["released"], res
+    assert r.hget(agent.key("job:" + second), "state") == b"ready"
+    assert r.hget(agent.key("job:" + second), "failures") == b"0"
