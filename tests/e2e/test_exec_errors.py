@@ -1,5 +1,6 @@
 """A handler program that is missing at start, or stops being executable."""
 
+import os
 import shutil
 
 import pytest
@@ -45,6 +46,8 @@ def test_agent_refuses_to_start_with_missing_program(workdir, redis_server):
 
 @pytest.mark.parametrize("how", ["chmod", "remove", "interpreter"])
 def test_program_broken_after_start(dispatchd, handler, workdir, how):
+    if how == "interpreter" and os.environ.get("DISPATCHD_WRAPPER"):
+        pytest.skip("under valgrind the exec of a script is valgrind's own")
     prog = workdir / "h.sh"
     shutil.copy(handler("exit.sh"), str(prog))
     prog.chmod(0o755)
