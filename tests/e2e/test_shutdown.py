@@ -69,7 +69,7 @@ def test_fetch_answered_after_sigterm_is_put_back(dispatchd, handler, workdir):
     second = agent.emit("x")["jobs"][0]["id"]
     # Redis stalls; the first job ends, so its finish and the fetch of the
     # second wait in Redis while the agent is told to stop
-    r.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+    r.execute_command("CLIENT", "PAUSE", "3000", "ALL")
     gate.touch()
     wait_for(lambda: "%s event x handler h attempt 1: done" % first in agent.stderr(), 5,
              what="the first job to end")
