@@ -179,37 +179,49 @@ def requests(path, objs, timeout=5.0):
 
 # ----------------------------------------------------------------- redis ----
 
-class RedisServer:
-    """A private redis-server listening only on a unix socket in `dir`."""
+class RedisProc:
+    """A private redis-server process and its log; subclasses give the
+    arguments (how it listens, persistence) to spawn().  Stopped by PID."""
 
-    def __init__(self, dir, extra_args=()):
+    port = None                 # TCP port, else the unix socket self.sock
+    client_timeout = 10
+
+    def __init__(self, dir, logpath=None):
         self.dir = Path(dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.sock = self.dir / "redis.sock"
-        self.extra_args = list(extra_args)
+        self.logpath = logpath or self.dir / "redis.log"
         self.proc = None
-        self.logpath = self.dir / "redis.log"
 
-    def start(self, timeout=10.0):
-        assert self.proc is None
-        args = [REDIS_SERVER, "--port", "0", "--unixsocket", str(self.sock),
-                "--unixsocketperm", "700", "--dir", str(self.dir),
-                "--save", "", "--appendonly", "no", "--daemonize", "no",
-                "--logfile", str(self.logpath)] + self.extra_args
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+    def spawn(self, args, timeout=15.0, wait=True):
+        assert self.proc is None or self.proc.poll() is not None
+        self.proc = subprocess.Popen([REDIS_SERVER] + args, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        if wait:
+            self.wait_up(timeout)
+        return self
 
+    def wait_up(self, timeout=15.0):
         def up():
             rc = self.proc.poll()
             if rc is not None:
                 raise AssertionError("redis-server exited %s:\n%s" % (rc, self.log()))
             try:
-                return self.client().ping()
-            except (redislib.ConnectionError, redislib.BusyLoadingError, OSError):
+                return self.client(timeout=1).ping()
+            except (redislib.RedisError, OSError):
                 return False
+        wait_for(up, timeout, interval=0.02, what="redis-server to answer PING")
 
-        wait_for(up, timeout, what="redis-server to answer PING")
+    def client(self, timeout=None):
+        t = self.client_timeout if timeout is None else timeout
+        if self.port:
+            return redislib.Redis(host="127.0.0.1", port=self.port, socket_timeout=t)
+        return redislib.Redis(unix_socket_path=str(self.sock), socket_timeout=t)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
 
     def log(self):
         try:
@@ -217,15 +229,17 @@ class RedisServer:
         except OSError:
             return ""
 
-    def client(self):
-        return redislib.Redis(unix_socket_path=str(self.sock), socket_timeout=5)
-
-    def stop(self, timeout=10.0, sig=signal.SIGTERM):
-        """SIGTERM by PID (redis fsyncs its AOF on shutdown), SIGKILL if stuck.
-        sig=SIGKILL simulates a crash."""
+    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        """SIGTERM by PID (redis fsyncs its AOF on shutdown), SIGKILL if
+        stuck; sig=SIGKILL simulates a crash.  A paused server is woken
+        first, or it could not act on the signal."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
@@ -233,6 +247,22 @@ class RedisServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+class RedisServer(RedisProc):
+    """A private redis-server listening only on a unix socket in `dir`."""
+
+    client_timeout = 5
+
+    def __init__(self, dir, extra_args=()):
+        super().__init__(dir)
+        self.extra_args = list(extra_args)
+
+    def start(self, timeout=10.0):
+        self.spawn(["--port", "0", "--unixsocket", str(self.sock),
+                    "--unixsocketperm", "700", "--dir", str(self.dir),
+                    "--save", "", "--appendonly", "no", "--daemonize", "no",
+                    "--logfile", str(self.logpath)] + self.extra_args, timeout)
 
 
 # ----------------------------------------------------------------- agent ----

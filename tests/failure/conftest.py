@@ -66,77 +66,29 @@ def pytest_runtest_makereport(item, call):
 
 # ----------------------------------------------------------------- redis ----
 
-class Redis:
+class Redis(ddtest.RedisProc):
     """redis-server on a unix socket in dir; stop/crash/restart keep the dir."""
 
     def __init__(self, dir, aof=False, fsync="always", extra=()):
-        self.dir = Path(dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.sock = self.dir / "redis.sock"
+        dir = Path(dir)
+        super().__init__(dir, dir.parent / (dir.name + ".log"))
         self.aof = aof
         self.fsync = fsync
         self.extra = list(extra)
-        self.proc = None
-        self.logpath = self.dir.parent / (self.dir.name + ".log")
         self.pids = []
 
     def start(self, timeout=15.0, wait=True):
-        assert self.proc is None or self.proc.poll() is not None
-        args = [ddtest.REDIS_SERVER, "--port", "0", "--unixsocket", str(self.sock),
-                "--unixsocketperm", "700", "--dir", str(self.dir), "--save", "",
-                "--appendonly", "yes" if self.aof else "no",
-                "--appendfsync", self.fsync, "--daemonize", "no",
-                "--enable-debug-command", "yes",
-                "--logfile", str(self.logpath)] + self.extra
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.pids.append(self.proc.pid)
-        if wait:
-            self.wait_up(timeout)
+        self.spawn(["--port", "0", "--unixsocket", str(self.sock),
+                    "--unixsocketperm", "700", "--dir", str(self.dir), "--save", "",
+                    "--appendonly", "yes" if self.aof else "no",
+                    "--appendfsync", self.fsync, "--daemonize", "no",
+                    "--enable-debug-command", "yes",
+                    "--logfile", str(self.logpath)] + self.extra, timeout, wait)
+        self.pids.append(self.pid)
         return self
-
-    def wait_up(self, timeout=15.0):
-        def up():
-            rc = self.proc.poll()
-            if rc is not None:
-                raise AssertionError("redis-server exited %s:\n%s" % (rc, self.log()))
-            try:
-                return self.client(timeout=1).ping()
-            except Exception:
-                return False
-        wait_for(up, timeout, interval=0.02, what="redis-server to answer PING")
-
-    def client(self, timeout=10):
-        import redis as redislib
-        return redislib.Redis(unix_socket_path=str(self.sock), socket_timeout=timeout)
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, sig=signal.SIGTERM, timeout=15.0):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
     def crash(self):
         self.stop(sig=signal.SIGKILL)
-
-    def log(self):
-        try:
-            return self.logpath.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
 
 
 # ----------------------------------------------------------------- agent ----

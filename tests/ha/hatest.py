@@ -11,7 +11,6 @@ PID, everything a test started.
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -129,18 +128,14 @@ def free_port(bus=False):
 
 # ----------------------------------------------------------------- redis ----
 
-class Redis:
+class Redis(ddtest.RedisProc):
     """redis-server in dir: on a unix socket (port None) or on 127.0.0.1:port."""
 
     def __init__(self, dir, port=None, extra=(), cluster=False):
-        self.dir = Path(dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(dir)
         self.port = port
-        self.sock = self.dir / "redis.sock"
         self.extra = list(extra)
         self.cluster = cluster
-        self.proc = None
-        self.logpath = self.dir / "redis.log"
 
     @property
     def addr(self):
@@ -148,8 +143,7 @@ class Redis:
         return "127.0.0.1:%d" % self.port if self.port else "unix:%s" % self.sock
 
     def start(self, timeout=15.0):
-        assert self.proc is None or self.proc.poll() is not None
-        args = [REDIS_SERVER, "--dir", str(self.dir), "--save", "", "--appendonly", "no",
+        args = ["--dir", str(self.dir), "--save", "", "--appendonly", "no",
                 "--daemonize", "no", "--logfile", str(self.logpath),
                 "--enable-debug-command", "yes"]
         if self.port:
@@ -159,51 +153,7 @@ class Redis:
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file",
                      str(self.dir / "nodes.conf"), "--cluster-node-timeout", "3000"]
-        args += self.extra
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.pid = self.proc.pid
-
-        def up():
-            rc = self.proc.poll()
-            if rc is not None:
-                raise AssertionError("redis-server exited %s:\n%s" % (rc, self.log()))
-            try:
-                return self.client(timeout=1).ping()
-            except Exception:
-                return False
-        wait_for(up, timeout, interval=0.02, what="redis-server to answer PING")
-        return self
-
-    def client(self, timeout=10):
-        if self.port:
-            return redislib.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout)
-        return redislib.Redis(unix_socket_path=str(self.sock), socket_timeout=timeout)
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, sig=signal.SIGTERM, timeout=15.0):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def log(self):
-        try:
-            return self.logpath.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
+        return self.spawn(args + self.extra, timeout)
 
 
 class Sentinel:
