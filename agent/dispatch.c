@@ -43,6 +43,7 @@ struct job {
 	long		 attempt;
 	long		 max_attempts;
 	struct run	*run;
+	size_t		 output_max;	/* the cap its capture started with */
 	int		 pid;		/* the handler's process group */
 	unsigned long long started;	/* its start time, for the state file */
 	int64_t		 renewed_mono;	/* when Redis last confirmed the lease */
@@ -87,6 +88,7 @@ static char		 prev_token[640];	/* previous lives' */
 static int		 claimed;		/* the name is ours in Redis */
 static int		 leader;		/* we hold the events lead */
 static int64_t		 leader_mono;		/* when Redis last said so */
+static void		(*on_claimed)(void);	/* main's: the agent is ready */
 static void		(*drained)(void);
 static void		(*goodbye_done)(void);
 
@@ -247,15 +249,16 @@ dispatch_argf(struct finish *f, const char *fmt, ...)
 	dispatch_arg_own(f, s, (size_t)n);
 }
 
-/* Add captured output as valid UTF-8. */
+/* Add captured output (capped at max) as valid UTF-8. */
 static void
-dispatch_arg_output(struct finish *f, const char *buf, size_t len)
+dispatch_arg_output(struct finish *f, const char *buf, size_t len,
+    size_t max)
 {
 	char	*clean;
 	size_t	 n;
 
 	/* a full buffer was cut at the cap, maybe inside a character */
-	if (buf != NULL && len == cfg->output_max)
+	if (buf != NULL && len == max)
 		len = util_utf8_trim(buf, len);
 	clean = util_utf8_clean(buf ? buf : "", len, &n);
 	dispatch_arg_own(f, clean, n);
@@ -420,9 +423,9 @@ dispatch_on_run_done(const struct run_result *res, void *arg)
 	dispatch_argf(f, "duration_ms");
 	dispatch_argf(f, "%lld", (long long)res->duration_ms);
 	dispatch_argf(f, "stdout");
-	dispatch_arg_output(f, res->out, res->out_len);
+	dispatch_arg_output(f, res->out, res->out_len, j->output_max);
 	dispatch_argf(f, "stderr");
-	dispatch_arg_output(f, res->err, res->err_len);
+	dispatch_arg_output(f, res->err, res->err_len, j->output_max);
 	dispatch_argf(f, "output_bytes");
 	dispatch_argf(f, "%llu", (unsigned long long)res->output_bytes);
 	dispatch_argf(f, "truncated");
@@ -453,7 +456,7 @@ dispatch_spec(struct run_spec *spec, const struct job *j, char **envp,
 	spec->input_len = len;
 	spec->timeout_ms = j->h->timeout_ms;
 	spec->kill_grace_ms = cfg->kill_grace_ms;
-	spec->output_max = cfg->output_max;
+	spec->output_max = j->output_max;
 	spec->set_user = j->h->set_user;
 	spec->uid = j->h->uid;
 	spec->gid = j->h->gid;
@@ -550,6 +553,7 @@ dispatch_run_now(struct handler *h, const char *event, const char *data,
 	config_handler_hold(h);
 	rn->job.attempt = 1;
 	rn->job.max_attempts = h->attempts;
+	rn->job.output_max = cfg->output_max;
 	rn->cb = cb;
 	rn->arg = arg;
 	input = dispatch_job_json(&rn->job, data, (double)now / 1000.0,
@@ -671,6 +675,7 @@ dispatch_start_fetched(const struct redisReply *reply, long asked)
 		j->id = xstrdup(e[0]->str);
 		j->h = h;
 		config_handler_hold(h);
+		j->output_max = cfg->output_max;
 		j->attempt = (long)e[2]->integer;
 		j->max_attempts = e[4]->str ? strtol(e[4]->str, NULL, 10) : 1;
 		j->event = xstrdup(e[5]->str ? e[5]->str : "");
@@ -1028,6 +1033,7 @@ dispatch_on_claimed(const struct redisReply *reply, void *arg)
 	redis_check_durability(rcmd);
 	routes_publish();
 	routes_refresh();
+	on_claimed();
 	if (n > 0) {
 		log_notice("reclaimed %lld jobs this agent was running when it "
 		    "stopped; they will be retried", n);
@@ -1085,9 +1091,12 @@ dispatch_redis_state(int up)
 	enqueue_replay();
 }
 
-/* Start the timers; fetching begins when Redis is ready. */
+/*
+ * Start the timers; fetching begins when Redis is ready and the name is
+ * ours, which claimed hears (once a life).
+ */
 void
-dispatch_start(const char *rundir)
+dispatch_start(const char *rundir, void (*claimed_cb)(void))
 {
 	char		 nonce[17];
 	int		 killed;
@@ -1097,6 +1106,7 @@ dispatch_start(const char *rundir)
 	host[sizeof host - 1] = '\0';
 	util_random_hex(nonce, 8);
 	snprintf(token, sizeof token, "%s:%d:%s", host, (int)getpid(), nonce);
+	on_claimed = claimed_cb;
 	if ((killed = state_open(rundir, cfg->name, prev_token,
 	    sizeof prev_token)) > 0)
 		log_notice("killed %d handler process groups left by this "

@@ -4,7 +4,10 @@
  *
  * Conventions: int functions return 0 or -1; pointer functions return NULL
  * on failure; x* allocators never fail (they abort).  const char * arguments
- * are borrowed; a callee that keeps a string copies it.
+ * are borrowed; a callee that keeps a string copies it.  A reload frees
+ * the configuration in force, so nothing keeps a pointer into it (cfg)
+ * past the call that read it: a module copies what it keeps, and a
+ * running job holds its handler with config_handler_hold.
  */
 #ifndef DISPATCHD_H
 #define DISPATCHD_H
@@ -297,7 +300,8 @@ typedef void (*redis_msg_cb)(const char *, const char *, size_t);
 typedef void (*redis_state_cb)(int);
 int	 redis_setup(const struct config *, char *, size_t);
 struct rconn *redis_open(const char *, redis_state_cb);
-void	 redis_subscribe(struct rconn *, char **, size_t, redis_msg_cb);
+void	 redis_subscribe(struct rconn *, const char *const *, size_t,
+	    redis_msg_cb);
 int	 redis_ready(const struct rconn *);
 int	 redis_command(struct rconn *, redis_cb, void *, int, const char **,
 	    const size_t *);
@@ -318,6 +322,7 @@ int	 notify_listen_fd(void);
 /* spool.c */
 extern ssize_t	(*spool_write_fn)(int, const void *, size_t);
 int	 spool_open(const char *, size_t, char *, size_t);
+void	 spool_set_max(size_t);
 int	 spool_enabled(void);
 size_t	 spool_count(void);
 int	 spool_put(const char *, size_t, char *, size_t);
@@ -332,6 +337,7 @@ void	 enqueue_replay(void);
 
 /* inbox.c */
 void	 inbox_start(void);
+void	 inbox_reconfigure(void);
 void	 inbox_stop(void);
 
 /* routes.c */
@@ -421,7 +427,7 @@ void	 state_save(const char *, const int *, const unsigned long long *,
 	    size_t);
 
 /* dispatch.c */
-void	 dispatch_start(const char *);
+void	 dispatch_start(const char *, void (*)(void));
 void	 dispatch_reconfigure(void);
 void	 dispatch_kick(void);
 void	 dispatch_redis_state(int);

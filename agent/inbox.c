@@ -270,16 +270,26 @@ inbox_on_state(int up)
 void
 inbox_start(void)
 {
-	double	period;
-
 	if (cfg->inbox == NULL || cfg->inbox[0] == '\0')
 		return;
 	rin = redis_open("inbox", inbox_on_state);
 	ev_init(&retry_timer, inbox_on_retry);
-	period = (double)cfg->inbox_claim_ms / 2000.0;
+	ev_init(&claim_timer, inbox_on_claim_timer);
+	inbox_reconfigure();
+}
+
+/* Claim entries idle for inbox_claim twice as often as that (reload). */
+void
+inbox_reconfigure(void)
+{
+	double	period = (double)cfg->inbox_claim_ms / 2000.0;
+
+	if (rin == NULL)
+		return;
 	if (period < 0.5)
 		period = 0.5;
-	ev_timer_init(&claim_timer, inbox_on_claim_timer, period, period);
+	ev_timer_stop(EV_DEFAULT_ &claim_timer);
+	ev_timer_set(&claim_timer, period, period);
 	ev_timer_start(EV_DEFAULT_ &claim_timer);
 }
 

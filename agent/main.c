@@ -156,6 +156,8 @@ main_on_hup(EV_P_ ev_signal *w, int revents)
 	log_set_level(cfg->log_level);
 	main_warn_root();
 	control_set_max(cfg->max_message);
+	spool_set_max(cfg->spool_max);
+	inbox_reconfigure();
 	dispatch_reconfigure();
 	if (dispatch_ready())
 		routes_publish();
@@ -185,16 +187,24 @@ main_on_status(EV_P_ ev_timer *w, int revents)
 	main_status();
 }
 
-/* Redis came up or went down: tell dispatch; the first time, READY=1. */
+/* Redis came up or went down: tell dispatch. */
 static void
 main_on_redis(int up)
 {
 	dispatch_redis_state(up);
-	if (up && !ready) {
-		log_info("ready: Redis connected, events accepted on %s",
-		    cfg->socket);
+}
+
+/*
+ * The agent holds its name in Redis and its routes are written: it works,
+ * and every other agent knows its handlers.  READY=1 unless sent already.
+ */
+static void
+main_on_claimed(void)
+{
+	log_info("ready: Redis connected, events accepted on %s",
+	    cfg->socket);
+	if (!ready)
 		main_status();
-	}
 }
 
 /* Print the version and the libraries it was built with. */
@@ -284,7 +294,7 @@ main(int argc, char **argv)
 	/* orphaned grandchildren of handlers are reparented here and reaped */
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) == -1)
 		log_warn("prctl PR_SET_CHILD_SUBREAPER");
-	dispatch_start(rundir);
+	dispatch_start(rundir, main_on_claimed);
 	rcmd = redis_open("cmd", main_on_redis);
 	subscribe_start();
 	inbox_start();

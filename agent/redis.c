@@ -48,7 +48,7 @@ struct rconn {
 	int64_t			 progress_ms;	/* last reply or connect */
 	char			 sha[SCRIPT_COUNT][41];
 	redis_state_cb		 on_state;
-	char			**channels;	/* subscriber only */
+	char			**channels;	/* subscriber only; copies */
 	size_t			 n_channels;
 	redis_msg_cb		 on_message;
 	int64_t			 heard_ms;	/* subscriber: last message */
@@ -85,7 +85,7 @@ static ev_timer	 sentinel_check;
 static struct rconn **conns;		/* every connection, for a failover */
 static size_t	 n_conns;
 static char	*redis_user;		/* ACL user name, or NULL */
-static char	*redis_agent;		/* client name prefix */
+static char	*redis_agent;		/* client name prefix (a copy) */
 
 struct rconn	*rcmd;
 struct rconn	*rsub;
@@ -297,7 +297,9 @@ redis_setup(const struct config *c, char *err, size_t errlen)
 	char		*host, *colon, *slash, *end;
 	long		 v;
 
-	redis_agent = c->name;
+	/* kept for every reconnect: a copy, since a reload frees c */
+	free(redis_agent);
+	redis_agent = xstrdup(c->name);
 	if (strncmp(s, "sentinel://", 11) == 0)
 		return redis_setup_sentinel(c, err, errlen);
 	if (strncmp(s, "unix:", 5) == 0 || s[0] == '/') {
@@ -430,10 +432,14 @@ redis_open(const char *role, redis_state_cb on_state)
 
 /* Make rc a subscriber to channels, now and after every reconnect. */
 void
-redis_subscribe(struct rconn *rc, char **channels, size_t n,
+redis_subscribe(struct rconn *rc, const char *const *channels, size_t n,
     redis_msg_cb on_message)
 {
-	rc->channels = channels;
+	size_t	i;
+
+	rc->channels = xcalloc(n, sizeof *rc->channels);
+	for (i = 0; i < n; i++)
+		rc->channels[i] = xstrdup(channels[i]);
 	rc->n_channels = n;
 	rc->on_message = on_message;
 }
@@ -895,6 +901,7 @@ void
 redis_close(struct rconn *rc)
 {
 	redisAsyncContext	*ac = rc->ac;
+	size_t			 i;
 
 	ev_timer_stop(EV_DEFAULT_ &rc->retry);
 	ev_timer_stop(EV_DEFAULT_ &rc->drop);
@@ -911,5 +918,8 @@ redis_close(struct rconn *rc)
 		ac->data = NULL;
 		redisAsyncFree(ac);
 	}
+	for (i = 0; i < rc->n_channels; i++)
+		free(rc->channels[i]);
+	free(rc->channels);
 	free(rc);
 }

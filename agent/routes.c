@@ -2,7 +2,9 @@
  * routes.c: the handlers other agents serve.  Each agent writes the
  * routing settings of its handlers (on, exec, attempts, timeout, backoff,
  * delay) to routes:<agent> when it claims its name and when it reloads,
- * and reads every live agent's with its heartbeat.  Fan-out then creates
+ * then says so with "a" on the notify channel; every agent reads the live
+ * agents' routes on that notice and with its heartbeat, so a new agent's
+ * handlers are known everywhere a few milliseconds after it is ready.  Fan-out then creates
  * jobs for handlers this agent lacks, so an event emitted on any host
  * reaches the host that has the SMS modem; only an agent that has a
  * handler fetches its jobs.  An agent silent for longer than route_grace
@@ -31,6 +33,7 @@ static size_t		 n_routes;
 static char		**warned;	/* "handler agent exec" said once */
 static size_t		 n_warned;
 static int		 refreshing;
+static int		 refresh_again;	/* a notice came during a refresh */
 
 /* A handler's routing settings as JSON text. */
 static char *
@@ -55,16 +58,20 @@ routes_spec(const struct handler *h)
 	return s;
 }
 
-/* Write this agent's routes (at its claim and after a reload). */
+/*
+ * Write this agent's routes (at its claim and after a reload), then tell
+ * the other agents.  The notice follows the writes on one connection, so
+ * Redis has them when it is heard.
+ */
 void
 routes_publish(void)
 {
 	const char	**argv;
-	char		 *key, **specs;
+	char		 *key, *notify, **specs;
 	size_t		  i, n = 0;
 
 	xasprintf(&key, "%sroutes:%s", cfg->prefix, cfg->name);
-	argv = xcalloc(2 + 2 * cfg->n_handlers, sizeof *argv);
+	argv = xcalloc(3 + 2 * cfg->n_handlers, sizeof *argv);
 	specs = xcalloc(cfg->n_handlers + 1, sizeof *specs);
 	argv[0] = "DEL";
 	argv[1] = key;
@@ -78,10 +85,16 @@ routes_publish(void)
 	}
 	if (cfg->n_handlers > 0)
 		redis_command(rcmd, NULL, NULL, (int)n, argv, NULL);
+	xasprintf(&notify, "%snotify", cfg->prefix);
+	argv[0] = "PUBLISH";
+	argv[1] = notify;
+	argv[2] = "a";
+	redis_command(rcmd, NULL, NULL, 3, argv, NULL);
 	for (i = 0; i < cfg->n_handlers; i++)
 		free(specs[i]);
 	free(specs);
 	free(argv);
+	free(notify);
 	free(key);
 }
 
@@ -172,6 +185,11 @@ routes_on_read(const struct redisReply *reply, void *arg)
 	size_t			 i, k, j;
 
 	refreshing = 0;
+	if (refresh_again) {
+		/* this read may predate what the notice announced */
+		refresh_again = 0;
+		routes_refresh();
+	}
 	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY)
 		return;
 	routes_clear();
@@ -201,15 +219,17 @@ routes_on_read(const struct redisReply *reply, void *arg)
 	}
 }
 
-/* Read the live agents' routes (with the heartbeat, and at the claim). */
+/* Read the live agents' routes (heartbeat, claim, another's notice). */
 void
 routes_refresh(void)
 {
 	const char	*argv[4];
 	char		*agents, grace[32];
 
-	if (refreshing)
+	if (refreshing) {
+		refresh_again = 1;
 		return;
+	}
 	xasprintf(&agents, "%sagents", cfg->prefix);
 	snprintf(grace, sizeof grace, "%lld", (long long)cfg->route_grace_ms);
 	argv[0] = agents;

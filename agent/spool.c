@@ -115,6 +115,13 @@ spool_open(const char *dir, size_t max, char *err, size_t errlen)
 	return 0;
 }
 
+/* A reload changed spool_max: it bounds what is written from now on. */
+void
+spool_set_max(size_t max)
+{
+	spool_max = max;
+}
+
 /* Is there a spool? */
 int
 spool_enabled(void)

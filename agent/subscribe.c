@@ -3,6 +3,7 @@
  * the socket, with nobody to answer: a bad message is logged and counted,
  * never fatal.  The notify channel carries wake-up hints from enqueues and
  * promotions: "r" means a job is ready, "d" that a delayed one was added,
+ * "a" that an agent wrote its routes (it claimed its name or reloaded),
  * "h" is a heartbeat that proves the subscription still works.
  */
 #include "config.h"
@@ -18,9 +19,7 @@
 #define HEARTBEAT_S	5.0	/* publish a heartbeat to ourselves */
 #define DEAF_MS		15000	/* no message for this long: resubscribe */
 
-static char	*channels[2];
-static size_t	 n_channels;
-static char	*notify;
+static char	*notify;		/* the channel's name, a copy */
 static ev_timer	 heartbeat;
 
 /* An event from pub/sub was queued, or not. */
@@ -64,6 +63,8 @@ subscribe_on_message(const char *channel, const char *msg, size_t len)
 			promote_kick();
 		else if (len == 1 && msg[0] == 'r')
 			dispatch_kick();
+		else if (len == 1 && msg[0] == 'a')
+			routes_refresh();
 		return;		/* "h": a heartbeat, heard is all it is for */
 	}
 	if (len > cfg->max_message) {
@@ -137,12 +138,15 @@ subscribe_on_state(int up)
 void
 subscribe_start(void)
 {
+	const char	*channels[2];
+	size_t		 n = 0;
+
 	xasprintf(&notify, "%snotify", cfg->prefix);
-	channels[n_channels++] = notify;
+	channels[n++] = notify;
 	if (cfg->subscribe[0] != '\0')
-		channels[n_channels++] = cfg->subscribe;
+		channels[n++] = cfg->subscribe;
 	rsub = redis_open("sub", subscribe_on_state);
-	redis_subscribe(rsub, channels, n_channels, subscribe_on_message);
+	redis_subscribe(rsub, channels, n, subscribe_on_message);
 	ev_timer_init(&heartbeat, subscribe_on_heartbeat, HEARTBEAT_S,
 	    HEARTBEAT_S);
 	ev_timer_start(EV_DEFAULT_ &heartbeat);
