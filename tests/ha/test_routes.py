@@ -238,3 +238,65 @@ def test_routes_remote_settings_apply(env):
     assert all(x["agent"] == "A" for x in fl)
     assert int(fin[jl]["started_ms"]) >= t0 + 1400, "A's handler delay not applied at B"
     env.check([jf, jl])
+
+
+def wait_log(agent, text, after=0, timeout=20):
+    """Wait for a line containing text in the agent's log past offset
+    after; return (monotonic time seen, the log's length then)."""
+    def seen():
+        log = agent.stderr()
+        return len(log) if text in log[after:] else None
+    n = wait_for(seen, timeout, interval=0.002, what="%r in %s's log" % (text, agent.name))
+    return time.monotonic(), n
+
+
+def emit_after(agent, t0, delay, event):
+    """Emit at agent `delay` seconds after t0 (the moment under test)."""
+    left = t0 + delay - time.monotonic()
+    if left > 0:
+        time.sleep(left)
+    return agent.emit(event)
+
+
+def test_new_agent_known_at_once(env):
+    """An agent that has just said it is ready is known to the others: an
+    event for a handler only it serves, emitted at another agent 100 ms
+    after the ready line, creates its job (the heartbeat, 10 s apart with
+    this lease, would be far too late)."""
+    env.start_redis()
+    routes_feature(env)
+    rec = env.dir / "rec"
+    rec.mkdir()
+    slow = dict(OPTS, lease="30s")
+    a = env.agent({"sms": rec_handler(rec, "sms.*", "A")}, name="A", opts=slow)
+    c = env.agent({"only_c": rec_handler(rec, "c.*", "C")}, name="C", opts=slow,
+                  start=False)
+    c.spawn()
+    t_ready, _ = wait_log(c, "ready: Redis connected")
+    rep = emit_after(a, t_ready, 0.1, "c.hello")
+    assert [j["handler"] for j in rep["jobs"]] == ["only_c"], rep
+    fin = env.wait_final([rep["jobs"][0]["id"]], 20)
+    assert list(fin.values())[0]["agent"] == "C"
+
+
+def test_reload_known_at_once(env):
+    """After a reload adds a handler, the other agents route to it within
+    milliseconds of the reload line, not at their next heartbeat."""
+    env.start_redis()
+    routes_feature(env)
+    rec = env.dir / "rec"
+    rec.mkdir()
+    slow = dict(OPTS, lease="30s")
+    a = env.agent({"sms": rec_handler(rec, "sms.*", "A")}, name="A", opts=slow)
+    b = env.agent({"mail": rec_handler(rec, "mail.*", "B")}, name="B", opts=slow)
+    wait_served(b, "sms", ["A"])
+    a.handlers = {"sms": rec_handler(rec, "sms.*", "A"),
+                  "fax": rec_handler(rec, "fax.*", "A")}
+    a.write_config()
+    mark = len(a.stderr())
+    a.signal(signal.SIGHUP)
+    t_reload, _ = wait_log(a, "reload: ", after=mark)
+    rep = emit_after(b, t_reload, 0.1, "fax.send")
+    assert [j["handler"] for j in rep["jobs"]] == ["fax"], rep
+    fin = env.wait_final([rep["jobs"][0]["id"]], 20)
+    assert list(fin.values())[0]["agent"] == "A"
