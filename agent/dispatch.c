@@ -71,6 +71,8 @@ TAILQ_HEAD(finishes, finish);
 #define FETCH_MAX	64	/* jobs started per fetch reply, at most */
 
 static struct jobs	 running = TAILQ_HEAD_INITIALIZER(running);
+static struct jobs	 ran_now = TAILQ_HEAD_INITIALIZER(ran_now);
+static int		 n_ran_now;	/* dispatchctl run children */
 static struct finishes	 unsent = TAILQ_HEAD_INITIALIZER(unsent);
 static int		 n_running;
 static int		 fetching;
@@ -110,9 +112,15 @@ dispatch_save_state(void)
 	unsigned long long	*started;
 	size_t			 n = 0;
 
-	pids = xcalloc((size_t)n_running + 1, sizeof *pids);
-	started = xcalloc((size_t)n_running + 1, sizeof *started);
+	pids = xcalloc((size_t)(n_running + n_ran_now) + 1, sizeof *pids);
+	started = xcalloc((size_t)(n_running + n_ran_now) + 1,
+	    sizeof *started);
 	TAILQ_FOREACH(j, &running, entry)
+		if (j->pid > 0) {
+			pids[n] = j->pid;
+			started[n++] = j->started;
+		}
+	TAILQ_FOREACH(j, &ran_now, entry)
 		if (j->pid > 0) {
 			pids[n] = j->pid;
 			started[n++] = j->started;
@@ -327,7 +335,7 @@ dispatch_flush(void)
 		if (f->inflight)
 			continue;
 		if (redis_script(rcmd, SCRIPT_FINISH, dispatch_on_finished, f,
-		    7, f->argc, (const char **)f->argv, f->lens) == -1)
+		    8, f->argc, (const char **)f->argv, f->lens) == -1)
 			break;
 		f->inflight = 1;
 	}
@@ -399,6 +407,7 @@ dispatch_on_run_done(const struct run_result *res, void *arg)
 	dispatch_argf(f, "%sdead", cfg->prefix);
 	dispatch_argf(f, "%sresults", cfg->prefix);
 	dispatch_argf(f, "%sready:%s", cfg->prefix, j->h->name);
+	dispatch_argf(f, "%sfin:%s", cfg->prefix, j->id);
 	dispatch_argf(f, "%s", j->id);
 	dispatch_argf(f, "%s", cfg->name);
 	dispatch_argf(f, "%ld", j->attempt);
@@ -406,6 +415,8 @@ dispatch_on_run_done(const struct run_result *res, void *arg)
 	dispatch_argf(f, "%lld", (long long)backoff);
 	dispatch_argf(f, "%ld", cfg->results_max);
 	dispatch_argf(f, "%d", DEAD_TTL_S);
+	/* a resend comes after a reconnect: two leases is ample for that */
+	dispatch_argf(f, "%lld", (long long)cfg->lease_ms * 2);
 	dispatch_argf(f, "exit");
 	if (res->exited)
 		dispatch_argf(f, "%d", res->code);
@@ -511,7 +522,7 @@ struct run_now {
 	void		*arg;
 };
 
-/* A run-now is over: report, free. */
+/* A run-now is over: report, free; a drain may be waiting for it. */
 static void
 dispatch_on_ran_now(const struct run_result *res, void *arg)
 {
@@ -519,14 +530,18 @@ dispatch_on_ran_now(const struct run_result *res, void *arg)
 	char		 error[256];
 	const char	*outcome;
 
+	TAILQ_REMOVE(&ran_now, &rn->job, entry);
+	n_ran_now--;
 	dispatch_setup_error(&rn->job, res, error, sizeof error);
 	outcome = dispatch_outcome(&rn->job, res);
 	rn->cb(res, strcmp(outcome, "ok") == 0 ? "done" : strcmp(outcome,
-	    "fatal") == 0 ? "dead" : "retry", error, rn->job.id, rn->arg);
+	    "fatal") == 0 ? "dead" : strcmp(outcome, "release") == 0 ?
+	    "stopped" : "retry", error, rn->job.id, rn->arg);
 	free(rn->job.id);
 	free(rn->job.event);
 	config_handler_release(rn->job.h);
 	free(rn);
+	dispatch_check_drained();
 }
 
 /*
@@ -542,8 +557,13 @@ dispatch_run_now(struct handler *h, const char *event, const char *data,
 	struct run_spec	 spec;
 	char		*input, **envp, hex[33];
 	size_t		 len;
+	unsigned long long ticks;
 	int64_t		 now = util_wall_ms();
 
+	if (draining) {
+		snprintf(err, errlen, "the agent is stopping");
+		return -1;
+	}
 	rn = xcalloc(1, sizeof *rn);
 	util_random_hex(hex, 16);
 	xasprintf(&rn->job.id, "run-%s", hex);
@@ -560,6 +580,7 @@ dispatch_run_now(struct handler *h, const char *event, const char *data,
 	    (double)(now + h->timeout_ms) / 1000.0, &len);
 	envp = dispatch_envp(&rn->job);
 	dispatch_spec(&spec, &rn->job, envp, input, len);
+	ticks = state_ticks_now();
 	rn->job.run = runner_start(&spec, dispatch_on_ran_now, rn, err, errlen);
 	util_free_words(envp);
 	free(input);
@@ -570,6 +591,13 @@ dispatch_run_now(struct handler *h, const char *event, const char *data,
 		free(rn);
 		return -1;
 	}
+	/* in the drain's and the state file's view, as a job is */
+	TAILQ_INSERT_TAIL(&ran_now, &rn->job, entry);
+	n_ran_now++;
+	rn->job.pid = runner_pid(rn->job.run);
+	rn->job.started = ticks;
+	if (state_add(rn->job.pid, rn->job.started))
+		dispatch_save_state();
 	return 0;
 }
 
@@ -1139,8 +1167,8 @@ dispatch_reconfigure(void)
 static void
 dispatch_check_drained(void)
 {
-	if (draining && n_running == 0 && !fetching && TAILQ_EMPTY(&unsent) &&
-	    drained != NULL) {
+	if (draining && n_running == 0 && n_ran_now == 0 && !fetching &&
+	    TAILQ_EMPTY(&unsent) && drained != NULL) {
 		void	(*cb)(void) = drained;
 
 		drained = NULL;
@@ -1167,6 +1195,12 @@ dispatch_drain(void (*done)(void))
 		return;
 	}
 	TAILQ_FOREACH(j, &running, entry) {
+		if (!j->release) {
+			j->release = 1;
+			runner_stop(j->run);
+		}
+	}
+	TAILQ_FOREACH(j, &ran_now, entry) {
 		if (!j->release) {
 			j->release = 1;
 			runner_stop(j->run);
@@ -1227,9 +1261,9 @@ dispatch_is_leader(void)
 	    util_mono_ms() - leader_mono < cfg->lease_ms * 2 / 3;
 }
 
-/* How many jobs run now. */
+/* How many handlers run now: jobs, and runs asked for by dispatchctl. */
 int
 dispatch_running(void)
 {
-	return n_running;
+	return n_running + n_ran_now;
 }

@@ -12,6 +12,11 @@
  * its pipes are closed; a grandchild that holds the pipes open gets a short
  * drain and is then killed with the rest of the group.
  *
+ * The group is signalled through a pidfd of its leader where the kernel
+ * can (Linux 6.9): the pidfd names that group itself, so once the leader
+ * is reaped a signal reaches only what is left of it, never a later group
+ * that got the same number.  Elsewhere kill(-pgid) is the fallback.
+ *
  * This module knows nothing of Redis or JSON.
  */
 #include "config.h"
@@ -35,6 +40,10 @@
 
 #include "dispatchd.h"
 
+#ifndef PIDFD_SIGNAL_PROCESS_GROUP
+#define PIDFD_SIGNAL_PROCESS_GROUP	(1U << 2)	/* Linux 6.9 */
+#endif
+
 #define DRAIN_AFTER_EXIT	1.0	/* seconds to wait for pipe EOF */
 #define READ_CHUNK		65536
 
@@ -53,6 +62,7 @@ struct capture {
 /* One running handler. */
 struct run {
 	pid_t		 pid;		/* also the process group */
+	int		 pidfd;		/* the leader's, or -1 */
 	int		 status_fd;	/* child's setup error report */
 	int		 reaped;
 	int		 wstatus;
@@ -94,6 +104,7 @@ static void	 runner_finish(struct run *);
 
 static sigset_t	 runner_reset;	/* signals a child must set to default */
 static int	 runner_dumpable;	/* the agent's PR_GET_DUMPABLE */
+static int	 runner_pidfd_off;	/* the kernel cannot signal by pidfd */
 static char	*runner_stack;		/* the children's, one at a time */
 
 #define CHILD_STACK	(256 * 1024)
@@ -323,10 +334,23 @@ runner_on_output(EV_P_ ev_io *w, int revents)
 		runner_finish(r);
 }
 
-/* Signal the handler's whole process group. */
+/* Signal the handler's whole process group, by pidfd where possible. */
 static void
 runner_signal(struct run *r, int sig)
 {
+#ifdef SYS_pidfd_send_signal
+	if (r->pidfd != -1 && !runner_pidfd_off) {
+		if (syscall(SYS_pidfd_send_signal, r->pidfd, sig, NULL,
+		    PIDFD_SIGNAL_PROCESS_GROUP) == 0 || errno == ESRCH)
+			return;
+		if (errno != EINVAL && errno != ENOSYS) {
+			log_warn("runner: signal %d to group %d", sig,
+			    (int)r->pid);
+			return;
+		}
+		runner_pidfd_off = 1;	/* before Linux 6.9 */
+	}
+#endif
 	if (kill(-r->pid, sig) == -1 && errno != ESRCH)
 		log_warn("runner: kill %d to group %d", sig, (int)r->pid);
 }
@@ -410,6 +434,8 @@ runner_finish(struct run *r)
 
 	ev_timer_stop(EV_DEFAULT_ &r->drain);
 	runner_signal(r, SIGKILL);
+	if (r->pidfd != -1)
+		close(r->pidfd);
 	memset(&res, 0, sizeof res);
 	n = read(r->status_fd, &rep, sizeof rep);
 	close(r->status_fd);
@@ -493,7 +519,7 @@ runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
 	struct run		*r;
 	struct child_args	 ca;
 	int		 in_fd, out[2] = { -1, -1 }, errp[2] = { -1, -1 };
-	int		 st[2] = { -1, -1 }, saved;
+	int		 st[2] = { -1, -1 }, saved, pidfd = -1;
 	sigset_t	 all, old;
 	pid_t		 pid, parent = getpid();
 
@@ -528,9 +554,22 @@ runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
 #ifdef RUNNER_FORK
 	if ((pid = fork()) == 0)
 		runner_child(&ca);
+#ifdef SYS_pidfd_open
+	/* not reaped before the loop runs again: the pid is still ours */
+	if (pid > 0 && !runner_pidfd_off)
+		pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+#endif
 #else
-	pid = clone(runner_child, runner_stack + CHILD_STACK,
-	    CLONE_VM | CLONE_VFORK | SIGCHLD, &ca);
+	/* the pidfd comes with the clone, at no cost (Linux 5.2) */
+	pid = clone(runner_child, runner_stack + CHILD_STACK, CLONE_VM |
+	    CLONE_VFORK | (runner_pidfd_off ? 0 : CLONE_PIDFD) | SIGCHLD, &ca,
+	    &pidfd);
+	if (pid == -1 && errno == EINVAL && !runner_pidfd_off) {
+		runner_pidfd_off = 1;
+		pidfd = -1;
+		pid = clone(runner_child, runner_stack + CHILD_STACK,
+		    CLONE_VM | CLONE_VFORK | SIGCHLD, &ca);
+	}
 #endif
 	saved = errno;
 	/*
@@ -553,6 +592,7 @@ runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
 
 	r = xcalloc(1, sizeof *r);
 	r->pid = pid;
+	r->pidfd = pidfd;	/* close-on-exec, as the kernel makes it */
 	r->status_fd = st[0];
 	r->started_ms = util_wall_ms();
 	r->started_mono = util_mono_ms();

@@ -189,15 +189,24 @@ static const char script_extend[] = NOW
  * finish: record one attempt's outcome in the results stream, then mark
  * the job done, retry it after a backoff, send it to dead, or release it.
  * A finish from an agent that no longer holds the lease is 'stale' and
- * changes nothing but the stream.
+ * changes nothing but the stream.  Each run is recorded once: fin:<jid>
+ * remembers the last finish for remember_ms, and the same finish sent
+ * again (its reply was lost with the connection) gets the first answer
+ * and changes nothing.
  * KEYS: job:<jid> leases agent:<name>:running delayed dead results
- *   ready:<handler>.
+ *   ready:<handler> fin:<jid>.
  * ARGV: jid agent attempt outcome(ok|fail|fatal|release) backoff_ms
- *   results_max dead_ttl_s, then result fields as name value pairs.
+ *   results_max dead_ttl_s remember_ms, then result fields as name value
+ *   pairs.
  * Returns {outcome, stream_id}.
  */
 static const char script_finish[] = NOW
 "local jid, agent, att, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+"local seen = redis.call('GET', KEYS[8])\n"
+"if seen then\n"
+"  local a, g, st, sid = string.match(seen, '^(%S+) (%S+) (%S+) (%S+)$')\n"
+"  if a == att and g == agent then return {st, sid} end\n"
+"end\n"
 "redis.call('SREM', KEYS[3], jid)\n"
 "local f = redis.call('HMGET', KEYS[1], 'owner', 'attempt', 'state',\n"
 "  'failures', 'max_attempts', 'event', 'handler', 'event_id')\n"
@@ -217,9 +226,11 @@ static const char script_finish[] = NOW
 "end\n"
 "local fields = {'job', jid, 'event', f[6] or '', 'event_id', f[8] or '',\n"
 "  'handler', f[7] or '', 'attempt', att, 'outcome', status, 'agent', agent}\n"
-"for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end\n"
+"for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end\n"
 "local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6], '*',\n"
 "  unpack(fields))\n"
+"redis.call('SET', KEYS[8], att .. ' ' .. agent .. ' ' .. status .. ' ' .. id,\n"
+"  'PX', ARGV[8])\n"
 "if status == 'done' then\n"
 "  redis.call('DEL', KEYS[1])\n"
 "elseif status == 'released' then\n"
