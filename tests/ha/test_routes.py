@@ -258,16 +258,21 @@ def emit_after(agent, t0, delay, event):
     return agent.emit(event)
 
 
+def slow_heartbeat_env(env):
+    """Redis, a record dir and agent options whose heartbeat is 10 s apart."""
+    env.start_redis()
+    routes_feature(env)
+    rec = env.dir / "rec"
+    rec.mkdir()
+    return rec, dict(OPTS, lease="30s")
+
+
 def test_new_agent_known_at_once(env):
     """An agent that has just said it is ready is known to the others: an
     event for a handler only it serves, emitted at another agent 100 ms
     after the ready line, creates its job (the heartbeat, 10 s apart with
     this lease, would be far too late)."""
-    env.start_redis()
-    routes_feature(env)
-    rec = env.dir / "rec"
-    rec.mkdir()
-    slow = dict(OPTS, lease="30s")
+    rec, slow = slow_heartbeat_env(env)
     a = env.agent({"sms": rec_handler(rec, "sms.*", "A")}, name="A", opts=slow)
     c = env.agent({"only_c": rec_handler(rec, "c.*", "C")}, name="C", opts=slow,
                   start=False)
@@ -282,11 +287,7 @@ def test_new_agent_known_at_once(env):
 def test_reload_known_at_once(env):
     """After a reload adds a handler, the other agents route to it within
     milliseconds of the reload line, not at their next heartbeat."""
-    env.start_redis()
-    routes_feature(env)
-    rec = env.dir / "rec"
-    rec.mkdir()
-    slow = dict(OPTS, lease="30s")
+    rec, slow = slow_heartbeat_env(env)
     a = env.agent({"sms": rec_handler(rec, "sms.*", "A")}, name="A", opts=slow)
     b = env.agent({"mail": rec_handler(rec, "mail.*", "B")}, name="B", opts=slow)
     wait_served(b, "sms", ["A"])
