@@ -393,3 +393,41 @@ def test_every_command_is_tested_in_every_order():
              not l.startswith("   ")}
     assert names == ORDER_TESTED, names ^ ORDER_TESTED
 
+
+COMPLETION = ddtest.HERE.parent.parent / "packaging" / "completion" / "dispatchctl"
+
+
+def complete(words, cword=None, path=None):
+    """What the bash completion offers for words (cursor on words[cword],
+    default the last), in plain bash without the bash-completion package."""
+    cword = len(words) - 1 if cword is None else cword
+    script = (". %s\nCOMP_WORDS=(%s)\nCOMP_CWORD=%d\n_dispatchctl\nprintf '%%s\\n' "
+              "\"${COMPREPLY[@]}\"\n" % (COMPLETION, " ".join("'%s'" % w for w in words),
+                                          cword))
+    env = ddtest.agent_environ()
+    if path:
+        env["PATH"] = "%s:%s" % (path, env["PATH"])
+    p = subprocess.run(["bash", "--norc", "--noprofile", "-c", script], capture_output=True,
+                       text=True, timeout=15, env=env)
+    assert p.returncode == 0, p
+    return set(p.stdout.split())
+
+
+def test_bash_completion_offers_global_options_after_the_command(dispatchd, handler):
+    agent = dispatchd({"invoice": {"on": "e", "exec": handler("exit.sh")},
+                       "sms": {"on": "e", "exec": handler("exit.sh")}})
+    s = str(agent.sock)
+    assert {"status", "emit"} <= complete(["dispatchctl", ""])
+    assert complete(["dispatchctl", "--j"]) == {"--json"}
+    assert complete(["dispatchctl", "status", "--j"]) == {"--json"}
+    assert complete(["dispatchctl", "jobs", "--state", "dead", "--"]) >= \
+        {"--handler", "--limit", "--json", "--socket", "--config"}
+    assert complete(["dispatchctl", "results", "-n", "5", "-"]) >= {"-s", "-c", "--follow"}
+    assert complete(["dispatchctl", "jobs", "--json", "--state", "d"]) == {"dead", "delayed"}
+    assert complete(["dispatchctl", "emit", "e", "--", "--"]) == set()
+    # handler names from the agent that -s names, wherever -s is
+    bindir = ddtest.DISPATCHCTL.parent
+    for words, cword in ((["dispatchctl", "run", "-s", s, ""], None),
+                         (["dispatchctl", "--json", "-s", s, "run", ""], None),
+                         (["dispatchctl", "jobs", "--handler", "", "-s", s], 3)):
+        assert complete(words, cword, path=bindir) == {"invoice", "sms"}, words
