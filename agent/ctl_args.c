@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,7 +270,8 @@ ctl_set(const struct ctl_cmd *c, struct ctl_args *a, int ch, const char *arg)
 		/* seconds, or a duration as in the config: 90s, 1h */
 		a->delay = arg;
 		a->delay_s = strtod(arg, &end);
-		if (*arg == '\0' || *end != '\0') {
+		/* json_real() refuses inf and nan: the delay would be lost */
+		if (*arg == '\0' || *end != '\0' || !isfinite(a->delay_s)) {
 			if (util_parse_duration(arg, &ms) == -1)
 				ctl_fail(c, "--delay: '%s' is not seconds or a "
 				    "duration like 90s, 15m, 1h", arg);

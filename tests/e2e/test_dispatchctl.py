@@ -101,6 +101,8 @@ def test_usage_errors_exit_64(workdir):
     for args in ([], ["frobnicate"], ["emit"], ["emit", "e", "novalue"],
                  ["emit", "e", "--data", "{bad json"], ["emit", "e", "n:={bad"],
                  ["emit", "e", "--delay", "soon"], ["emit", "e", "--delay", "-5"],
+                 ["emit", "e", "--delay", "inf"], ["emit", "e", "--delay", "nan"],
+                 ["emit", "e", "--delay", "1e999"],
                  ["purge"], ["--no-such-option", "ping"]):
         p = ctl("-s", sock, *args)
         assert p.returncode == 64, (args, p.returncode, p.stdout, p.stderr)
