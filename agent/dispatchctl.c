@@ -2,6 +2,7 @@
  * dispatchctl: the command-line client.  It speaks only to the agent's
  * socket: one request line, one reply line.  Exit status: 0 ok, 1 the
  * agent answered with an error, 64 usage, 69 the agent is unreachable.
+ * The command line is parsed and checked in ctl_args.c.
  */
 #include "config.h"
 
@@ -9,7 +10,6 @@
 #include <sys/un.h>
 
 #include <errno.h>
-#include <getopt.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,41 +22,14 @@
 #include "dispatchd.h"
 
 #define REPLY_TIMEOUT_MS	30000
-#define DEFAULT_SOCKET		"/run/dispatchd/dispatchd.sock"
+
+typedef int (*ctl_fn)(const struct ctl_args *);
 
 static const char	*socket_path;
 static int		 json_output;
 static json_t		*emit_data;	/* live JSON, freed by ctl_exit */
 static json_t		*request;
 static json_t		*reply;
-
-/* Print usage and exit. */
-static void __attribute__((noreturn))
-usage(int status)
-{
-	fprintf(status ? stderr : stdout,
-	    "usage: dispatchctl [-s SOCKET] [-c CONFIG] [--json] COMMAND ...\n"
-	    "\n"
-	    "commands:\n"
-	    "  emit EVENT [KEY=VALUE ...] [KEY:=JSON ...] [--data JSON | --data -]\n"
-	    "       [--id ID] [--delay SECONDS|DURATION]  emit an event\n"
-	    "  ping                               check that the agent answers\n"
-	    "  status                             queues per handler, agents\n"
-	    "  jobs [--state ready|delayed|running|dead] [--handler H] [--limit N]\n"
-	    "  job ID                             a job's fields and results\n"
-	    "  cancel ID                          delete a waiting or dead job\n"
-	    "  retry ID | retry --dead [--handler H]   queue again now\n"
-	    "  purge --dead [--older-than D] [--handler H]\n"
-	    "  results [--handler H] [--event E] [-n N] [--follow]\n"
-	    "  handlers                           effective handler settings\n"
-	    "  check [FILE]                       check a configuration file\n"
-	    "  run HANDLER [--data JSON] [--event E]   run a handler once now\n"
-	    "  metrics                            Prometheus text\n"
-	    "\n"
-	    "The socket is -s, else $DISPATCHD_SOCKET, else the [agent] socket\n"
-	    "of -c CONFIG, else %s.\n", DEFAULT_SOCKET);
-	exit(status);
-}
 
 /* Free what is live and exit. */
 static void __attribute__((noreturn))
@@ -189,88 +162,72 @@ ctl_read_stdin(size_t *len)
 	return buf;
 }
 
+/* Set emit_data from --data: JSON text, or - for standard input. */
+static void
+ctl_emit_data(const char *arg)
+{
+	json_error_t	 jerr;
+	char		*buf;
+	size_t		 len;
+
+	if (strcmp(arg, "-") == 0) {
+		buf = ctl_read_stdin(&len);
+		emit_data = json_loadb(buf, len, 0, &jerr);
+		free(buf);
+	} else
+		emit_data = json_loads(arg, JSON_DECODE_ANY, &jerr);
+	if (emit_data == NULL)
+		die(EXIT_USAGE, "--data: invalid JSON: %s", jerr.text);
+	if (!json_is_object(emit_data))
+		die(EXIT_USAGE, "--data: must be a JSON object");
+}
+
 /* dispatchctl emit EVENT [KEY=VALUE ...] [--data ...] [--id] [--delay]. */
 static int
-ctl_emit(int argc, char **argv)
+ctl_emit(const struct ctl_args *a)
 {
 	json_t		*jobs, *job, *v;
 	json_error_t	 jerr;
-	const char	*id = NULL, *delay = NULL, *event;
-	char		*end, *eq, *buf;
-	double		 d = 0;
-	int64_t		 ms;
-	size_t		 i, len;
+	const char	*event = a->argv[0];
+	char		*eq;
+	size_t		 i;
 	int		 k;
 
-	if (argc < 2)
-		usage(EXIT_USAGE);
-	event = argv[1];
 	if (!util_valid_event_name(event))
 		die(EXIT_USAGE, "'%s' is not an event name (1-%d characters of "
 		    "A-Z a-z 0-9 . _ : -)", event, EVENT_NAME_MAX);
-	for (k = 2; k < argc; k++) {
-		if (strcmp(argv[k], "--data") == 0 && k + 1 < argc) {
-			if (emit_data != NULL)
-				die(EXIT_USAGE, "--data cannot be combined "
-				    "with KEY=VALUE or given twice");
-			if (strcmp(argv[++k], "-") == 0) {
-				buf = ctl_read_stdin(&len);
-				emit_data = json_loadb(buf, len, 0, &jerr);
-				free(buf);
-			} else
-				emit_data = json_loads(argv[k], JSON_DECODE_ANY,
-				    &jerr);
-			if (emit_data == NULL)
-				die(EXIT_USAGE, "--data: invalid JSON: %s",
-				    jerr.text);
-			if (!json_is_object(emit_data))
-				die(EXIT_USAGE, "--data: must be a JSON object");
-		} else if (strcmp(argv[k], "--id") == 0 && k + 1 < argc)
-			id = argv[++k];
-		else if (strcmp(argv[k], "--delay") == 0 && k + 1 < argc) {
-			/* seconds, or a duration as in the config: 90s, 1h */
-			delay = argv[++k];
-			d = strtod(delay, &end);
-			if (*delay == '\0' || *end != '\0') {
-				if (util_parse_duration(delay, &ms) == -1)
-					die(EXIT_USAGE, "--delay: '%s' is not "
-					    "seconds or a duration like 90s, "
-					    "15m, 1h", delay);
-				d = (double)ms / 1000.0;
-			}
-			if (d < 0)
-				die(EXIT_USAGE, "--delay: '%s' is negative",
-				    delay);
-		} else if ((eq = strchr(argv[k], '=')) != NULL &&
-		    eq != argv[k] && argv[k][0] != '-') {
-			if (emit_data == NULL)
-				emit_data = json_object();
-			if (eq[-1] == ':') {
-				v = json_loads(eq + 1, JSON_DECODE_ANY, &jerr);
-				if (v == NULL)
-					die(EXIT_USAGE, "%s: invalid JSON: %s",
-					    argv[k], jerr.text);
-				eq[-1] = '\0';
-			} else {
-				v = json_string(eq + 1);
-				if (v == NULL)
-					die(EXIT_USAGE, "%s: not valid UTF-8",
-					    argv[k]);
-				*eq = '\0';
-			}
-			json_object_set_new(emit_data, argv[k], v);
-		} else
+	if (a->data != NULL)
+		ctl_emit_data(a->data);
+	/* KEY=VALUE and KEY:=JSON add to --data's object, if any */
+	for (k = 1; k < a->argc; k++) {
+		if ((eq = strchr(a->argv[k], '=')) == NULL || eq == a->argv[k])
 			die(EXIT_USAGE, "emit: unexpected '%s' (try KEY=VALUE, "
-			    "KEY:=JSON, --data, --id or --delay)", argv[k]);
+			    "KEY:=JSON, --data, --id or --delay)", a->argv[k]);
+		if (emit_data == NULL)
+			emit_data = json_object();
+		if (eq[-1] == ':') {
+			v = json_loads(eq + 1, JSON_DECODE_ANY, &jerr);
+			if (v == NULL)
+				die(EXIT_USAGE, "%s: invalid JSON: %s",
+				    a->argv[k], jerr.text);
+			eq[-1] = '\0';
+		} else {
+			v = json_string(eq + 1);
+			if (v == NULL)
+				die(EXIT_USAGE, "%s: not valid UTF-8",
+				    a->argv[k]);
+			*eq = '\0';
+		}
+		json_object_set_new(emit_data, a->argv[k], v);
 	}
 	request = json_pack("{s:s, s:s}", "op", "emit", "event", event);
 	if (emit_data != NULL)
 		json_object_set_new(request, "data", emit_data);
 	emit_data = NULL;	/* the request owns it now */
-	if (id != NULL)
-		json_object_set_new(request, "id", json_string(id));
-	if (delay != NULL)
-		json_object_set_new(request, "delay", json_real(d));
+	if (a->id != NULL)
+		json_object_set_new(request, "id", json_string(a->id));
+	if (a->delay != NULL)
+		json_object_set_new(request, "delay", json_real(a->delay_s));
 	ctl_call();
 	ctl_check();
 	if (!json_output) {
@@ -294,10 +251,8 @@ ctl_emit(int argc, char **argv)
 
 /* dispatchctl ping. */
 static int
-ctl_ping(int argc, char **argv)
+ctl_ping(const struct ctl_args *a)
 {
-	if (argc != 1)
-		usage(EXIT_USAGE);
 	request = json_pack("{s:s}", "op", "ping");
 	ctl_call();
 	ctl_check();
@@ -359,76 +314,14 @@ ctl_when(json_t *o, const char *key, char *buf, size_t len)
 	return buf;
 }
 
-/* Options shared by the listing commands. */
-struct ctl_opts {
-	const char	*state;
-	const char	*handler;
-	const char	*event;
-	const char	*data;
-	long		 limit;
-	double		 older_than;
-	int		 dead;
-	int		 follow;
-};
-
-/* Parse --state, --handler, --event, --data, --limit/-n, --older-than,
- * --dead, --follow from argv[first...]; the rest must be empty. */
-static int
-ctl_parse_opts(int argc, char **argv, int first, struct ctl_opts *o,
-    const char *allowed)
-{
-	char	*end;
-	int	 k;
-
-	memset(o, 0, sizeof *o);
-	for (k = first; k < argc; k++) {
-		const char	*a = argv[k];
-		const char	*name = a[1] == '-' ? a + 2 : a + 1;
-
-		if (a[0] != '-' || strstr(allowed, name) == NULL)
-			die(EXIT_USAGE, "%s: unexpected '%s'", argv[0], a);
-		if (strcmp(name, "dead") == 0)
-			o->dead = 1;
-		else if (strcmp(name, "follow") == 0 || strcmp(name, "f") == 0)
-			o->follow = 1;
-		else if (k + 1 >= argc)
-			die(EXIT_USAGE, "%s: %s needs a value", argv[0], a);
-		else if (strcmp(name, "state") == 0)
-			o->state = argv[++k];
-		else if (strcmp(name, "handler") == 0)
-			o->handler = argv[++k];
-		else if (strcmp(name, "event") == 0)
-			o->event = argv[++k];
-		else if (strcmp(name, "data") == 0)
-			o->data = argv[++k];
-		else if (strcmp(name, "limit") == 0 || strcmp(name, "n") == 0) {
-			o->limit = strtol(argv[++k], &end, 10);
-			if (*end != '\0' || o->limit < 1 || o->limit > 10000)
-				die(EXIT_USAGE, "%s: %s takes 1-10000", argv[0],
-				    a);
-		} else if (strcmp(name, "older-than") == 0) {
-			int64_t	ms;
-
-			if (util_parse_duration(argv[++k], &ms) == -1)
-				die(EXIT_USAGE, "%s: --older-than takes a "
-				    "duration like 7d or 12h", argv[0]);
-			o->older_than = (double)ms / 1000.0;
-		} else
-			die(EXIT_USAGE, "%s: unexpected '%s'", argv[0], a);
-	}
-	return 0;
-}
-
 /* dispatchctl status. */
 static int
-ctl_status(int argc, char **argv)
+ctl_status(const struct ctl_args *a)
 {
-	json_t	*h, *a;
+	json_t	*h, *ag;
 	size_t	 i;
 	char	 b[8][64];
 
-	if (argc != 1)
-		usage(EXIT_USAGE);
 	request = json_pack("{s:s}", "op", "status");
 	ctl_call();
 	ctl_check();
@@ -468,14 +361,14 @@ ctl_status(int argc, char **argv)
 	}
 	printf("\n%-24s %-6s %14s %8s %-10s %s\n", "AGENT", "ALIVE",
 	    "HEARTBEAT AGE", "RUNNING", "VERSION", "HOST");
-	json_array_foreach(json_object_get(reply, "agents"), i, a)
+	json_array_foreach(json_object_get(reply, "agents"), i, ag)
 		printf("%-24s %-6s %13ss %8s %-10s %s\n",
-		    ctl_cell(a, "name", b[0], sizeof b[0]),
-		    ctl_cell(a, "alive", b[1], sizeof b[1]),
-		    ctl_cell(a, "heartbeat_age_s", b[2], sizeof b[2]),
-		    ctl_cell(a, "running", b[3], sizeof b[3]),
-		    ctl_cell(a, "version", b[4], sizeof b[4]),
-		    ctl_cell(a, "host", b[5], sizeof b[5]));
+		    ctl_cell(ag, "name", b[0], sizeof b[0]),
+		    ctl_cell(ag, "alive", b[1], sizeof b[1]),
+		    ctl_cell(ag, "heartbeat_age_s", b[2], sizeof b[2]),
+		    ctl_cell(ag, "running", b[3], sizeof b[3]),
+		    ctl_cell(ag, "version", b[4], sizeof b[4]),
+		    ctl_cell(ag, "host", b[5], sizeof b[5]));
 	printf("\nRedis: reachable; %s delayed, %s dead in all%s\n",
 	    ctl_cell(reply, "delayed_total", b[0], sizeof b[0]),
 	    ctl_cell(reply, "dead_total", b[1], sizeof b[1]),
@@ -486,20 +379,19 @@ ctl_status(int argc, char **argv)
 
 /* dispatchctl jobs [--state S] [--handler H] [--limit N]. */
 static int
-ctl_jobs(int argc, char **argv)
+ctl_jobs(const struct ctl_args *a)
 {
-	struct ctl_opts	 o;
 	json_t		*j;
 	size_t		 i;
 	char		 b[8][64];
 
-	ctl_parse_opts(argc, argv, 1, &o, "state handler limit n");
 	request = json_pack("{s:s, s:s}", "op", "jobs", "state",
-	    o.state ? o.state : "ready");
-	if (o.handler)
-		json_object_set_new(request, "handler", json_string(o.handler));
-	if (o.limit)
-		json_object_set_new(request, "limit", json_integer(o.limit));
+	    a->state ? a->state : "ready");
+	if (a->handler)
+		json_object_set_new(request, "handler",
+		    json_string(a->handler));
+	if (a->limit)
+		json_object_set_new(request, "limit", json_integer(a->limit));
 	ctl_call();
 	ctl_check();
 	if (json_output)
@@ -551,28 +443,26 @@ ctl_print_result(json_t *r)
 
 /* dispatchctl results [--handler H] [--event E] [-n N] [--follow]. */
 static int
-ctl_results(int argc, char **argv)
+ctl_results(const struct ctl_args *a)
 {
-	struct ctl_opts	 o;
 	json_t		*r;
 	char		*last = NULL;
 	size_t		 i;
 
-	ctl_parse_opts(argc, argv, 1, &o, "handler event limit n follow f");
 	for (;;) {
 		request = json_pack("{s:s}", "op", "results");
-		if (o.handler)
+		if (a->handler)
 			json_object_set_new(request, "handler",
-			    json_string(o.handler));
-		if (o.event)
+			    json_string(a->handler));
+		if (a->event)
 			json_object_set_new(request, "event",
-			    json_string(o.event));
+			    json_string(a->event));
 		if (last != NULL)
 			json_object_set_new(request, "after",
 			    json_string(last));
 		else
 			json_object_set_new(request, "limit",
-			    json_integer(o.limit ? o.limit : 20));
+			    json_integer(a->limit ? a->limit : 20));
 		ctl_call();
 		ctl_check();
 		if (!json_output)
@@ -585,7 +475,7 @@ ctl_results(int argc, char **argv)
 			last = xstrdup(json_string_value(json_object_get(reply,
 			    "last")));
 		}
-		if (!o.follow)
+		if (!a->follow)
 			break;
 		json_decref(request);
 		json_decref(reply);
@@ -600,16 +490,14 @@ ctl_results(int argc, char **argv)
 
 /* dispatchctl job ID. */
 static int
-ctl_job(int argc, char **argv)
+ctl_job(const struct ctl_args *a)
 {
 	json_t		*job, *v, *r;
 	const char	*key;
 	size_t		 i;
 	char		*s;
 
-	if (argc != 2)
-		usage(EXIT_USAGE);
-	request = json_pack("{s:s, s:s}", "op", "job", "id", argv[1]);
+	request = json_pack("{s:s, s:s}", "op", "job", "id", a->argv[0]);
 	ctl_call();
 	ctl_check();
 	if (json_output)
@@ -637,39 +525,37 @@ ctl_job(int argc, char **argv)
 
 /* dispatchctl cancel ID | retry ID | retry --dead | purge --dead. */
 static int
-ctl_change(int argc, char **argv)
+ctl_change(const struct ctl_args *a)
 {
-	struct ctl_opts	 o;
-	const char	*op = argv[0];
+	const char	*op = a->name;
 
-	if (argc == 2 && argv[1][0] != '-' && strcmp(op, "purge") != 0)
-		request = json_pack("{s:s, s:s}", "op", op, "id", argv[1]);
-	else if (strcmp(op, "cancel") == 0)
-		usage(EXIT_USAGE);
+	if (a->argc == 1 && (a->dead || a->handler || a->limit))
+		die(EXIT_USAGE, "%s: give a job id or --dead [--handler H], "
+		    "not both", op);
+	if (a->argc == 1)
+		request = json_pack("{s:s, s:s}", "op", op, "id", a->argv[0]);
+	else if (!a->dead && a->cmd == CTL_PURGE)
+		die(EXIT_USAGE, "purge: give --dead (cancel ID removes one "
+		    "job)");
+	else if (!a->dead)
+		die(EXIT_USAGE, "%s: give a job id or --dead", op);
 	else {
-		ctl_parse_opts(argc, argv, 1, &o, strcmp(op, "purge") == 0 ?
-		    "dead handler older-than limit" : "dead handler limit");
-		if (!o.dead && strcmp(op, "purge") == 0)
-			die(EXIT_USAGE, "purge: give --dead (cancel ID "
-			    "removes one job)");
-		if (!o.dead)
-			die(EXIT_USAGE, "%s: give a job id or --dead", op);
 		request = json_pack("{s:s, s:b}", "op", op, "dead", 1);
-		if (o.handler)
+		if (a->handler)
 			json_object_set_new(request, "handler",
-			    json_string(o.handler));
-		if (o.limit)
+			    json_string(a->handler));
+		if (a->limit)
 			json_object_set_new(request, "limit",
-			    json_integer(o.limit));
-		if (o.older_than > 0)
+			    json_integer(a->limit));
+		if (a->older_than > 0)
 			json_object_set_new(request, "older_than",
-			    json_real(o.older_than));
+			    json_real(a->older_than));
 	}
 	ctl_call();
 	ctl_check();
 	if (!json_output)
-		printf("%s: %lld job%s\n", strcmp(op, "cancel") == 0 ?
-		    "cancelled" : strcmp(op, "retry") == 0 ? "queued again" :
+		printf("%s: %lld job%s\n", a->cmd == CTL_CANCEL ?
+		    "cancelled" : a->cmd == CTL_RETRY ? "queued again" :
 		    "purged", (long long)json_integer_value(json_object_get(
 		    reply, "count")), json_integer_value(json_object_get(reply,
 		    "count")) == 1 ? "" : "s");
@@ -678,14 +564,12 @@ ctl_change(int argc, char **argv)
 
 /* dispatchctl handlers. */
 static int
-ctl_handlers(int argc, char **argv)
+ctl_handlers(const struct ctl_args *a)
 {
 	json_t	*h, *v;
 	size_t	 i, k;
 	char	 b[64];
 
-	if (argc != 1)
-		usage(EXIT_USAGE);
 	request = json_pack("{s:s}", "op", "handlers");
 	ctl_call();
 	ctl_check();
@@ -735,25 +619,21 @@ ctl_handlers(int argc, char **argv)
 
 /* dispatchctl run HANDLER [--data JSON] [--event E]. */
 static int
-ctl_run(int argc, char **argv)
+ctl_run(const struct ctl_args *a)
 {
-	struct ctl_opts	 o;
 	json_t		*data = NULL, *v;
 	json_error_t	 jerr;
 	char		 b[64];
 	int		 status;
 
-	if (argc < 2 || argv[1][0] == '-')
-		usage(EXIT_USAGE);
-	ctl_parse_opts(argc, argv, 2, &o, "data event");
-	if (o.data != NULL && (data = json_loads(o.data, JSON_DECODE_ANY,
+	if (a->data != NULL && (data = json_loads(a->data, JSON_DECODE_ANY,
 	    &jerr)) == NULL)
 		die(EXIT_USAGE, "--data: invalid JSON: %s", jerr.text);
-	request = json_pack("{s:s, s:s}", "op", "run", "handler", argv[1]);
+	request = json_pack("{s:s, s:s}", "op", "run", "handler", a->argv[0]);
 	if (data != NULL)
 		json_object_set_new(request, "data", data);
-	if (o.event != NULL)
-		json_object_set_new(request, "event", json_string(o.event));
+	if (a->event != NULL)
+		json_object_set_new(request, "event", json_string(a->event));
 	ctl_call();
 	ctl_check();
 	status = strcmp(json_string_value(json_object_get(reply, "outcome")),
@@ -781,10 +661,8 @@ ctl_run(int argc, char **argv)
 
 /* dispatchctl metrics. */
 static int
-ctl_metrics(int argc, char **argv)
+ctl_metrics(const struct ctl_args *a)
 {
-	if (argc != 1)
-		usage(EXIT_USAGE);
 	request = json_pack("{s:s}", "op", "metrics");
 	ctl_call();
 	ctl_check();
@@ -795,15 +673,12 @@ ctl_metrics(int argc, char **argv)
 
 /* dispatchctl check [FILE]: as dispatchd -t, without the agent. */
 static int
-ctl_config_check(int argc, char **argv, const char *config)
+ctl_config_check(const struct ctl_args *a)
 {
 	struct config	*c;
 	char		 err[1024];
-	const char	*path = argc > 1 ? argv[1] : config ? config :
-	    SYSCONFDIR "/dispatchd/dispatchd.conf";
-
-	if (argc > 2)
-		usage(EXIT_USAGE);
+	const char	*path = a->argc > 0 ? a->argv[0] : a->config ?
+	    a->config : SYSCONFDIR "/dispatchd/dispatchd.conf";
 	if ((c = config_load(path, err, sizeof err)) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		ctl_exit(EXIT_CONFIG);
@@ -829,76 +704,47 @@ ctl_socket_from_config(const char *path, int must)
 	config_free(c);
 }
 
-int
-main(int argc, char **argv)
+/* The socket: -s, $DISPATCHD_SOCKET, -c's config, the default config. */
+static void
+ctl_find_socket(const struct ctl_args *a)
 {
-	static const struct option opts[] = {
-		{ "socket",	required_argument,	NULL, 's' },
-		{ "config",	required_argument,	NULL, 'c' },
-		{ "json",	no_argument,		NULL, 'j' },
-		{ "help",	no_argument,		NULL, 'h' },
-		{ "version",	no_argument,		NULL, 'V' },
-		{ NULL,		0,			NULL, 0 }
-	};
-	static const struct {
-		const char	*name;
-		int		(*fn)(int, char **);
-	} commands[] = {
-		{ "emit", ctl_emit },
-		{ "ping", ctl_ping },
-		{ "status", ctl_status },
-		{ "jobs", ctl_jobs },
-		{ "job", ctl_job },
-		{ "cancel", ctl_change },
-		{ "retry", ctl_change },
-		{ "purge", ctl_change },
-		{ "results", ctl_results },
-		{ "handlers", ctl_handlers },
-		{ "run", ctl_run },
-		{ "metrics", ctl_metrics },
-		{ NULL, NULL }
-	};
-	const char	*config = NULL;
-	int		 ch, i;
-
-	while ((ch = getopt_long(argc, argv, "+s:c:jhV", opts, NULL)) != -1) {
-		switch (ch) {
-		case 's':
-			socket_path = optarg;
-			break;
-		case 'c':
-			config = optarg;
-			break;
-		case 'j':
-			json_output = 1;
-			break;
-		case 'h':
-			usage(0);
-		case 'V':
-			printf("dispatchctl %s\n", DISPATCHD_VERSION);
-			return 0;
-		default:
-			usage(EXIT_USAGE);
-		}
-	}
-	argc -= optind;
-	argv += optind;
-	if (argc < 1)
-		usage(EXIT_USAGE);
-	/* check needs no socket, and a bad -c file is what it reports */
-	if (strcmp(argv[0], "check") == 0)
-		return ctl_config_check(argc, argv, config);
+	socket_path = a->socket;
 	if (socket_path == NULL)
 		socket_path = getenv("DISPATCHD_SOCKET");
-	if (socket_path == NULL && config != NULL)
-		ctl_socket_from_config(config, 1);
+	if (socket_path == NULL && a->config != NULL)
+		ctl_socket_from_config(a->config, 1);
 	if (socket_path == NULL &&
 	    access(SYSCONFDIR "/dispatchd/dispatchd.conf", R_OK) == 0)
 		ctl_socket_from_config(SYSCONFDIR "/dispatchd/dispatchd.conf", 0);
 	if (socket_path == NULL)
-		socket_path = DEFAULT_SOCKET;
-	for (i = 0; commands[i].name != NULL; i++)
-		if (strcmp(argv[0], commands[i].name) == 0)
-			return commands[i].fn(argc, argv);
-	die(EXIT_USAGE, "unknown command '%s' (try --help)", argv[0]);
+		socket_path = CTL_DEFAULT_SOCKET;
+}
+
+/* Parse the command line, find the socket, run the command. */
+int
+main(int argc, char **argv)
+{
+	static const ctl_fn	 cmds[CTL_NCOMMANDS] = {
+		[CTL_EMIT] = ctl_emit,
+		[CTL_PING] = ctl_ping,
+		[CTL_STATUS] = ctl_status,
+		[CTL_JOBS] = ctl_jobs,
+		[CTL_JOB] = ctl_job,
+		[CTL_CANCEL] = ctl_change,
+		[CTL_RETRY] = ctl_change,
+		[CTL_PURGE] = ctl_change,
+		[CTL_RESULTS] = ctl_results,
+		[CTL_HANDLERS] = ctl_handlers,
+		[CTL_CHECK] = ctl_config_check,
+		[CTL_RUN] = ctl_run,
+		[CTL_METRICS] = ctl_metrics,
+	};
+	static struct ctl_args	 args;	/* static: its argv stays reachable */
+
+	ctl_args_parse(argc, argv, &args);
+	json_output = args.json;
+	/* check needs no socket, and a bad -c file is what it reports */
+	if (args.cmd != CTL_CHECK)
+		ctl_find_socket(&args);
+	return cmds[args.cmd](&args);
 }

@@ -441,4 +441,45 @@ typedef void (*run_now_cb)(const struct run_result *, const char *,
 int	 dispatch_run_now(struct handler *, const char *, const char *,
 	    run_now_cb, void *, char *, size_t);
 
+/* ctl_args.c (dispatchctl only) */
+#define CTL_DEFAULT_SOCKET	"/run/dispatchd/dispatchd.sock"
+enum ctl_command {
+	CTL_EMIT,
+	CTL_PING,
+	CTL_STATUS,
+	CTL_JOBS,
+	CTL_JOB,
+	CTL_CANCEL,
+	CTL_RETRY,
+	CTL_PURGE,
+	CTL_RESULTS,
+	CTL_HANDLERS,
+	CTL_CHECK,
+	CTL_RUN,
+	CTL_METRICS,
+	CTL_NCOMMANDS
+};
+/* A dispatchctl command line, checked; NULL or 0: the option was not given. */
+struct ctl_args {
+	enum ctl_command  cmd;
+	const char	 *name;		/* the command's name */
+	char		**argv;		/* its arguments, without the options */
+	int		  argc;
+	const char	 *socket;	/* -s */
+	const char	 *config;	/* -c */
+	int		  json;		/* --json */
+	const char	 *data;		/* --data: JSON text, or "-" */
+	const char	 *id;		/* --id */
+	const char	 *delay;	/* --delay as given ... */
+	double		  delay_s;	/* ... in seconds */
+	const char	 *state;	/* --state */
+	const char	 *handler;	/* --handler */
+	const char	 *event;	/* --event */
+	long		  limit;	/* --limit, -n: 1-10000 */
+	double		  older_than;	/* --older-than, in seconds */
+	int		  dead;		/* --dead */
+	int		  follow;	/* --follow, -f */
+};
+void	 ctl_args_parse(int, char **, struct ctl_args *);
+
 #endif
