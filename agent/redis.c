@@ -6,9 +6,15 @@
  * that drops a connection whose replies stop coming (a blackholed Redis
  * must never hang the agent).  On every connect it authenticates, selects
  * the database, names itself, and loads the scripts or re-subscribes.
- * Scripts run with EVALSHA and fall back to EVAL on NOSCRIPT.
+ * Scripts run with EVALSHA and fall back to EVAL on NOSCRIPT.  In a
+ * Cluster, a command answered ASK goes to the importing node (redirect.c),
+ * and one answered TRYAGAIN or MOVED (nothing ran) is sent again, in
+ * order, once the connection is on the right node, for up to
+ * REDIRECT_MS: a slot migration is not an outage.
  */
 #include "config.h"
+
+#include <sys/queue.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -27,6 +33,9 @@
 #define CONNECT_TIMEOUT_MS	5000
 #define COMMAND_TIMEOUT_MS	10000
 #define WATCHDOG_PERIOD		1.0
+#define REDIRECT_MS		2000	/* ASK, TRYAGAIN, MOVED: keep trying */
+#define TRYAGAIN_S		0.025
+#define HEAD_ROOM		64	/* a script's sha and key count */
 
 enum rstate {
 	RS_DOWN,
@@ -35,6 +44,9 @@ enum rstate {
 };
 
 /* One logical connection and its current hiredis context. */
+struct rreq;
+TAILQ_HEAD(rreqs, rreq);
+
 struct rconn {
 	const char		*role;		/* "cmd" or "sub", for logs */
 	redisAsyncContext	*ac;
@@ -55,13 +67,18 @@ struct rconn {
 	ev_timer		 retry;
 	ev_timer		 watchdog;
 	ev_timer		 drop;		/* leave this node, from the loop */
+	int			 moving;	/* MOVED: drop once replies are in */
+	struct rreqs		 again;		/* to send again, in order */
+	ev_timer		 again_timer;
 };
 
 /*
- * One command in flight; for scripts, a copy of argv for the EVAL retry,
- * its strings in one block.
+ * One command in flight, with a copy of its argv (strings in one block)
+ * to send again: as EVAL on NOSCRIPT, elsewhere on ASK, later on
+ * TRYAGAIN or MOVED.
  */
 struct rreq {
+	TAILQ_ENTRY(rreq) entry;	/* in rc->again */
 	struct rconn	*rc;
 	unsigned	 gen;
 	redis_cb	 cb;
@@ -71,6 +88,7 @@ struct rreq {
 	const char	**argv;
 	size_t		*lens;
 	char		*data;		/* what argv points into */
+	int64_t		 deadline_ms;	/* redirections followed until then */
 };
 
 static char	*redis_unix;		/* unix socket path, or NULL */
@@ -91,6 +109,8 @@ struct rconn	*rcmd;
 struct rconn	*rsub;
 
 static void	 redis_connect(struct rconn *);
+static void	 redis_again(struct rreq *, double);
+static void	 redis_on_again(struct ev_loop *, ev_timer *, int);
 static void	 redis_schedule(struct rconn *);
 static void	 redis_went_down(struct rconn *, const char *);
 static const char *redis_where(void);
@@ -122,11 +142,18 @@ redis_check_redirect(struct rconn *rc, const redisReply *reply)
 	if (strncmp(reply->str, "MOVED ", 6) == 0 &&
 	    sscanf(reply->str, "MOVED %*d %255[^:]:%d", host, &port) == 2 &&
 	    redis_unix == NULL) {
+		if (rc->moving)
+			return;
 		log_notice("redis %s: the keys moved to %s:%d", rc->role, host,
 		    port);
 		free(redis_host);
 		redis_host = xstrdup(host);
 		redis_port = port;
+		/* what is under way is answered here first: MOVED, sent again */
+		rc->moving = 1;
+		redirect_done();
+		if (rc->pending > 0)
+			return;
 	} else if (strncmp(reply->str, "READONLY", 8) == 0)
 		log_notice("redis %s: %s is a replica now; reconnecting",
 		    rc->role, redis_where());
@@ -407,12 +434,15 @@ redis_open(const char *role, redis_state_cb on_state)
 {
 	struct rconn	*rc;
 
+	redirect_setup(redis_user, redis_password);
 	rc = xcalloc(1, sizeof *rc);
 	rc->role = role;
 	rc->on_state = on_state;
 	rc->backoff_ms = BACKOFF_MIN_MS;
 	ev_init(&rc->retry, redis_on_retry);
 	ev_init(&rc->drop, redis_on_drop);
+	ev_init(&rc->again_timer, redis_on_again);
+	TAILQ_INIT(&rc->again);
 	ev_timer_init(&rc->watchdog, redis_on_watchdog, WATCHDOG_PERIOD,
 	    WATCHDOG_PERIOD);
 	ev_timer_start(EV_DEFAULT_ &rc->watchdog);
@@ -462,59 +492,163 @@ redis_free_req(struct rreq *q)
 }
 
 /*
- * The one reply callback: count progress, retry a script as EVAL once on
- * NOSCRIPT (nothing ran), then hand the reply, or NULL when the
- * connection went away with the outcome unknown, to the caller.
+ * A reply for q, from its node or the one an ASK named: send a script
+ * again as EVAL once on NOSCRIPT (nothing ran), follow ASK, wait out
+ * TRYAGAIN and MOVED; else hand the reply, or NULL when the connection
+ * went away with the outcome unknown, to the caller.
  */
 static void
-redis_on_reply(redisAsyncContext *ac, void *r, void *priv)
+redis_answer(const redisReply *reply, void *arg)
 {
-	struct rreq	*q = priv;
-	struct rconn	*rc = q->rc;
-	redisReply	*reply = r;
+	struct rreq	*q = arg;
+	char		 host[256];
+	int		 port;
 
-	if (q->gen == rc->gen) {
-		rc->pending--;
-		rc->progress_ms = util_mono_ms();
-		redis_check_redirect(rc, reply);
-	}
-	if (reply != NULL && reply->type == REDIS_REPLY_ERROR &&
-	    q->script >= 0 && strncmp(reply->str, "NOSCRIPT", 8) == 0 &&
-	    q->gen == rc->gen && rc->ac != NULL) {
-		log_notice("redis: script %s not loaded, sending it again",
-		    scripts[q->script].name);
-		q->argv[0] = "EVAL";
-		q->argv[1] = scripts[q->script].body;
-		q->lens[0] = 4;
-		q->lens[1] = strlen(q->argv[1]);
-		q->script = -1;
-		if (redisAsyncCommandArgv(rc->ac, redis_on_reply, q, q->argc,
-		    q->argv, q->lens) == REDIS_OK) {
-			rc->pending++;
+	if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+		if (q->script >= 0 && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+			log_notice("redis: script %s not loaded, sending it "
+			    "again", scripts[q->script].name);
+			q->argv[0] = "EVAL";
+			q->argv[1] = scripts[q->script].body;
+			q->lens[0] = 4;
+			q->lens[1] = strlen(q->argv[1]);
+			q->script = -1;
+			redis_again(q, 0.);
 			return;
 		}
-		reply = NULL;
+		if (util_mono_ms() < q->deadline_ms) {
+			if (strncmp(reply->str, "ASK ", 4) == 0 &&
+			    sscanf(reply->str, "ASK %*d %255[^:]:%d", host,
+			    &port) == 2 && redirect_ask(host, port, q->argc,
+			    q->argv, q->lens, redis_answer, q) == 0)
+				return;
+			if (strncmp(reply->str, "TRYAGAIN", 8) == 0 ||
+			    strncmp(reply->str, "MOVED ", 6) == 0) {
+				redis_again(q, TRYAGAIN_S);
+				return;
+			}
+		}
 	}
 	if (q->cb != NULL)
 		q->cb(reply, q->arg);
 	redis_free_req(q);
 }
 
-/* Send argv; the callback always runs once unless this returns -1. */
-static int
-redis_send(struct rconn *rc, struct rreq *q, int argc, const char **argv,
-    const size_t *lens)
+/* The reply callback of the connections: count progress, then answer. */
+static void
+redis_on_reply(redisAsyncContext *ac, void *r, void *priv)
 {
+	struct rreq	*q = priv;
+	struct rconn	*rc = q->rc;
+
+	if (q->gen == rc->gen) {
+		rc->pending--;
+		rc->progress_ms = util_mono_ms();
+		redis_check_redirect(rc, r);
+		if (rc->moving && rc->pending == 0) {
+			ev_timer_set(&rc->drop, 0., 0.);
+			ev_timer_start(EV_DEFAULT_ &rc->drop);
+		}
+	}
+	redis_answer(r, q);
+}
+
+/* Send q on its connection; the callback always runs once unless -1. */
+static int
+redis_send(struct rreq *q)
+{
+	struct rconn	*rc = q->rc;
+
+	if (rc->moving) {
+		/* the keys are elsewhere: send it there, after the reconnect */
+		redis_again(q, TRYAGAIN_S);
+		return 0;
+	}
 	if (rc->ac == NULL)
 		return -1;
-	q->rc = rc;
 	q->gen = rc->gen;
-	if (redisAsyncCommandArgv(rc->ac, redis_on_reply, q, argc, argv,
-	    lens) != REDIS_OK)
+	if (redisAsyncCommandArgv(rc->ac, redis_on_reply, q, q->argc, q->argv,
+	    q->lens) != REDIS_OK)
 		return -1;
 	if (rc->pending++ == 0)
 		rc->progress_ms = util_mono_ms();
 	return 0;
+}
+
+/* Send what waits to be sent again, in order, if the connection can. */
+static void
+redis_on_again(EV_P_ ev_timer *w, int revents)
+{
+	struct rconn	*rc = (struct rconn *)((char *)w -
+	    offsetof(struct rconn, again_timer));
+	struct rreq	*q;
+
+	while ((q = TAILQ_FIRST(&rc->again)) != NULL) {
+		if (!redis_ready(rc) || rc->moving) {
+			if (util_mono_ms() < q->deadline_ms)
+				break;
+			/* the connection did not come back in time */
+			TAILQ_REMOVE(&rc->again, q, entry);
+			redis_answer(NULL, q);
+			continue;
+		}
+		TAILQ_REMOVE(&rc->again, q, entry);
+		if (redis_send(q) == -1)
+			redis_answer(NULL, q);
+	}
+	if (!TAILQ_EMPTY(&rc->again)) {
+		ev_timer_set(&rc->again_timer, TRYAGAIN_S, 0.);
+		ev_timer_start(EV_A_ &rc->again_timer);
+	}
+}
+
+/* Send q again after delay seconds, behind the others waiting. */
+static void
+redis_again(struct rreq *q, double delay)
+{
+	struct rconn	*rc = q->rc;
+
+	TAILQ_INSERT_TAIL(&rc->again, q, entry);
+	if (!ev_is_active(&rc->again_timer)) {
+		ev_timer_set(&rc->again_timer, delay, 0.);
+		ev_timer_start(EV_DEFAULT_ &rc->again_timer);
+	}
+}
+
+/*
+ * A request for rc with a copy of argv after npre empty slots (a script's
+ * EVALSHA head, whose strings fit in the block's first HEAD_ROOM bytes).
+ */
+static struct rreq *
+redis_new_req(struct rconn *rc, redis_cb cb, void *arg, int script,
+    int npre, int argc, const char **argv, const size_t *lens)
+{
+	struct rreq	*q;
+	char		*p;
+	size_t		 total = 0;
+	int		 i;
+
+	q = xcalloc(1, sizeof *q);
+	q->rc = rc;
+	q->cb = cb;
+	q->arg = arg;
+	q->script = script;
+	q->deadline_ms = util_mono_ms() + REDIRECT_MS;
+	q->argc = npre + argc;
+	q->argv = xcalloc((size_t)q->argc, sizeof *q->argv);
+	q->lens = xcalloc((size_t)q->argc, sizeof *q->lens);
+	for (i = 0; i < argc; i++) {
+		q->lens[npre + i] = lens ? lens[i] : strlen(argv[i]);
+		total += q->lens[npre + i];
+	}
+	q->data = xmalloc(HEAD_ROOM + total);
+	p = q->data + HEAD_ROOM;
+	for (i = 0; i < argc; i++) {
+		memcpy(p, argv[i], q->lens[npre + i]);
+		q->argv[npre + i] = p;
+		p += q->lens[npre + i];
+	}
+	return q;
 }
 
 /*
@@ -529,12 +663,9 @@ redis_command(struct rconn *rc, redis_cb cb, void *arg, int argc,
 
 	if (!redis_ready(rc))
 		return -1;
-	q = xcalloc(1, sizeof *q);
-	q->cb = cb;
-	q->arg = arg;
-	q->script = -1;
-	if (redis_send(rc, q, argc, argv, lens) == -1) {
-		free(q);
+	q = redis_new_req(rc, cb, arg, -1, 0, argc, argv, lens);
+	if (redis_send(q) == -1) {
+		redis_free_req(q);
 		return -1;
 	}
 	return 0;
@@ -550,25 +681,11 @@ redis_script(struct rconn *rc, enum script_id id, redis_cb cb, void *arg,
 {
 	struct rreq	*q;
 	char		*p;
-	size_t		 total;
-	int		 i;
 
 	if (!redis_ready(rc))
 		return -1;
-	q = xcalloc(1, sizeof *q);
-	q->cb = cb;
-	q->arg = arg;
-	q->script = id;
-	q->argc = argc + 3;
-	q->argv = xcalloc((size_t)q->argc, sizeof *q->argv);
-	q->lens = xcalloc((size_t)q->argc, sizeof *q->lens);
-	/* the sha, the key count and the caller's strings, in one block */
-	total = sizeof rc->sha[id] + 16;
-	for (i = 0; i < argc; i++) {
-		q->lens[i + 3] = lens ? lens[i] : strlen(argv[i]);
-		total += q->lens[i + 3];
-	}
-	p = q->data = xmalloc(total);
+	q = redis_new_req(rc, cb, arg, id, 3, argc, argv, lens);
+	p = q->data;
 	q->argv[0] = "EVALSHA";
 	q->lens[0] = 7;
 	memcpy(p, rc->sha[id], sizeof rc->sha[id]);
@@ -577,13 +694,7 @@ redis_script(struct rconn *rc, enum script_id id, redis_cb cb, void *arg,
 	p += sizeof rc->sha[id];
 	q->lens[2] = (size_t)snprintf(p, 16, "%d", nkeys);
 	q->argv[2] = p;
-	p += 16;
-	for (i = 0; i < argc; i++) {
-		memcpy(p, argv[i], q->lens[i + 3]);
-		q->argv[i + 3] = p;
-		p += q->lens[i + 3];
-	}
-	if (redis_send(rc, q, q->argc, q->argv, q->lens) == -1) {
+	if (redis_send(q) == -1) {
 		redis_free_req(q);
 		return -1;
 	}
@@ -663,12 +774,9 @@ redis_setup_cmd(struct rconn *rc, redis_cb cb, void *arg, int argc,
 {
 	struct rreq	*q;
 
-	q = xcalloc(1, sizeof *q);
-	q->cb = cb;
-	q->arg = arg;
-	q->script = -1;
-	if (redis_send(rc, q, argc, argv, NULL) == -1) {
-		free(q);
+	q = redis_new_req(rc, cb, arg, -1, 0, argc, argv, NULL);
+	if (redis_send(q) == -1) {
+		redis_free_req(q);
 		return;
 	}
 	rc->setup_left++;
@@ -782,6 +890,7 @@ redis_connect(struct rconn *rc)
 	util_set_cloexec(ac->c.fd);
 	rc->ac = ac;
 	rc->gen++;
+	rc->moving = 0;
 	rc->state = RS_CONNECTING;
 	rc->setup_left = 0;
 	rc->setup_failed = 0;
@@ -901,9 +1010,17 @@ void
 redis_close(struct rconn *rc)
 {
 	redisAsyncContext	*ac = rc->ac;
+	struct rreq		*q;
 	size_t			 i;
 
 	ev_timer_stop(EV_DEFAULT_ &rc->retry);
+	ev_timer_stop(EV_DEFAULT_ &rc->again_timer);
+	rc->state = RS_DOWN;	/* callbacks below cannot send on it */
+	while ((q = TAILQ_FIRST(&rc->again)) != NULL) {
+		TAILQ_REMOVE(&rc->again, q, entry);
+		redis_answer(NULL, q);
+	}
+	redirect_done();
 	ev_timer_stop(EV_DEFAULT_ &rc->drop);
 	if (ev_is_active(&sentinel_check)) {
 		ev_ref(EV_DEFAULT);
