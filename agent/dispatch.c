@@ -88,6 +88,7 @@ static char		 host[256];
 static char		 token[128];		/* this life, in the heartbeat */
 static char		 prev_token[640];	/* previous lives' */
 static int		 claimed;		/* the name is ours in Redis */
+static int		 claiming;		/* the claim is under way */
 static int		 leader;		/* we hold the events lead */
 static int64_t		 leader_mono;		/* when Redis last said so */
 static void		(*on_claimed)(void);	/* main's: the agent is ready */
@@ -1033,6 +1034,7 @@ dispatch_on_claimed(const struct redisReply *reply, void *arg)
 {
 	long long	n;
 
+	claiming = 0;
 	if (reply == NULL)
 		return;		/* lost the connection: claim again on return */
 	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) {
@@ -1078,6 +1080,8 @@ dispatch_claim(void)
 	char		*own[7];
 	int		 i;
 
+	if (claiming)
+		return;
 	xasprintf(&own[0], "%sagent:%s", cfg->prefix, cfg->name);
 	xasprintf(&own[1], "%sagent:%s:running", cfg->prefix, cfg->name);
 	xasprintf(&own[2], "%sleases", cfg->prefix);
@@ -1096,8 +1100,9 @@ dispatch_claim(void)
 	argv[7] = own[3];
 	argv[8] = cfg->name;
 	argv[9] = own[6];
-	redis_script(rcmd, SCRIPT_CLAIM, dispatch_on_claimed, NULL, 5, 10,
-	    argv, NULL);
+	if (redis_script(rcmd, SCRIPT_CLAIM, dispatch_on_claimed, NULL, 5, 10,
+	    argv, NULL) == 0)
+		claiming = 1;
 	for (i = 0; i < 7; i++)
 		free(own[i]);
 }

@@ -294,14 +294,8 @@ struct script {
 };
 extern const struct script scripts[SCRIPT_COUNT];
 
-/* redirect.c (its callback type is redis.c's too) */
-typedef void (*redis_cb)(const struct redisReply *, void *);
-void	 redirect_setup(const char *, const char *);
-int	 redirect_ask(const char *, int, int, const char **, const size_t *,
-	    redis_cb, void *);
-void	 redirect_done(void);
-
 /* redis.c */
+typedef void (*redis_cb)(const struct redisReply *, void *);
 typedef void (*redis_msg_cb)(const char *, const char *, size_t);
 typedef void (*redis_state_cb)(int);
 int	 redis_setup(const struct config *, char *, size_t);

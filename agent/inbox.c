@@ -30,6 +30,7 @@ static ev_timer		 claim_timer;
 static ev_timer		 retry_timer;
 
 static void	 inbox_read(void);
+static int	 reading;		/* an XREADGROUP is under way */
 static void	 inbox_on_state(int);
 
 /* An entry's enqueue finished: acknowledge it, or leave it for a claim. */
@@ -169,6 +170,7 @@ inbox_on_read(const struct redisReply *reply, void *arg)
 	const redisReply	*s;
 	size_t			 i, k;
 
+	reading = 0;
 	if (reply == NULL)
 		return;		/* reconnecting: the state callback reads again */
 	if (reply->type == REDIS_REPLY_ERROR) {
@@ -207,7 +209,10 @@ inbox_read(void)
 		full[i] = argv[i];
 	full[9] = cfg->inbox;
 	full[10] = ">";
-	redis_command(rin, inbox_on_read, NULL, 11, full, NULL);
+	/* one read at a time: after a reconnect the old one may still come */
+	if (!reading && redis_command(rin, inbox_on_read, NULL, 11, full,
+	    NULL) == 0)
+		reading = 1;
 }
 
 /* After an error: make the stream and group again, then read. */

@@ -7,10 +7,12 @@
  * must never hang the agent).  On every connect it authenticates, selects
  * the database, names itself, and loads the scripts or re-subscribes.
  * Scripts run with EVALSHA and fall back to EVAL on NOSCRIPT.  In a
- * Cluster, a command answered ASK goes to the importing node (redirect.c),
- * and one answered TRYAGAIN or MOVED (nothing ran) is sent again, in
- * order, once the connection is on the right node, for up to
- * REDIRECT_MS: a slot migration is not an outage.
+ * Cluster, a command answered ASK, TRYAGAIN or MOVED (nothing ran) is
+ * sent again, in order, until the slot has moved and the connection is on
+ * its new owner, for up to REDIRECT_MS: a slot migration is not an outage.
+ * ASK is waited out rather than followed to the importing node: the
+ * scripts touch keys they cannot declare (job:<id>, ready:<handler>), and
+ * run there mid-migration they would see half of them.
  */
 #include "config.h"
 
@@ -33,7 +35,7 @@
 #define CONNECT_TIMEOUT_MS	5000
 #define COMMAND_TIMEOUT_MS	10000
 #define WATCHDOG_PERIOD		1.0
-#define REDIRECT_MS		2000	/* ASK, TRYAGAIN, MOVED: keep trying */
+#define REDIRECT_MS		3000	/* ASK, TRYAGAIN, MOVED: keep trying */
 #define TRYAGAIN_S		0.025
 #define HEAD_ROOM		64	/* a script's sha and key count */
 
@@ -151,7 +153,6 @@ redis_check_redirect(struct rconn *rc, const redisReply *reply)
 		redis_port = port;
 		/* what is under way is answered here first: MOVED, sent again */
 		rc->moving = 1;
-		redirect_done();
 		if (rc->pending > 0)
 			return;
 	} else if (strncmp(reply->str, "READONLY", 8) == 0)
@@ -159,8 +160,10 @@ redis_check_redirect(struct rconn *rc, const redisReply *reply)
 		    rc->role, redis_where());
 	else
 		return;
-	ev_timer_set(&rc->drop, 0., 0.);
-	ev_timer_start(EV_DEFAULT_ &rc->drop);
+	if (!ev_is_active(&rc->drop)) {
+		ev_timer_set(&rc->drop, 0., 0.);
+		ev_timer_start(EV_DEFAULT_ &rc->drop);
+	}
 }
 
 /* Read the whole password file, without its trailing newline. */
@@ -434,7 +437,6 @@ redis_open(const char *role, redis_state_cb on_state)
 {
 	struct rconn	*rc;
 
-	redirect_setup(redis_user, redis_password);
 	rc = xcalloc(1, sizeof *rc);
 	rc->role = role;
 	rc->on_state = on_state;
@@ -492,17 +494,15 @@ redis_free_req(struct rreq *q)
 }
 
 /*
- * A reply for q, from its node or the one an ASK named: send a script
- * again as EVAL once on NOSCRIPT (nothing ran), follow ASK, wait out
- * TRYAGAIN and MOVED; else hand the reply, or NULL when the connection
- * went away with the outcome unknown, to the caller.
+ * A reply for q: send a script again as EVAL once on NOSCRIPT, and any
+ * command again on ASK, TRYAGAIN and MOVED (nothing ran); else hand the
+ * reply, or NULL when the connection went away with the outcome unknown,
+ * to the caller.
  */
 static void
 redis_answer(const redisReply *reply, void *arg)
 {
 	struct rreq	*q = arg;
-	char		 host[256];
-	int		 port;
 
 	if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
 		if (q->script >= 0 && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
@@ -516,17 +516,12 @@ redis_answer(const redisReply *reply, void *arg)
 			redis_again(q, 0.);
 			return;
 		}
-		if (util_mono_ms() < q->deadline_ms) {
-			if (strncmp(reply->str, "ASK ", 4) == 0 &&
-			    sscanf(reply->str, "ASK %*d %255[^:]:%d", host,
-			    &port) == 2 && redirect_ask(host, port, q->argc,
-			    q->argv, q->lens, redis_answer, q) == 0)
-				return;
-			if (strncmp(reply->str, "TRYAGAIN", 8) == 0 ||
-			    strncmp(reply->str, "MOVED ", 6) == 0) {
-				redis_again(q, TRYAGAIN_S);
-				return;
-			}
+		if (util_mono_ms() < q->deadline_ms &&
+		    (strncmp(reply->str, "ASK ", 4) == 0 ||
+		    strncmp(reply->str, "TRYAGAIN", 8) == 0 ||
+		    strncmp(reply->str, "MOVED ", 6) == 0)) {
+			redis_again(q, TRYAGAIN_S);
+			return;
 		}
 	}
 	if (q->cb != NULL)
@@ -545,7 +540,8 @@ redis_on_reply(redisAsyncContext *ac, void *r, void *priv)
 		rc->pending--;
 		rc->progress_ms = util_mono_ms();
 		redis_check_redirect(rc, r);
-		if (rc->moving && rc->pending == 0) {
+		if (rc->moving && rc->pending == 0 &&
+		    !ev_is_active(&rc->drop)) {
 			ev_timer_set(&rc->drop, 0., 0.);
 			ev_timer_start(EV_DEFAULT_ &rc->drop);
 		}
@@ -553,17 +549,12 @@ redis_on_reply(redisAsyncContext *ac, void *r, void *priv)
 	redis_answer(r, q);
 }
 
-/* Send q on its connection; the callback always runs once unless -1. */
+/* Send q on its connection now; the callback runs once unless -1. */
 static int
 redis_send(struct rreq *q)
 {
 	struct rconn	*rc = q->rc;
 
-	if (rc->moving) {
-		/* the keys are elsewhere: send it there, after the reconnect */
-		redis_again(q, TRYAGAIN_S);
-		return 0;
-	}
 	if (rc->ac == NULL)
 		return -1;
 	q->gen = rc->gen;
@@ -575,31 +566,56 @@ redis_send(struct rreq *q)
 	return 0;
 }
 
-/* Send what waits to be sent again, in order, if the connection can. */
-static void
-redis_on_again(EV_P_ ev_timer *w, int revents)
+/* Send a new request, behind those waiting to be sent again. */
+static int
+redis_submit(struct rreq *q)
 {
-	struct rconn	*rc = (struct rconn *)((char *)w -
-	    offsetof(struct rconn, again_timer));
+	if (q->rc->moving || !TAILQ_EMPTY(&q->rc->again)) {
+		/* after the reconnect, or after the ones before it */
+		redis_again(q, TRYAGAIN_S);
+		return 0;
+	}
+	return redis_send(q);
+}
+
+/*
+ * Send what waits to be sent again, in order, while the connection can.
+ * A request past its deadline is answered NULL, and the connection made
+ * again, so that its owner redoes its work as after any lost connection.
+ */
+static void
+redis_flush_again(struct rconn *rc)
+{
 	struct rreq	*q;
+	int		 expired = 0;
 
 	while ((q = TAILQ_FIRST(&rc->again)) != NULL) {
-		if (!redis_ready(rc) || rc->moving) {
+		if (rc->state != RS_READY || rc->moving) {
 			if (util_mono_ms() < q->deadline_ms)
 				break;
-			/* the connection did not come back in time */
 			TAILQ_REMOVE(&rc->again, q, entry);
 			redis_answer(NULL, q);
+			expired = 1;
 			continue;
 		}
 		TAILQ_REMOVE(&rc->again, q, entry);
 		if (redis_send(q) == -1)
 			redis_answer(NULL, q);
 	}
-	if (!TAILQ_EMPTY(&rc->again)) {
+	if (!TAILQ_EMPTY(&rc->again) && !ev_is_active(&rc->again_timer)) {
 		ev_timer_set(&rc->again_timer, TRYAGAIN_S, 0.);
-		ev_timer_start(EV_A_ &rc->again_timer);
+		ev_timer_start(EV_DEFAULT_ &rc->again_timer);
 	}
+	if (expired && rc->state == RS_READY && !rc->moving)
+		redis_went_down(rc, "redirections did not end in time");
+}
+
+/* The again timer fired. */
+static void
+redis_on_again(EV_P_ ev_timer *w, int revents)
+{
+	redis_flush_again((struct rconn *)((char *)w -
+	    offsetof(struct rconn, again_timer)));
 }
 
 /* Send q again after delay seconds, behind the others waiting. */
@@ -664,7 +680,7 @@ redis_command(struct rconn *rc, redis_cb cb, void *arg, int argc,
 	if (!redis_ready(rc))
 		return -1;
 	q = redis_new_req(rc, cb, arg, -1, 0, argc, argv, lens);
-	if (redis_send(q) == -1) {
+	if (redis_submit(q) == -1) {
 		redis_free_req(q);
 		return -1;
 	}
@@ -694,7 +710,7 @@ redis_script(struct rconn *rc, enum script_id id, redis_cb cb, void *arg,
 	p += sizeof rc->sha[id];
 	q->lens[2] = (size_t)snprintf(p, 16, "%d", nkeys);
 	q->argv[2] = p;
-	if (redis_send(q) == -1) {
+	if (redis_submit(q) == -1) {
 		redis_free_req(q);
 		return -1;
 	}
@@ -727,7 +743,9 @@ redis_on_setup(const struct redisReply *reply, void *arg)
 	rc->backoff_ms = BACKOFF_MIN_MS;
 	log_info("redis %s: connected to %s", rc->role, redis_where());
 	rc->was_ready = 1;
-	if (rc->on_state != NULL)
+	/* what waited goes first: its owner does not know it is not lost */
+	redis_flush_again(rc);
+	if (rc->state == RS_READY && rc->on_state != NULL)
 		rc->on_state(1);
 }
 
@@ -1020,7 +1038,6 @@ redis_close(struct rconn *rc)
 		TAILQ_REMOVE(&rc->again, q, entry);
 		redis_answer(NULL, q);
 	}
-	redirect_done();
 	ev_timer_stop(EV_DEFAULT_ &rc->drop);
 	if (ev_is_active(&sentinel_check)) {
 		ev_ref(EV_DEFAULT);

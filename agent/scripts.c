@@ -192,7 +192,7 @@ static const char script_extend[] = NOW
  * changes nothing but the stream.  Each run is recorded once: fin:<jid>
  * remembers the last finish for remember_ms, and the same finish sent
  * again (its reply was lost with the connection) gets the first answer
- * and changes nothing.
+ * and changes nothing.  A stale finish leaves the owner's record alone.
  * KEYS: job:<jid> leases agent:<name>:running delayed dead results
  *   ready:<handler> fin:<jid>.
  * ARGV: jid agent attempt outcome(ok|fail|fatal|release) backoff_ms
@@ -229,8 +229,10 @@ static const char script_finish[] = NOW
 "for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end\n"
 "local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6], '*',\n"
 "  unpack(fields))\n"
-"redis.call('SET', KEYS[8], att .. ' ' .. agent .. ' ' .. status .. ' ' .. id,\n"
-"  'PX', ARGV[8])\n"
+"if status ~= 'stale' then\n"
+"  redis.call('SET', KEYS[8], att .. ' ' .. agent .. ' ' .. status .. ' ' ..\n"
+"    id, 'PX', ARGV[8])\n"
+"end\n"
 "if status == 'done' then\n"
 "  redis.call('DEL', KEYS[1])\n"
 "elseif status == 'released' then\n"

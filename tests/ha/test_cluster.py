@@ -9,9 +9,9 @@ hand (CLUSTER SETSLOT IMPORTING/MIGRATING, MIGRATE of every key in the
 slot, CLUSTER SETSLOT NODE on every node), so that exactly the slot of
 {ha} moves.  Afterwards every acknowledged event is done and the
 invariant checker passes on the node that owns the slot now.  While the
-slot migrates (about 1.5 s, keys moved five at a time), the agent follows
-ASK to the importing node and waits out TRYAGAIN and MOVED (issue 9.5):
-no emit is refused.
+slot migrates (about 1.5 s, keys moved five at a time), the agent waits
+out ASK, TRYAGAIN and MOVED and sends each command again once the slot
+has moved (issue 9.5): no emit is refused.
 """
 
 import subprocess
@@ -128,7 +128,7 @@ def test_cluster_moved_and_migration(env):
     prod.join(60)
     assert not prod.is_alive()
     assert not prod.gave_up, "emits refused for 30 s: %s" % prod.gave_up[:5]
-    # ASK followed, TRYAGAIN and MOVED waited out: a migration refuses nothing
+    # ASK, TRYAGAIN and MOVED waited out: a migration refuses nothing
     assert not prod.refused, "emits refused during the migration: %r" % dict(prod.refused)
     assert not owner.client().dbsize(), "keys left behind on the old owner"
 
