@@ -1,11 +1,14 @@
 /*
  * test_config.c: the configuration loader, each error path with its
- * file:line, defaults, conf.d order and event matching.
+ * file:line, defaults, conf.d order, every [handler] key (good and bad
+ * values, each error word for word) and event matching.
  */
 #include "config.h"
 
 #include <sys/stat.h>
 
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +72,196 @@ fails(const char *text, int line, const char *what)
 		return 0;
 	}
 	return 1;
+}
+
+/* Does loading text fail with exactly "d.conf:line: " and then msg? */
+static int
+fails_with(const char *text, int line, const char *msg)
+{
+	struct config	*c;
+	char		 want[1024];
+
+	if ((c = load(text)) != NULL) {
+		config_free(c);
+		return 0;
+	}
+	snprintf(want, sizeof want, "%s:%d: %s", path, line, msg);
+	if (strcmp(err, want) != 0) {
+		printf("# got:  %s\n# want: %s\n", err, want);
+		return 0;
+	}
+	return 1;
+}
+
+/* One [handler] key: a value it takes and one it refuses, word for word. */
+struct key_case {
+	const char	*key;
+	const char	*good;
+	const char	*bad;
+	const char	*msg;		/* the error after "file:line: " */
+};
+
+/*
+ * Every [handler] key, set on line 4 after on and exec: each good value
+ * loads, each bad one fails with its message exactly (the e2e tests and
+ * people's scripts read these messages).
+ */
+static void
+test_handler_keys(const char *prog)
+{
+	static const struct key_case cases[] = {
+		{ "on", "a.b, c.*", "a b!",
+		    "[handler h] on: 'b!' is not an event name or glob" },
+		{ "on", "x", ",",
+		    "[handler h] on: no event names" },
+		{ "exec", NULL, "/nonexistent/prog",
+		    "[handler h] exec: /nonexistent/prog: No such file or "
+		    "directory" },
+		{ "timeout", "30s", "soon",
+		    "[handler h] timeout: bad duration 'soon' (like 30s, 5m)" },
+		{ "timeout", "1ms", "0",
+		    "[handler h] timeout: must be more than 0" },
+		{ "delay", "0", "soon",
+		    "[handler h] delay: bad duration 'soon'" },
+		{ "attempts", "1000", "0",
+		    "[handler h] attempts: '0' is not a number from 1 to 1000" },
+		{ "concurrency", "4096", "4097",
+		    "[handler h] concurrency: '4097' is not a number from 1 to "
+		    "4096" },
+		{ "backoff", "1s..1s", "1h..5s",
+		    "[handler h] backoff: '1h..5s' is not BASE..CAP like 5s..1h "
+		    "(BASE more than 0, CAP at least BASE)" },
+		{ "backoff", "1s..10s", "0..5s",
+		    "[handler h] backoff: '0..5s' is not BASE..CAP like 5s..1h "
+		    "(BASE more than 0, CAP at least BASE)" },
+		{ "workdir", "/tmp", "/nonexistent",
+		    "[handler h] workdir: /nonexistent: not an existing "
+		    "absolute directory" },
+		{ "workdir", "/", "tmp",
+		    "[handler h] workdir: tmp: not an existing absolute "
+		    "directory" },
+		{ "user", NULL, "nosuchuser_xyz",
+		    "[handler h] user: no user named 'nosuchuser_xyz'" },
+		{ "group", NULL, "nosuchgroup_xyz",
+		    "[handler h] group: no group named 'nosuchgroup_xyz'" },
+		{ "limit_nofile", "1073741824", "0",
+		    "[handler h] limit_nofile: '0' is not a positive number" },
+		{ "limit_nproc", "1", "1073741825",
+		    "[handler h] limit_nproc: '1073741825' is not a positive "
+		    "number" },
+		{ "limit_as", "1m", "1023k",
+		    "[handler h] limit_as: '1023k' is not a size of at least "
+		    "1m" },
+		{ "limit_cpu", "1s", "999ms",
+		    "[handler h] limit_cpu: '999ms' is not a duration of at "
+		    "least 1s" },
+		{ "env", "A_1=", "1A=x",
+		    "[handler h] env: '1A=x' is not KEY=value" },
+		{ "env", "_=x", "=x",
+		    "[handler h] env: '=x' is not KEY=value" },
+		{ "env", "DISPATCHX=1", "DISPATCH_X=1",
+		    "[handler h] env: DISPATCH_* variables are set by the "
+		    "agent" },
+		{ "colour", NULL, "blue",
+		    "[handler h] colour: unknown key" },
+	};
+	const struct key_case	*k;
+	struct passwd		*pw;
+	struct group		*gr;
+	struct config		*c;
+	struct handler		*h;
+	char			 text[2048], user[256], group[256];
+	const char		*good;
+	size_t			 i;
+
+	pw = getpwuid(geteuid());
+	gr = getgrgid(getegid());
+	snprintf(user, sizeof user, "%s", pw ? pw->pw_name : "root");
+	snprintf(group, sizeof group, "%s", gr ? gr->gr_name : "root");
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		k = &cases[i];
+		good = k->good;
+		if (strcmp(k->key, "exec") == 0)
+			good = prog;
+		else if (strcmp(k->key, "user") == 0)
+			good = user;
+		else if (strcmp(k->key, "group") == 0)
+			good = group;
+		if (good != NULL) {
+			snprintf(text, sizeof text, "[handler h]\non = x\n"
+			    "exec = %s\n%s = %s\n", prog, k->key, good);
+			c = load(text);
+			ok(c != NULL, "handler %s = %s loads%s%s", k->key, good,
+			    c ? "" : ": ", c ? "" : err);
+			config_free(c);
+		}
+		snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n"
+		    "%s = %s\n", prog, k->key, k->bad);
+		ok(fails_with(text, 4, k->msg), "handler %s = %s: its error",
+		    k->key, k->bad);
+	}
+
+	/* each key lands in its field; the last value of a key wins */
+	snprintf(text, sizeof text, "[agent]\nworkers = 8\n[handler h]\n"
+	    "on = x\nexec = /bin/false\ntimeout = 1m\ndelay = 250ms\n"
+	    "attempts = 7\nconcurrency = 3\nbackoff = 2s..1m\nworkdir = /tmp\n"
+	    "user = %s\ngroup = %s\nlimit_nofile = 100\nlimit_nproc = 0x10\n"
+	    "limit_as = 2m\nlimit_cpu = 1m\nenv = A=1\non = y, z.*\n"
+	    "exec = %s one\n", user, group, prog);
+	c = load(text);
+	h = c ? config_handler(c, "h") : NULL;
+	ok(h != NULL, "every handler key at once loads%s%s", c ? "" : ": ",
+	    c ? "" : err);
+	if (h != NULL) {
+		ok(h->n_on == 2 && strcmp(h->on[0], "y") == 0 &&
+		    strcmp(h->on[1], "z.*") == 0, "a later on replaces");
+		ok(strcmp(h->argv[0], prog) == 0 &&
+		    strcmp(h->argv[1], "one") == 0 && h->argv[2] == NULL &&
+		    strcmp(h->exec_file, path) == 0 && h->exec_line == 20,
+		    "a later exec replaces, and says where it was set");
+		ok(h->timeout_ms == 60000 && h->delay_ms == 250 &&
+		    h->attempts == 7 && h->concurrency == 3 &&
+		    h->backoff_base_ms == 2000 && h->backoff_cap_ms == 60000,
+		    "timeout, delay, attempts, concurrency, backoff");
+		ok(strcmp(h->workdir, "/tmp") == 0 &&
+		    strcmp(h->user, user) == 0 && strcmp(h->group, group) == 0,
+		    "workdir, user, group");
+		ok(h->limit_nofile == 100 && h->limit_nproc == 16 &&
+		    h->limit_as == 2 * 1024 * 1024 && h->limit_cpu_ms == 60000,
+		    "limits");
+		ok(h->n_env == 1 && strcmp(h->env[0], "A=1") == 0 &&
+		    h->env[1] == NULL, "env");
+		ok(strcmp(h->file, path) == 0 && h->line == 3,
+		    "the handler says where its section starts");
+	}
+	config_free(c);
+
+	/* defaults */
+	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n", prog);
+	c = load(text);
+	h = c ? config_handler(c, "h") : NULL;
+	ok(h && h->timeout_ms == 300000 && h->delay_ms == 0 &&
+	    h->attempts == 5 && h->concurrency == 4 &&
+	    h->backoff_base_ms == 5000 && h->backoff_cap_ms == 3600000 &&
+	    strcmp(h->workdir, "/") == 0 && h->user == NULL &&
+	    h->group == NULL && h->limit_nofile == 0 && h->limit_nproc == 0 &&
+	    h->limit_as == 0 && h->limit_cpu_ms == 0 && h->n_env == 0 &&
+	    h->uid == geteuid() && h->refs == 1, "handler defaults");
+	config_free(c);
+
+	/* the first error is the one reported */
+	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n"
+	    "attempts = 0\ncolour = blue\n", prog);
+	ok(fails_with(text, 4, "[handler h] attempts: '0' is not a number "
+	    "from 1 to 1000"), "the first bad key is the one reported");
+
+	/* a section named twice is one handler */
+	snprintf(text, sizeof text, "[handler h]\non = x\n[agent]\n"
+	    "[handler h]\nexec = %s\n", prog);
+	c = load(text);
+	ok(c && c->n_handlers == 1 && c->handlers[0]->line == 1 &&
+	    c->handlers[0]->n_on == 1, "a section named again adds to it");
+	config_free(c);
 }
 
 int
@@ -202,6 +395,7 @@ main(void)
 	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n"
 	    "workdir = /nonexistent\n", prog);
 	ok(fails(text, 4, "workdir"), "missing workdir");
+	test_handler_keys(prog);
 	ok(fails("[agent]\n\n[handler h]\non = x\n", 3, "exec"),
 	    "handler without exec names its section line");
 	ok(fails("[agent]\nthis line has no equals\n", 2, "syntax"),
