@@ -350,7 +350,7 @@ admin_jobs(struct pending_admin *pa, const struct request *req)
 	argv[n++] = limit;
 	for (i = 0; i < cfg->n_handlers; i++)
 		argv[n++] = cfg->handlers[i]->name;
-	if (req->handler != NULL && config_handler(cfg, req->handler) == NULL)
+	if (req->handler != NULL && handler_find(cfg, req->handler) == NULL)
 		argv[n++] = req->handler;
 	admin_script(pa, SCRIPT_JOBS, admin_on_jobs, 3, (int)n, argv);
 	for (i = 0; i < 3; i++)
@@ -643,7 +643,7 @@ admin_run(struct pending_admin *pa, const struct request *req)
 	struct handler	*h;
 	char		 err[300];
 
-	if ((h = config_handler(cfg, req->handler)) == NULL) {
+	if ((h = handler_find(cfg, req->handler)) == NULL) {
 		snprintf(err, sizeof err, "no handler named '%s'", req->handler);
 		admin_fail(pa->cb, pa->arg, "not_found", err);
 		admin_done(pa);

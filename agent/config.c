@@ -2,17 +2,14 @@
  * config.c: the INI configuration.  The main file is read first, then every
  * *.conf in the conf.d directory beside it in name order; later values
  * override earlier ones, and env lines add up.  Every key is checked when
- * it is read, so each error names its file, line and key.
+ * it is read, so each error names its file, line and key.  This file reads
+ * the [agent] and [access] sections; handler.c reads each [handler NAME].
  */
 #include "config.h"
-
-#include <sys/stat.h>
 
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <fnmatch.h>
 #include <grp.h>
 #include <limits.h>
 #include <pwd.h>
@@ -27,6 +24,9 @@
 #include "dispatchd.h"
 
 #define CONFIG_LINE_MAX	4096
+
+/* The configuration in force: main.c sets it at start and on each reload. */
+struct config	*cfg;
 
 enum key_type {
 	KEY_STRING,
@@ -349,206 +349,15 @@ config_access_key(struct parse *p, const char *key, const char *value)
 	return 1;
 }
 
-
-/*
- * A script's "#!" interpreter must exist too: the kernel reports a missing
- * one as ENOENT for the script, which reads as if the script were gone.
- * NULL if fine or not a script (or unreadable here: exec will tell).
- */
-static const char *
-config_check_interpreter(const char *path)
-{
-	static char	 why[PATH_MAX + 64];
-	char		 head[PATH_MAX + 3], *end;
-	ssize_t		 n;
-	int		 fd;
-
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-		return NULL;
-	n = read(fd, head, sizeof head - 1);
-	close(fd);
-	if (n < 3 || head[0] != '#' || head[1] != '!')
-		return NULL;
-	head[n] = '\0';
-	end = head + 2;
-	end += strspn(end, " \t");
-	memmove(head, end, strlen(end) + 1);
-	head[strcspn(head, " \t\r\n")] = '\0';
-	if (head[0] == '\0')
-		snprintf(why, sizeof why, "its #! line names no interpreter");
-	else if (access(head, X_OK) == -1)
-		snprintf(why, sizeof why, "its #! interpreter %s: %s", head,
-		    strerror(errno));
-	else
-		return NULL;
-	return why;
-}
-/* Check that path is an executable regular file. */
-static const char *
-config_check_program(const char *path)
-{
-	struct stat	st;
-
-	if (path[0] != '/')
-		return "the program must be an absolute path";
-	if (stat(path, &st) == -1)
-		return strerror(errno);
-	if (!S_ISREG(st.st_mode))
-		return "not a regular file";
-	if (access(path, X_OK) == -1)
-		return "not executable";
-	return config_check_interpreter(path);
-}
-
-/* Set one [handler NAME] key. */
+/* A [handler NAME] key: handler.c reads it, this file says where. */
 static int
 config_handler_key(struct parse *p, const char *key, const char *value)
 {
-	struct handler	*h = p->cur;
-	struct stat	 st;
-	char		**words, *copy, *tok, *save, *eq;
-	const char	*why;
-	int64_t		 ms, cap;
-	long		 n;
-	size_t		 i;
+	char	msg[512];
 
-	if (strcmp(key, "on") == 0) {
-		for (i = 0; i < h->n_on; i++)
-			free(h->on[i]);
-		h->n_on = 0;
-		copy = xstrdup(value);
-		for (tok = strtok_r(copy, ", \t", &save); tok != NULL;
-		    tok = strtok_r(NULL, ", \t", &save)) {
-			for (i = 0; tok[i] != '\0'; i++)
-				if (!isalnum((unsigned char)tok[i]) &&
-				    strchr("._:-*?", tok[i]) == NULL)
-					break;
-			if (tok[i] != '\0' || i > EVENT_NAME_MAX) {
-				config_fail(p, "[handler %s] on: '%s' is not "
-				    "an event name or glob", h->name, tok);
-				free(copy);
-				return 0;
-			}
-			h->on = xreallocarray(h->on, h->n_on + 1,
-			    sizeof *h->on);
-			h->on[h->n_on++] = xstrdup(tok);
-		}
-		free(copy);
-		if (h->n_on == 0)
-			return config_fail(p, "[handler %s] on: no event names",
-			    h->name);
-	} else if (strcmp(key, "exec") == 0) {
-		if (util_split_words(value, &words, &why) == -1)
-			return config_fail(p, "[handler %s] exec: %s", h->name,
-			    why);
-		if ((why = config_check_program(words[0])) != NULL) {
-			config_fail(p, "[handler %s] exec: %s: %s", h->name,
-			    words[0], why);
-			util_free_words(words);
-			return 0;
-		}
-		util_free_words(h->argv);
-		free(h->exec);
-		free(h->exec_file);
-		h->argv = words;
-		h->exec = xstrdup(value);
-		h->exec_file = xstrdup(p->file);
-		h->exec_line = p->line;
-	} else if (strcmp(key, "timeout") == 0) {
-		if (util_parse_duration(value, &ms) == -1)
-			return config_fail(p, "[handler %s] timeout: bad "
-			    "duration '%s' (like 30s, 5m)", h->name, value);
-		if (ms <= 0)
-			return config_fail(p, "[handler %s] timeout: must be "
-			    "more than 0", h->name);
-		h->timeout_ms = ms;
-	} else if (strcmp(key, "delay") == 0) {
-		if (util_parse_duration(value, &ms) == -1)
-			return config_fail(p, "[handler %s] delay: bad "
-			    "duration '%s'", h->name, value);
-		h->delay_ms = ms;
-	} else if (strcmp(key, "attempts") == 0) {
-		if (util_parse_int(value, 1, 1000, &n) == -1)
-			return config_fail(p, "[handler %s] attempts: '%s' is "
-			    "not a number from 1 to 1000", h->name, value);
-		h->attempts = (int)n;
-	} else if (strcmp(key, "concurrency") == 0) {
-		if (util_parse_int(value, 1, 4096, &n) == -1)
-			return config_fail(p, "[handler %s] concurrency: '%s' "
-			    "is not a number from 1 to 4096", h->name, value);
-		h->concurrency = (int)n;
-	} else if (strcmp(key, "backoff") == 0) {
-		copy = xstrdup(value);
-		eq = strstr(copy, "..");
-		if (eq != NULL)
-			*eq = '\0';
-		if (eq == NULL || util_parse_duration(copy, &ms) == -1 ||
-		    util_parse_duration(eq + 2, &cap) == -1 || ms <= 0 ||
-		    cap < ms) {
-			free(copy);
-			return config_fail(p, "[handler %s] backoff: '%s' is "
-			    "not BASE..CAP like 5s..1h (BASE more than 0, CAP "
-			    "at least BASE)", h->name, value);
-		}
-		free(copy);
-		h->backoff_base_ms = ms;
-		h->backoff_cap_ms = cap;
-	} else if (strcmp(key, "workdir") == 0) {
-		if (value[0] != '/' || stat(value, &st) == -1 ||
-		    !S_ISDIR(st.st_mode))
-			return config_fail(p, "[handler %s] workdir: %s: not "
-			    "an existing absolute directory", h->name, value);
-		free(h->workdir);
-		h->workdir = xstrdup(value);
-	} else if (strcmp(key, "user") == 0 || strcmp(key, "group") == 0) {
-		if (key[0] == 'u' ? getpwnam(value) == NULL :
-		    getgrnam(value) == NULL)
-			return config_fail(p, "[handler %s] %s: no %s named "
-			    "'%s'", h->name, key, key, value);
-		if (key[0] == 'u') {
-			free(h->user);
-			h->user = xstrdup(value);
-		} else {
-			free(h->group);
-			h->group = xstrdup(value);
-		}
-	} else if (strcmp(key, "limit_nofile") == 0 ||
-	    strcmp(key, "limit_nproc") == 0) {
-		if (util_parse_int(value, 1, 1L << 30, &n) == -1)
-			return config_fail(p, "[handler %s] %s: '%s' is not a "
-			    "positive number", h->name, key, value);
-		if (key[6] == 'n' && key[7] == 'o')
-			h->limit_nofile = n;
-		else
-			h->limit_nproc = n;
-	} else if (strcmp(key, "limit_as") == 0) {
-		if (util_parse_size(value, &h->limit_as) == -1 ||
-		    h->limit_as < 1024 * 1024)
-			return config_fail(p, "[handler %s] limit_as: '%s' is "
-			    "not a size of at least 1m", h->name, value);
-	} else if (strcmp(key, "limit_cpu") == 0) {
-		if (util_parse_duration(value, &h->limit_cpu_ms) == -1 ||
-		    h->limit_cpu_ms < 1000)
-			return config_fail(p, "[handler %s] limit_cpu: '%s' is "
-			    "not a duration of at least 1s", h->name, value);
-	} else if (strcmp(key, "env") == 0) {
-		eq = strchr(value, '=');
-		for (i = 0; eq != NULL && value + i < eq; i++)
-			if (!(isalnum((unsigned char)value[i]) ||
-			    value[i] == '_') || isdigit((unsigned char)value[0]))
-				break;
-		if (eq == NULL || eq == value || value + i != eq)
-			return config_fail(p, "[handler %s] env: '%s' is not "
-			    "KEY=value", h->name, value);
-		if (strncmp(value, "DISPATCH_", 9) == 0)
-			return config_fail(p, "[handler %s] env: DISPATCH_* "
-			    "variables are set by the agent", h->name);
-		h->env = xreallocarray(h->env, h->n_env + 2, sizeof *h->env);
-		h->env[h->n_env++] = xstrdup(value);
-		h->env[h->n_env] = NULL;
-	} else
-		return config_fail(p, "[handler %s] %s: unknown key", h->name,
-		    key);
+	if (handler_set(p->cur, key, value, p->file, p->line, msg,
+	    sizeof msg) == -1)
+		return config_fail(p, "%s", msg);
 	return 1;
 }
 
@@ -559,18 +368,9 @@ config_add_handler(struct config *conf, const char *name, const char *file,
 {
 	struct handler	*h;
 
-	if ((h = config_handler(conf, name)) != NULL)
+	if ((h = handler_find(conf, name)) != NULL)
 		return h;
-	h = xcalloc(1, sizeof *h);
-	h->refs = 1;
-	h->name = xstrdup(name);
-	h->file = xstrdup(file);
-	h->line = line;
-	h->timeout_ms = 5 * 60 * 1000;
-	h->attempts = 5;
-	h->backoff_base_ms = 5 * 1000;
-	h->backoff_cap_ms = 3600 * 1000;
-	h->workdir = xstrdup("/");
+	h = handler_new(name, file, line);
 	conf->handlers = xreallocarray(conf->handlers, conf->n_handlers + 1,
 	    sizeof *conf->handlers);
 	conf->handlers[conf->n_handlers++] = h;
@@ -654,124 +454,10 @@ config_parse_dir(struct config *conf, const char *dir, char *err,
 	return rc;
 }
 
-/*
- * Who runs the handler: its user (or [agent] user), its group (or [agent]
- * group, or the user's primary group), the user's supplementary groups.
- * Unset, handlers run as the agent itself.  Only an agent running as root
- * can run them as someone else.
- */
-static int
-config_resolve_user(const struct config *conf, struct handler *h, char *err,
-    size_t errlen)
-{
-	const char	*user = h->user ? h->user : conf->user;
-	const char	*group = h->group ? h->group : conf->group;
-	struct passwd	*pw;
-	struct group	*gr;
-	int		 n = 64;
-
-	if (user == NULL) {
-		h->uid = geteuid();
-		h->gid = getegid();
-		pw = getpwuid(h->uid);
-		h->home = xstrdup(pw && pw->pw_dir ? pw->pw_dir : "/");
-		if (group == NULL)
-			return 0;
-		if ((gr = getgrnam(group)) == NULL)
-			goto nogroup;
-		h->gid = gr->gr_gid;
-		h->set_user = h->gid != getegid();
-		goto check;
-	}
-	if ((pw = getpwnam(user)) == NULL) {
-		snprintf(err, errlen, "%s:%d: [handler %s] user: no user named "
-		    "'%s'", h->file, h->line, h->name, user);
-		return -1;
-	}
-	h->uid = pw->pw_uid;
-	h->gid = pw->pw_gid;
-	h->home = xstrdup(pw->pw_dir ? pw->pw_dir : "/");
-	if (group != NULL) {
-		if ((gr = getgrnam(group)) == NULL)
-			goto nogroup;
-		h->gid = gr->gr_gid;
-	}
-	/* resolved here, in the parent: NSS must not run in the child */
-	h->groups = xcalloc((size_t)n, sizeof *h->groups);
-	if (getgrouplist(pw->pw_name, h->gid, h->groups, &n) == -1) {
-		h->groups = xreallocarray(h->groups, (size_t)n,
-		    sizeof *h->groups);
-		getgrouplist(pw->pw_name, h->gid, h->groups, &n);
-	}
-	h->n_groups = n;
-	h->set_user = 1;
-check:
-	if (h->set_user && geteuid() != 0 && (h->uid != geteuid() ||
-	    h->gid != getegid())) {
-		snprintf(err, errlen, "%s:%d: [handler %s] runs as %s:%s, but "
-		    "only an agent running as root can switch users", h->file,
-		    h->line, h->name, user ? user : "(agent)",
-		    group ? group : "(primary)");
-		return -1;
-	}
-	if (geteuid() != 0)
-		h->set_user = 0;
-	return 0;
-nogroup:
-	snprintf(err, errlen, "%s:%d: [handler %s] group: no group named '%s'",
-	    h->file, h->line, h->name, group);
-	return -1;
-}
-
-/*
- * An agent running as root refuses a program that someone other than
- * root or the handler's user could replace: the file and every directory
- * above it must be owned by one of them and not writable by group or
- * others (a sticky directory, such as /tmp, protects what others own).
- */
-static int
-config_check_owner(const struct handler *h, char *err, size_t errlen)
-{
-	struct stat	 st;
-	char		*path, *slash;
-	const char	*why = NULL;
-
-	if (geteuid() != 0)
-		return 0;
-	if ((path = realpath(h->argv[0], NULL)) == NULL)
-		return 0;	/* checked at exec: reported then */
-	for (;;) {
-		if (stat(path, &st) == -1)
-			break;
-		if (st.st_uid != 0 && st.st_uid != h->uid)
-			why = "is owned by another user";
-		else if ((st.st_mode & S_IWOTH) && !(S_ISDIR(st.st_mode) &&
-		    (st.st_mode & S_ISVTX)))
-			why = "is writable by everyone";
-		else if ((st.st_mode & S_IWGRP) && st.st_gid != 0 &&
-		    !(S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX)))
-			why = "is writable by its group";
-		if (why != NULL || strcmp(path, "/") == 0)
-			break;
-		slash = strrchr(path, '/');
-		if (slash == path)
-			slash[1] = '\0';
-		else
-			*slash = '\0';
-	}
-	if (why != NULL)
-		snprintf(err, errlen, "%s:%d: [handler %s] exec: %s %s: someone "
-		    "other than root or the handler's user could replace the "
-		    "program", h->exec_file, h->exec_line, h->name, path, why);
-	free(path);
-	return why != NULL ? -1 : 0;
-}
-
 /* Check what only the whole configuration can tell, and fill defaults. */
 static int
 config_finish(struct config *conf, char *err, size_t errlen)
 {
-	struct handler	*h;
 	struct group	*gr;
 	size_t		 i;
 
@@ -804,19 +490,9 @@ config_finish(struct config *conf, char *err, size_t errlen)
 		xasprintf(&conf->subscribe, "%sevents", conf->prefix);
 	if (conf->inbox == NULL)
 		xasprintf(&conf->inbox, "%sinbox", conf->prefix);
-	for (i = 0; i < conf->n_handlers; i++) {
-		h = conf->handlers[i];
-		if (h->n_on == 0 || h->argv == NULL) {
-			snprintf(err, errlen, "%s:%d: [handler %s] needs both "
-			    "'on' and 'exec'", h->file, h->line, h->name);
+	for (i = 0; i < conf->n_handlers; i++)
+		if (handler_finish(conf->handlers[i], conf, err, errlen) == -1)
 			return -1;
-		}
-		if (h->concurrency == 0 || h->concurrency > conf->workers)
-			h->concurrency = conf->workers;
-		if (config_resolve_user(conf, h, err, errlen) == -1 ||
-		    config_check_owner(h, err, errlen) == -1)
-			return -1;
-	}
 	return 0;
 }
 
@@ -876,38 +552,6 @@ fail:
 	return NULL;
 }
 
-/* A running job keeps its handler's settings alive across a reload. */
-void
-config_handler_hold(struct handler *h)
-{
-	h->refs++;
-}
-
-/* Drop a reference; the last one frees the handler. */
-void
-config_handler_release(struct handler *h)
-{
-	size_t	i;
-
-	if (--h->refs > 0)
-		return;
-	for (i = 0; i < h->n_on; i++)
-		free(h->on[i]);
-	free(h->on);
-	util_free_words(h->argv);
-	util_free_words(h->env);
-	free(h->exec);
-	free(h->exec_file);
-	free(h->user);
-	free(h->group);
-	free(h->groups);
-	free(h->home);
-	free(h->workdir);
-	free(h->name);
-	free(h->file);
-	free(h);
-}
-
 /* Free a configuration and its handlers. */
 void
 config_free(struct config *conf)
@@ -917,7 +561,7 @@ config_free(struct config *conf)
 	if (conf == NULL)
 		return;
 	for (i = 0; i < conf->n_handlers; i++)
-		config_handler_release(conf->handlers[i]);
+		handler_release(conf->handlers[i]);
 	free(conf->handlers);
 	free(conf->path);
 	free(conf->name);
@@ -988,35 +632,4 @@ config_keep_fixed(struct config *next, const struct config *now)
 	}
 	/* the socket file keeps its group: so must the check of emitters */
 	next->socket_gid = now->socket_gid;
-}
-
-/* Collect up to max handlers whose 'on' matches event; returns the count. */
-size_t
-config_match(const struct config *conf, const char *event,
-    struct handler **out, size_t max)
-{
-	struct handler	*h;
-	size_t		 i, j, n = 0;
-
-	for (i = 0; i < conf->n_handlers && n < max; i++) {
-		h = conf->handlers[i];
-		for (j = 0; j < h->n_on; j++)
-			if (fnmatch(h->on[j], event, 0) == 0) {
-				out[n++] = h;
-				break;
-			}
-	}
-	return n;
-}
-
-/* The handler called name, or NULL. */
-struct handler *
-config_handler(const struct config *conf, const char *name)
-{
-	size_t	i;
-
-	for (i = 0; i < conf->n_handlers; i++)
-		if (strcmp(conf->handlers[i]->name, name) == 0)
-			return conf->handlers[i];
-	return NULL;
 }

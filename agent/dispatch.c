@@ -135,7 +135,7 @@ dispatch_save_state(void)
 static void
 dispatch_free_job(struct job *j)
 {
-	config_handler_release(j->h);
+	handler_release(j->h);
 	free(j->id);
 	free(j->event);
 	free(j->event_id);
@@ -540,7 +540,7 @@ dispatch_on_ran_now(const struct run_result *res, void *arg)
 	    "stopped" : "retry", error, rn->job.id, rn->arg);
 	free(rn->job.id);
 	free(rn->job.event);
-	config_handler_release(rn->job.h);
+	handler_release(rn->job.h);
 	free(rn);
 	dispatch_check_drained();
 }
@@ -571,7 +571,7 @@ dispatch_run_now(struct handler *h, const char *event, const char *data,
 	rn->job.event = xstrdup(event);
 	rn->job.event_id = rn->job.id;
 	rn->job.h = h;
-	config_handler_hold(h);
+	handler_hold(h);
 	rn->job.attempt = 1;
 	rn->job.max_attempts = h->attempts;
 	rn->job.output_max = cfg->output_max;
@@ -588,7 +588,7 @@ dispatch_run_now(struct handler *h, const char *event, const char *data,
 	if (rn->job.run == NULL) {
 		free(rn->job.id);
 		free(rn->job.event);
-		config_handler_release(h);
+		handler_release(h);
 		free(rn);
 		return -1;
 	}
@@ -694,7 +694,7 @@ dispatch_start_fetched(const struct redisReply *reply, long asked)
 		e = (const redisReply **)jobs->element[i]->element;
 		if (jobs->element[i]->elements != 8)
 			continue;
-		if ((h = config_handler(cfg, e[1]->str)) == NULL) {
+		if ((h = handler_find(cfg, e[1]->str)) == NULL) {
 			/* cannot happen: we only ask for our own handlers */
 			log_errx("fetch: job %s for unknown handler %s",
 			    e[0]->str, e[1]->str);
@@ -703,7 +703,7 @@ dispatch_start_fetched(const struct redisReply *reply, long asked)
 		j = xcalloc(1, sizeof *j);
 		j->id = xstrdup(e[0]->str);
 		j->h = h;
-		config_handler_hold(h);
+		handler_hold(h);
 		j->output_max = cfg->output_max;
 		j->attempt = (long)e[2]->integer;
 		j->max_attempts = e[4]->str ? strtol(e[4]->str, NULL, 10) : 1;

@@ -7,7 +7,7 @@
  * are borrowed; a callee that keeps a string copies it.  A reload frees
  * the configuration in force, so nothing keeps a pointer into it (cfg)
  * past the call that read it: a module copies what it keeps, and a
- * running job holds its handler with config_handler_hold.
+ * running job holds its handler with handler_hold.
  */
 #ifndef DISPATCHD_H
 #define DISPATCHD_H
@@ -222,14 +222,26 @@ int	 util_set_cloexec(int);
 int	 util_set_nonblock(int);
 enum exit_class util_exit_class(int, int, int, int);
 
+/* handler.c */
+struct handler	*handler_new(const char *, const char *, int);
+int		 handler_set(struct handler *, const char *, const char *,
+		    const char *, int, char *, size_t);
+int		 handler_finish(struct handler *, const struct config *,
+		    char *, size_t);
+void		 handler_hold(struct handler *);
+void		 handler_release(struct handler *);
+struct handler	*handler_find(const struct config *, const char *);
+size_t		 handler_match(const struct config *, const char *,
+		    struct handler **, size_t);
+
 /* config.c */
+/*
+ * The configuration in force.  main.c sets it at start and replaces it on
+ * a reload, which frees the old one: copy what you keep (see above).
+ */
+extern struct config	*cfg;
 struct config	*config_load(const char *, char *, size_t);
 void		 config_free(struct config *);
-size_t		 config_match(const struct config *, const char *,
-		    struct handler **, size_t);
-struct handler	*config_handler(const struct config *, const char *);
-void		 config_handler_hold(struct handler *);
-void		 config_handler_release(struct handler *);
 void		 config_keep_fixed(struct config *, const struct config *);
 
 /* access.c */
@@ -270,7 +282,6 @@ struct counters {
 	uint64_t	jobs_finished;
 };
 extern struct counters	 counters;
-extern struct config	*cfg;		/* the configuration in force */
 
 /* scripts.c */
 enum script_id {

@@ -216,7 +216,7 @@ enqueue_event(struct event *ev, int may_spool, enqueue_cb cb, void *arg)
 		util_random_hex(eid, JOB_ID_BYTES);
 	else
 		eid[0] = '\0';
-	n = config_match(cfg, ev->name, hs, MAX_FANOUT);
+	n = handler_match(cfg, ev->name, hs, MAX_FANOUT);
 	/* and the handlers only other agents serve */
 	n = routes_match(ev->name, hs, n, MAX_FANOUT);
 	if (n == 0) {

@@ -29,7 +29,6 @@
 #define STOP_SLACK_S	5.0	/* after drain and kill grace: give up */
 
 struct counters	 counters;
-struct config	*cfg;
 
 static ev_signal	 sig_term, sig_int, sig_hup;
 static ev_timer		 drain_timer, stop_timer, status_timer;

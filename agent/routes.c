@@ -169,7 +169,7 @@ routes_clear(void)
 
 	for (i = 0; i < n_routes; i++) {
 		free(routes[i].agent);
-		config_handler_release(routes[i].h);
+		handler_release(routes[i].h);
 	}
 	free(routes);
 	routes = NULL;
@@ -203,7 +203,7 @@ routes_on_read(const struct redisReply *reply, void *arg)
 			    kv->element[k + 1]->str, kv->element[k + 1]->len);
 			if (h == NULL)
 				continue;
-			if ((mine = config_handler(cfg, h->name)) != NULL)
+			if ((mine = handler_find(cfg, h->name)) != NULL)
 				routes_check_exec(h->name, cfg->name,
 				    mine->exec, a->element[0]->str, h->exec);
 			for (j = 0; j < n_routes; j++)
@@ -255,7 +255,7 @@ routes_match(const char *event, struct handler **out, size_t n, size_t max)
 	for (i = 0; i < n_routes && n < max; i++) {
 		struct handler	*h = routes[i].h;
 
-		if (config_handler(cfg, h->name) != NULL)
+		if (handler_find(cfg, h->name) != NULL)
 			continue;
 		for (j = 0; j < n; j++)
 			if (strcmp(out[j]->name, h->name) == 0)
@@ -282,7 +282,7 @@ routes_remote_names(const char **names, size_t max)
 	size_t	i, j, n = 0;
 
 	for (i = 0; i < n_routes && n < max; i++) {
-		if (config_handler(cfg, routes[i].h->name) != NULL)
+		if (handler_find(cfg, routes[i].h->name) != NULL)
 			continue;
 		for (j = 0; j < n; j++)
 			if (strcmp(names[j], routes[i].h->name) == 0)
@@ -297,7 +297,7 @@ routes_remote_names(const char **names, size_t max)
 json_t *
 routes_agents(const char *name, int *mismatch)
 {
-	struct handler	*mine = config_handler(cfg, name);
+	struct handler	*mine = handler_find(cfg, name);
 	const char	*exec = mine ? mine->exec : NULL;
 	json_t		*a = json_array();
 	size_t		 i;

@@ -209,7 +209,7 @@ test_handler_keys(const char *prog)
 	    "limit_as = 2m\nlimit_cpu = 1m\nenv = A=1\non = y, z.*\n"
 	    "exec = %s one\n", user, group, prog);
 	c = load(text);
-	h = c ? config_handler(c, "h") : NULL;
+	h = c ? handler_find(c, "h") : NULL;
 	ok(h != NULL, "every handler key at once loads%s%s", c ? "" : ": ",
 	    c ? "" : err);
 	if (h != NULL) {
@@ -239,7 +239,7 @@ test_handler_keys(const char *prog)
 	/* defaults */
 	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n", prog);
 	c = load(text);
-	h = c ? config_handler(c, "h") : NULL;
+	h = c ? handler_find(c, "h") : NULL;
 	ok(h && h->timeout_ms == 300000 && h->delay_ms == 0 &&
 	    h->attempts == 5 && h->concurrency == 4 &&
 	    h->backoff_base_ms == 5000 && h->backoff_cap_ms == 3600000 &&
@@ -299,7 +299,7 @@ main(void)
 	c = load(text);
 	ok(c != NULL, "full config loads: %s", c ? "" : err);
 	if (c != NULL) {
-		struct handler *h = config_handler(c, "sms");
+		struct handler *h = handler_find(c, "sms");
 
 		ok(strcmp(c->prefix, "{shop}:") == 0 && c->subscribe[0] == '\0',
 		    "namespace and empty subscribe");
@@ -312,9 +312,9 @@ main(void)
 		ok(h && h->concurrency == 2, "concurrency capped at workers");
 		ok(h && h->n_env == 2 && strcmp(h->env[1], "B=x=y") == 0,
 		    "env lines add up");
-		ok(config_match(c, "order.paid", hs, 8) == 1 &&
-		    config_match(c, "user.new", hs, 8) == 1 &&
-		    config_match(c, "order.refunded", hs, 8) == 0, "glob match");
+		ok(handler_match(c, "order.paid", hs, 8) == 1 &&
+		    handler_match(c, "user.new", hs, 8) == 1 &&
+		    handler_match(c, "order.refunded", hs, 8) == 0, "glob match");
 		config_free(c);
 	}
 
