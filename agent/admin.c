@@ -203,7 +203,8 @@ admin_on_status(const struct redisReply *r, void *arg)
 	int			 mismatch;
 	const redisReply	*t;
 
-	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY) || r->elements != 6) {
+	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY) ||
+	    !call_reply_is(r, "iaaiii")) {
 		if (r != NULL && r->type == REDIS_REPLY_ARRAY)
 			admin_fail(pa->cb, pa->arg, "unavailable",
 			    "unexpected status reply"), admin_done(pa);
@@ -213,6 +214,8 @@ admin_on_status(const struct redisReply *r, void *arg)
 	hs = json_array();
 	for (i = 0; i < r->element[1]->elements; i++) {
 		t = r->element[1]->element[i];
+		if (!call_reply_is(t, "siiiiiii"))
+			continue;
 		oldest = t->element[7]->integer;
 		h = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I}",
 		    "name", t->element[0]->str,
@@ -234,6 +237,8 @@ admin_on_status(const struct redisReply *r, void *arg)
 	ag = json_array();
 	for (i = 0; i < r->element[2]->elements; i++) {
 		t = r->element[2]->element[i];
+		if (!call_reply_is(t, "siii??"))
+			continue;
 		a = json_pack("{s:o, s:b, s:f, s:I, s:o, s:o}",
 		    "name", admin_str(t->element[0]->str, t->element[0]->len),
 		    "alive", t->element[2]->integer != 0,
@@ -255,35 +260,40 @@ admin_on_status(const struct redisReply *r, void *arg)
 	admin_done(pa);
 }
 
-/* Keys as "{ns}:name", freed by the caller. */
-static char *
-admin_key(const char *name)
-{
-	char	*k;
-
-	xasprintf(&k, "%s%s", cfg->prefix, name);
-	return k;
-}
-
-/* Send a script whose first argv entries are nkeys key names. */
+/* Send a script call for pa, and free it; a reply goes to done. */
 static void
-admin_script(struct pending_admin *pa, enum script_id id, redis_cb done,
-    int nkeys, int argc, const char **argv)
+admin_script(struct pending_admin *pa, struct call *c, redis_cb done)
 {
-	if (redis_script(rcmd, id, done, pa, nkeys, argc, argv, NULL) == -1) {
+	if (call_send_free(c, done, pa) == -1) {
 		admin_fail(pa->cb, pa->arg, "unavailable", "Redis is not "
 		    "reachable");
 		admin_done(pa);
 	}
 }
 
+/* A call of script id with the first keys most read-only scripts take. */
+static struct call *
+admin_call(enum script_id id, int with_results)
+{
+	struct call	*c;
+
+	c = call_start(id);
+	call_key(c, KEY_DELAYED, NULL);
+	if (id != SCRIPT_ADMIN)
+		call_key(c, KEY_LEASES, NULL);
+	call_key(c, KEY_DEAD, NULL);
+	if (with_results)
+		call_key(c, KEY_RESULTS, NULL);
+	return c;
+}
+
 /* status: per-handler queues, agents. */
 static void
 admin_status(struct pending_admin *pa)
 {
-	const char	**argv;
-	char		 *keys[5], limit[16];
-	size_t		  i, n = 0;
+	const char	*remote[MAX_REMOTE];
+	struct call	*c;
+	size_t		 i, n;
 
 	if (!redis_ready(rcmd)) {
 		admin_reply(pa->cb, pa->arg, json_pack("{s:b, s:I}", "redis", 0,
@@ -291,25 +301,17 @@ admin_status(struct pending_admin *pa)
 		admin_done(pa);
 		return;
 	}
-	keys[0] = admin_key("delayed");
-	keys[1] = admin_key("leases");
-	keys[2] = admin_key("dead");
-	keys[3] = admin_key("results");
-	keys[4] = admin_key("agents");
-	snprintf(limit, sizeof limit, "%d", SCAN_LIMIT);
-	argv = xcalloc(7 + cfg->n_handlers + MAX_REMOTE, sizeof *argv);
-	for (i = 0; i < 5; i++)
-		argv[n++] = keys[i];
-	argv[n++] = cfg->prefix;
-	argv[n++] = limit;
+	c = admin_call(SCRIPT_STATUS, 1);
+	call_key(c, KEY_AGENTS, NULL);
+	call_arg(c, "P", cfg->prefix);
+	call_int(c, "limit", SCAN_LIMIT);
 	for (i = 0; i < cfg->n_handlers; i++)
-		argv[n++] = cfg->handlers[i]->name;
+		call_arg(c, "handler", cfg->handlers[i]->name);
 	/* and the handlers only other agents serve */
-	n += routes_remote_names(argv + n, MAX_REMOTE);
-	admin_script(pa, SCRIPT_STATUS, admin_on_status, 5, (int)n, argv);
-	for (i = 0; i < 5; i++)
-		free(keys[i]);
-	free(argv);
+	n = routes_remote_names(remote, MAX_REMOTE);
+	for (i = 0; i < n; i++)
+		call_arg(c, "handler", remote[i]);
+	admin_script(pa, c, admin_on_status);
 }
 
 /* jobs answered: a list of field lists. */
@@ -333,29 +335,19 @@ admin_on_jobs(const struct redisReply *r, void *arg)
 static void
 admin_jobs(struct pending_admin *pa, const struct request *req)
 {
-	const char	**argv;
-	char		 *keys[3], limit[16];
-	size_t		  i, n = 0;
+	struct call	*c;
+	size_t		 i;
 
-	keys[0] = admin_key("delayed");
-	keys[1] = admin_key("leases");
-	keys[2] = admin_key("dead");
-	snprintf(limit, sizeof limit, "%ld", req->limit);
-	argv = xcalloc(7 + cfg->n_handlers, sizeof *argv);
-	for (i = 0; i < 3; i++)
-		argv[n++] = keys[i];
-	argv[n++] = cfg->prefix;
-	argv[n++] = req->state ? req->state : "ready";
-	argv[n++] = req->handler ? req->handler : "";
-	argv[n++] = limit;
+	c = admin_call(SCRIPT_JOBS, 0);
+	call_arg(c, "P", cfg->prefix);
+	call_arg(c, "state", req->state ? req->state : "ready");
+	call_arg(c, "handler_or_empty", req->handler ? req->handler : "");
+	call_int(c, "limit", req->limit);
 	for (i = 0; i < cfg->n_handlers; i++)
-		argv[n++] = cfg->handlers[i]->name;
+		call_arg(c, "handler", cfg->handlers[i]->name);
 	if (req->handler != NULL && handler_find(cfg, req->handler) == NULL)
-		argv[n++] = req->handler;
-	admin_script(pa, SCRIPT_JOBS, admin_on_jobs, 3, (int)n, argv);
-	for (i = 0; i < 3; i++)
-		free(keys[i]);
-	free(argv);
+		call_arg(c, "handler", req->handler);
+	admin_script(pa, c, admin_on_jobs);
 }
 
 /* job answered: {fields, results}. */
@@ -368,6 +360,11 @@ admin_on_job(const struct redisReply *r, void *arg)
 
 	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY))
 		return;
+	if (!call_reply_is(r, "aa")) {
+		admin_fail(pa->cb, pa->arg, "unavailable", "unexpected reply");
+		admin_done(pa);
+		return;
+	}
 	res = json_array();
 	for (i = 0; i < r->element[1]->elements; i++)
 		json_array_append_new(res, admin_entry(r->element[1]->element[i]));
@@ -385,17 +382,14 @@ admin_on_job(const struct redisReply *r, void *arg)
 static void
 admin_job_op(struct pending_admin *pa, const struct request *req)
 {
-	const char	*argv[4];
-	char		*key, limit[16];
+	struct call	*c;
 
-	key = admin_key("results");
-	snprintf(limit, sizeof limit, "%d", RESULTS_SCAN);
-	argv[0] = key;
-	argv[1] = cfg->prefix;
-	argv[2] = req->id;
-	argv[3] = limit;
-	admin_script(pa, SCRIPT_JOB, admin_on_job, 1, 4, argv);
-	free(key);
+	c = call_start(SCRIPT_JOB);
+	call_key(c, KEY_RESULTS, NULL);
+	call_arg(c, "P", cfg->prefix);
+	call_arg(c, "jid", req->id);
+	call_int(c, "limit", RESULTS_SCAN);
+	admin_script(pa, c, admin_on_job);
 }
 
 /* cancel, retry or purge answered {count, message}. */
@@ -404,8 +398,13 @@ admin_on_changed(const struct redisReply *r, void *arg)
 {
 	struct pending_admin	*pa = arg;
 
-	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY) || r->elements != 2)
+	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY))
 		return;
+	if (!call_reply_is(r, "is")) {
+		admin_fail(pa->cb, pa->arg, "unavailable", "unexpected reply");
+		admin_done(pa);
+		return;
+	}
 	if (r->element[0]->integer == 0 && (pa->op == OP_CANCEL ||
 	    (pa->op == OP_RETRY && strcmp(r->element[1]->str, "ok") != 0)))
 		admin_fail(pa->cb, pa->arg, strcmp(r->element[1]->str,
@@ -425,9 +424,8 @@ admin_on_changed(const struct redisReply *r, void *arg)
 static void
 admin_change(struct pending_admin *pa, const struct request *req)
 {
-	const char	*argv[10], *action;
-	char		*keys[3], older[32], limit[16], results[32], *notify;
-	int		 i;
+	const char	*action;
+	struct call	*c;
 
 	if (req->op == OP_CANCEL)
 		action = "cancel";
@@ -435,28 +433,18 @@ admin_change(struct pending_admin *pa, const struct request *req)
 		action = req->dead ? "retry_dead" : "retry";
 	else
 		action = "purge";
-	keys[0] = admin_key("delayed");
-	keys[1] = admin_key("dead");
-	keys[2] = admin_key("results");
-	notify = admin_key("notify");
-	snprintf(older, sizeof older, "%lld", (long long)req->older_ms);
+	c = admin_call(SCRIPT_ADMIN, 1);
+	call_arg(c, "P", cfg->prefix);
+	call_arg(c, "action", action);
+	call_arg(c, "target", req->id ? req->id : req->handler ? req->handler :
+	    "");
+	call_int(c, "older_ms", req->older_ms);
 	/* bulk changes take as many as one call may, unless told fewer */
-	snprintf(limit, sizeof limit, "%ld", req->dead && !req->limit_given ?
-	    10000 : req->limit);
-	snprintf(results, sizeof results, "%ld", cfg->results_max);
-	for (i = 0; i < 3; i++)
-		argv[i] = keys[i];
-	argv[3] = cfg->prefix;
-	argv[4] = action;
-	argv[5] = req->id ? req->id : req->handler ? req->handler : "";
-	argv[6] = older;
-	argv[7] = limit;
-	argv[8] = results;
-	argv[9] = notify;
-	admin_script(pa, SCRIPT_ADMIN, admin_on_changed, 3, 10, argv);
-	for (i = 0; i < 3; i++)
-		free(keys[i]);
-	free(notify);
+	call_int(c, "limit", req->dead && !req->limit_given ? 10000 :
+	    req->limit);
+	call_int(c, "results_max", cfg->results_max);
+	call_key_arg(c, "notify_channel", KEY_NOTIFY, NULL);
+	admin_script(pa, c, admin_on_changed);
 }
 
 /* results answered: entries, newest first or oldest first. */
@@ -519,7 +507,7 @@ admin_results(struct pending_admin *pa, const struct request *req)
 	int		 rc;
 	long		 scan;
 
-	key = admin_key("results");
+	key = schema_key(KEY_RESULTS, NULL);
 	pa->limit = req->limit;
 	pa->handler = req->handler ? xstrdup(req->handler) : NULL;
 	pa->event = req->event ? xstrdup(req->event) : NULL;

@@ -170,7 +170,7 @@ control_ping(struct slot *s)
 	o = json_pack("{s:b, s:s, s:s, s:b, s:i, s:i, s:I, s:I, s:I, s:I, s:I,"
 	    " s:I, s:I, s:I}",
 	    "ok", 1, "agent", cfg->name, "version", DISPATCHD_VERSION,
-	    "redis", redis_ready(rcmd) && dispatch_ready(),
+	    "redis", redis_ready(rcmd) && heartbeat_claimed(),
 	    "running", dispatch_running(),
 	    "workers", cfg->workers,
 	    "emitted", (json_int_t)counters.emitted,

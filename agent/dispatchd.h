@@ -220,6 +220,7 @@ int	 util_valid_event_name(const char *);
 int	 util_valid_handler_name(const char *);
 int	 util_set_cloexec(int);
 int	 util_set_nonblock(int);
+const char *util_hostname(void);
 enum exit_class util_exit_class(int, int, int, int);
 
 /* handler.c */
@@ -261,12 +262,80 @@ void	 proto_request_clear(struct request *);
 char	*proto_error(const char *, const char *, size_t *);
 char	*proto_error_id(const char *, const char *, const char *, size_t *);
 
+/* job.c */
+/* What a handler is told of its job; the strings belong to the caller. */
+struct job_info {
+	char		*id;
+	char		*event;
+	char		*event_id;
+	struct handler	*h;
+	long		 attempt;
+	long		 max_attempts;
+};
+/* How a run ended, as the agent asks the finish script to record it. */
+enum job_outcome {
+	JOB_OK,			/* done */
+	JOB_FAIL,		/* retry with backoff until attempts */
+	JOB_FATAL,		/* dead at once */
+	JOB_RELEASE,		/* stopped by the agent: put back */
+	JOB_NOUTCOMES
+};
+/* What the finish script made of it (its reply; the metrics' labels). */
+enum job_fate {
+	FATE_DONE,
+	FATE_RETRY,
+	FATE_DEAD,
+	FATE_STALE,		/* the lease had gone to another agent */
+	FATE_RELEASED,
+	JOB_NFATES
+};
+struct run_spec;
+struct run_result;
+char	*job_input(const struct job_info *, const char *, double, double,
+	    size_t *);
+char	**job_envp(const struct job_info *);
+void	 job_spec(struct run_spec *, const struct job_info *, char **,
+	    const char *, size_t, int64_t, size_t);
+void	 job_setup_error(const struct job_info *, const struct run_result *,
+	    char *, size_t);
+enum job_outcome job_outcome(const struct run_result *, int);
+const char *job_outcome_name(enum job_outcome);
+const char *job_outcome_said(enum job_outcome);
+const char *job_outcome_run_now(enum job_outcome);
+int	 job_fate_parse(const char *, enum job_fate *);
+const char *job_fate_name(enum job_fate);
+
+/* schema.c */
+enum schema_key {
+	KEY_LEASES,		/* zset: running jobs by lease expiry */
+	KEY_DELAYED,		/* zset: jobs by due time */
+	KEY_DEAD,		/* zset: dead jobs by time of death */
+	KEY_RESULTS,		/* stream: the results table */
+	KEY_AGENTS,		/* zset: agents by last heartbeat */
+	KEY_NOTIFY,		/* channel: wake-up hints */
+	KEY_LOCK_EVENTS,	/* who queues pub/sub events without an id */
+	KEY_LOCK_RECOVER,	/* who runs recovery now */
+	KEY_JOB,		/* hash job:<jid> */
+	KEY_READY,		/* list ready:<handler> */
+	KEY_FIN,		/* fin:<jid>: the finish recorded */
+	KEY_SEEN,		/* seen:<event id>: dedup */
+	KEY_AGENT,		/* agent:<name>: the heartbeat, its token */
+	KEY_RUNNING,		/* set agent:<name>:running */
+	KEY_INFO,		/* hash agent:<name>:info */
+	KEY_ROUTES,		/* hash routes:<name> */
+	KEY_COUNT
+};
+const char	*schema_name(enum schema_key);
+size_t		 schema_format(char *, size_t, enum schema_key, const char *);
+char		*schema_key(enum schema_key, const char *);
+
 /*
  * The agent's runtime modules below use libev's default loop and hiredis;
  * their structs stay private to their files.
  */
 
-/* Counters shown by ping (and, later, metrics). */
+/* counters.c */
+/* What the agent counts (ping, status and metrics show them). */
 struct counters {
 	uint64_t	emitted;	/* events accepted */
 	uint64_t	unrouted;	/* events no handler matched */
@@ -281,7 +350,19 @@ struct counters {
 	uint64_t	jobs_started;
 	uint64_t	jobs_finished;
 };
+#define COUNTERS_BUCKETS	12
+/* One handler's finished attempts. */
+struct handler_stats {
+	char		*name;
+	uint64_t	 fate[JOB_NFATES];
+	uint64_t	 bucket[COUNTERS_BUCKETS];	/* not cumulative */
+	uint64_t	 count;
+	double		 sum_s;
+};
 extern struct counters	 counters;
+extern const double	 counters_bucket_s[COUNTERS_BUCKETS];
+void	 counters_job(const char *, enum job_fate, int64_t);
+const struct handler_stats *counters_handlers(size_t *);
 
 /* scripts.c */
 enum script_id {
@@ -302,6 +383,8 @@ enum script_id {
 struct script {
 	const char	*name;
 	const char	*body;
+	const char	*keys;		/* KEYS by name, in order */
+	const char	*args;		/* ARGV by name; [a b] repeats */
 };
 extern const struct script scripts[SCRIPT_COUNT];
 
@@ -325,6 +408,23 @@ void	 redis_close(struct rconn *);
 extern struct rconn	*rcmd;		/* commands and scripts */
 extern struct rconn	*rsub;		/* pub/sub */
 
+/* call.c */
+struct call;
+struct call	*call_start(enum script_id);
+void	 call_key(struct call *, enum schema_key, const char *);
+void	 call_arg(struct call *, const char *, const char *);
+void	 call_argn(struct call *, const char *, const char *, size_t);
+void	 call_argf(struct call *, const char *, const char *, ...)
+	    __attribute__((format(printf, 3, 4)));
+void	 call_int(struct call *, const char *, long long);
+void	 call_key_arg(struct call *, const char *, enum schema_key,
+	    const char *);
+int	 call_send(struct call *, redis_cb, void *);
+int	 call_send_free(struct call *, redis_cb, void *);
+void	 call_free(struct call *);
+int	 call_reply_is(const struct redisReply *, const char *);
+int	 call_reply_strings(const struct redisReply *);
+
 /* notify.c */
 void	 notify_init(void);
 void	 notify_send(const char *, ...) __attribute__((format(printf, 1, 2)));
@@ -343,11 +443,13 @@ void	 spool_remove(const char *);
 
 /* enqueue.c */
 typedef void (*enqueue_cb)(int, const char *, size_t, void *);
+void	 enqueue_init(void (*)(void));
 void	 enqueue_event(struct event *, int, enqueue_cb, void *);
 void	 enqueue_replay(void);
 
 /* inbox.c */
 void	 inbox_start(void);
+void	 inbox_claim_start(void);
 void	 inbox_reconfigure(void);
 void	 inbox_stop(void);
 
@@ -372,7 +474,7 @@ void	 admin_request(const struct request *, enqueue_cb, void *);
 void	 subscribe_start(void);
 
 /* promote.c */
-void	 promote_start(void);
+void	 promote_start(void (*)(void));
 void	 promote_kick(void);
 void	 promote_stop(void);
 
@@ -432,25 +534,49 @@ unsigned long long state_start_time(int);
 unsigned long long state_ticks_now(void);
 int	 state_add(int, unsigned long long);
 int	 state_lock(const char *, const char *, char *, size_t);
-int	 state_open(const char *, const char *, char *, size_t);
-void	 state_claim_done(void);
-void	 state_save(const char *, const int *, const unsigned long long *,
+int	 state_open(const char *, const char *, const char *, char *,
 	    size_t);
+void	 state_claim_done(void);
+void	 state_save(const int *, const unsigned long long *, size_t);
+
+/* finish.c */
+void	 finish_init(void (*)(void));
+void	 finish_queue(const struct job_info *, const struct run_result *,
+	    enum job_outcome, const char *, size_t);
+void	 finish_flush(void);
+size_t	 finish_pending(void);
+void	 finish_each(void (*)(const char *, long, void *), void *);
 
 /* dispatch.c */
-void	 dispatch_start(const char *, void (*)(void));
-void	 dispatch_reconfigure(void);
+void	 dispatch_start(void);
+void	 dispatch_open(void);
 void	 dispatch_kick(void);
-void	 dispatch_redis_state(int);
 void	 dispatch_drain(void (*)(void));
-void	 dispatch_goodbye(void (*)(void));
 int	 dispatch_running(void);
-int	 dispatch_is_leader(void);
-int	 dispatch_ready(void);
+int	 dispatch_fetching(void);
+void	 dispatch_each_lease(void (*)(const char *, long, void *), void *);
+void	 dispatch_lease_lost(const char *);
+void	 dispatch_leases_renewed(int64_t);
+void	 dispatch_guard_leases(void);
 typedef void (*run_now_cb)(const struct run_result *, const char *,
 	    const char *, const char *, void *);
 int	 dispatch_run_now(struct handler *, const char *, const char *,
 	    run_now_cb, void *, char *, size_t);
+
+/* heartbeat.c */
+/* What main decides when the claim is answered, and what rides the beat. */
+struct heartbeat_hooks {
+	void	(*claimed)(void);	/* the name is ours: work */
+	void	(*refused)(long long);	/* a live agent has it, for ms */
+	void	(*beat)(void);		/* each heartbeat */
+};
+void	 heartbeat_start(const char *, const struct heartbeat_hooks *);
+void	 heartbeat_claim(void);
+void	 heartbeat_beat(void);
+void	 heartbeat_reconfigure(void);
+void	 heartbeat_goodbye(void (*)(void));
+int	 heartbeat_claimed(void);
+int	 heartbeat_is_leader(void);
 
 /* ctl_args.c (dispatchctl only) */
 #define CTL_DEFAULT_SOCKET	"/run/dispatchd/dispatchd.sock"

@@ -35,6 +35,7 @@ struct replay {
 
 static ev_timer	 replay_timer;
 static int	 replaying;
+static void	(*queued_hook)(void);	/* main's: jobs may be ready */
 
 static void	 enqueue_replay_in(double);
 
@@ -169,8 +170,7 @@ enqueue_on_reply(const struct redisReply *reply, void *arg)
 		enqueue_done(pe, 0, line, len);
 		return;
 	}
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
-	    reply->element[1]->type != REDIS_REPLY_STRING) {
+	if (!call_reply_is(reply, "is")) {
 		snprintf(msg, sizeof msg, "redis: %.200s",
 		    reply->type == REDIS_REPLY_ERROR ? reply->str :
 		    "unexpected reply to enqueue");
@@ -192,7 +192,7 @@ enqueue_on_reply(const struct redisReply *reply, void *arg)
 	    reply->element[0]->integer == 0 ? "a duplicate, already queued" :
 	    "queued");
 	enqueue_done(pe, 1, line, len);
-	dispatch_kick();
+	queued_hook();
 	if (spool_count() > 0)
 		enqueue_replay_in(0.);	/* Redis takes writes again */
 }
@@ -205,12 +205,12 @@ enqueue_on_reply(const struct redisReply *reply, void *arg)
 void
 enqueue_event(struct event *ev, int may_spool, enqueue_cb cb, void *arg)
 {
-	struct pending_enqueue	 *pe;
-	struct handler		 *hs[MAX_FANOUT];
-	const char		**argv;
-	char			**own, num[4][32], eid[2 * JOB_ID_BYTES + 1];
-	char			 *line, *notify;
-	size_t			  n, i, len, argc, o;
+	struct pending_enqueue	*pe;
+	struct handler		*hs[MAX_FANOUT];
+	struct call		*c;
+	char			 eid[2 * JOB_ID_BYTES + 1];
+	char			 jid[2 * JOB_ID_BYTES + 1], *line;
+	size_t			 n, i, len;
 
 	if (ev->id == NULL)
 		util_random_hex(eid, JOB_ID_BYTES);
@@ -240,50 +240,28 @@ enqueue_event(struct event *ev, int may_spool, enqueue_cb cb, void *arg)
 		return;
 	}
 
-	argc = 9 + 7 * n;
-	argv = xcalloc(argc, sizeof *argv);
-	own = xcalloc(argc, sizeof *own);
-	xasprintf(&own[0], "%sseen:%s", cfg->prefix, pe->event_id);
-	xasprintf(&own[1], "%sdelayed", cfg->prefix);
-	xasprintf(&notify, "%snotify", cfg->prefix);
-	snprintf(num[0], sizeof num[0], "%lld", (long long)cfg->dedup_ms);
-	snprintf(num[1], sizeof num[1], "%lld", (long long)ev->at_ms);
-	argv[0] = own[0];
-	argv[1] = own[1];
-	argv[2] = cfg->prefix;
-	argv[3] = pe->event_id;
-	argv[4] = num[0];
-	argv[5] = num[1];
-	argv[6] = ev->name;
-	argv[7] = ev->data;
-	argv[8] = notify;
+	c = call_start(SCRIPT_ENQUEUE);
+	call_key(c, KEY_SEEN, pe->event_id);
+	call_key(c, KEY_DELAYED, NULL);
+	call_arg(c, "P", cfg->prefix);
+	call_arg(c, "eid", pe->event_id);
+	call_int(c, "dedup_ms", cfg->dedup_ms);
+	call_int(c, "at_ms", ev->at_ms);
+	call_arg(c, "event", ev->name);
+	call_arg(c, "data", ev->data);
+	call_key_arg(c, "notify_channel", KEY_NOTIFY, NULL);
 	for (i = 0; i < n; i++) {
-		o = 9 + 7 * i;
-		own[o] = xmalloc(2 * JOB_ID_BYTES + 1);
-		util_random_hex(own[o], JOB_ID_BYTES);
-		argv[o] = own[o];
-		argv[o + 1] = hs[i]->name;
-		xasprintf(&own[o + 2], "%lld",
-		    (long long)(ev->delay_ms + hs[i]->delay_ms));
-		argv[o + 2] = own[o + 2];
-		xasprintf(&own[o + 3], "%d", hs[i]->attempts);
-		argv[o + 3] = own[o + 3];
-		xasprintf(&own[o + 4], "%lld", (long long)hs[i]->timeout_ms);
-		argv[o + 4] = own[o + 4];
-		xasprintf(&own[o + 5], "%lld",
-		    (long long)hs[i]->backoff_base_ms);
-		argv[o + 5] = own[o + 5];
-		xasprintf(&own[o + 6], "%lld", (long long)hs[i]->backoff_cap_ms);
-		argv[o + 6] = own[o + 6];
+		util_random_hex(jid, JOB_ID_BYTES);
+		call_arg(c, "jid", jid);
+		call_arg(c, "handler", hs[i]->name);
+		call_int(c, "delay_ms", ev->delay_ms + hs[i]->delay_ms);
+		call_int(c, "max_attempts", hs[i]->attempts);
+		call_int(c, "timeout_ms", hs[i]->timeout_ms);
+		call_int(c, "backoff_ms", hs[i]->backoff_base_ms);
+		call_int(c, "backoff_cap_ms", hs[i]->backoff_cap_ms);
 	}
-	if (redis_script(rcmd, SCRIPT_ENQUEUE, enqueue_on_reply, pe, 2,
-	    (int)argc, argv, NULL) == -1)
+	if (call_send_free(c, enqueue_on_reply, pe) == -1)
 		enqueue_fallback(pe, "Redis is not reachable");
-	for (i = 0; i < argc; i++)
-		free(own[i]);
-	free(own);
-	free(argv);
-	free(notify);
 }
 
 /* A spooled event was queued (remove it, go on) or not (retry later). */
@@ -328,6 +306,13 @@ enqueue_replay_in(double s)
 		return;
 	ev_timer_set(&replay_timer, s, 0.);
 	ev_timer_start(EV_DEFAULT_ &replay_timer);
+}
+
+/* Set the hook called after an enqueue: jobs may be ready to fetch. */
+void
+enqueue_init(void (*queued)(void))
+{
+	queued_hook = queued;
 }
 
 /*

@@ -31,6 +31,7 @@ static ev_timer		 retry_timer;
 
 static void	 inbox_read(void);
 static int	 reading;		/* an XREADGROUP is under way */
+static int	 claiming;		/* the name is ours: claim entries */
 static void	 inbox_on_state(int);
 
 /* An entry's enqueue finished: acknowledge it, or leave it for a claim. */
@@ -247,7 +248,7 @@ inbox_on_claim_timer(EV_P_ ev_timer *w, int revents)
 	    NULL, "0-0", "COUNT", INBOX_COUNT, NULL };
 	char		 idle[32];
 
-	if (!redis_ready(rcmd) || !dispatch_ready())
+	if (!redis_ready(rcmd))
 		return;
 	snprintf(idle, sizeof idle, "%lld", (long long)cfg->inbox_claim_ms);
 	argv[1] = cfg->inbox;
@@ -280,6 +281,16 @@ inbox_start(void)
 	rin = redis_open("inbox", inbox_on_state);
 	ev_init(&retry_timer, inbox_on_retry);
 	ev_init(&claim_timer, inbox_on_claim_timer);
+}
+
+/*
+ * The agent's name is ours: claim the entries dead agents left pending,
+ * from now on (before, another live agent of the name might be us).
+ */
+void
+inbox_claim_start(void)
+{
+	claiming = 1;
 	inbox_reconfigure();
 }
 
@@ -289,7 +300,7 @@ inbox_reconfigure(void)
 {
 	double	period = (double)cfg->inbox_claim_ms / 2000.0;
 
-	if (rin == NULL)
+	if (rin == NULL || !claiming)
 		return;
 	if (period < 0.5)
 		period = 0.5;

@@ -28,12 +28,22 @@
 
 #define STOP_SLACK_S	5.0	/* after drain and kill grace: give up */
 
-struct counters	 counters;
 
 static ev_signal	 sig_term, sig_int, sig_hup;
 static ev_timer		 drain_timer, stop_timer, status_timer;
 static int		 stopping;
 static int		 ready;		/* READY=1 sent */
+
+static void	 main_on_claimed(void);
+static void	 main_on_refused(long long);
+static void	 main_on_beat(void);
+
+/* What main decides for the heartbeat. */
+static const struct heartbeat_hooks heartbeat_hooks = {
+	.claimed = main_on_claimed,
+	.refused = main_on_refused,
+	.beat = main_on_beat,
+};
 
 /* Print usage and exit. */
 static void __attribute__((noreturn))
@@ -86,7 +96,7 @@ static void
 main_drained(void)
 {
 	log_info("all jobs finished and recorded; exiting");
-	dispatch_goodbye(main_exit);
+	heartbeat_goodbye(main_exit);
 }
 
 /* drain_timeout passed with jobs still running: stop them. */
@@ -157,8 +167,9 @@ main_on_hup(EV_P_ ev_signal *w, int revents)
 	control_set_max(cfg->max_message);
 	spool_set_max(cfg->spool_max);
 	inbox_reconfigure();
-	dispatch_reconfigure();
-	if (dispatch_ready())
+	heartbeat_reconfigure();
+	dispatch_kick();		/* new handlers to fetch for */
+	if (heartbeat_claimed())
 		routes_publish();
 	log_info("reload: %s: %zu handlers, %d workers", cfg->path,
 	    cfg->n_handlers, cfg->workers);
@@ -186,24 +197,73 @@ main_on_status(EV_P_ ev_timer *w, int revents)
 	main_status();
 }
 
-/* Redis came up or went down: tell dispatch. */
+/*
+ * Redis is back and the name is ours: renew the leases at once, send the
+ * finishes it missed, re-arm the promote timer, fetch, and queue what the
+ * spool kept.
+ */
+static void
+main_redis_back(void)
+{
+	heartbeat_beat();
+	finish_flush();
+	promote_kick();
+	dispatch_kick();
+	enqueue_replay();
+}
+
+/* Redis came up or went down; the first time up, claim the name first. */
 static void
 main_on_redis(int up)
 {
-	dispatch_redis_state(up);
+	if (!up)
+		return;
+	if (!heartbeat_claimed())
+		heartbeat_claim();
+	else
+		main_redis_back();
 }
 
 /*
- * The agent holds its name in Redis and its routes are written: it works,
- * and every other agent knows its handlers.  READY=1 unless sent already.
+ * The claim succeeded: the agent holds its name in Redis.  It writes its
+ * routes, so every other agent knows its handlers, and starts working;
+ * READY=1 unless sent already.
  */
 static void
 main_on_claimed(void)
 {
+	state_claim_done();
+	dispatch_open();
+	inbox_claim_start();
+	redis_check_durability(rcmd);
+	routes_publish();
+	routes_refresh();
 	log_info("ready: Redis connected, events accepted on %s",
 	    cfg->socket);
 	if (!ready)
 		main_status();
+	main_redis_back();
+}
+
+/*
+ * Another live agent has this name: two must not share one.  Exit without
+ * touching the socket file, which is not ours to leave.
+ */
+static void
+main_on_refused(long long ttl_ms)
+{
+	log_errx("another agent named '%s' is alive (its heartbeat expires in "
+	    "%lld ms): two agents must not share a name; set [agent] name",
+	    cfg->name, ttl_ms);
+	control_close();
+	exit(EXIT_UNAVAILABLE);
+}
+
+/* Each heartbeat also reads the other agents' routes again. */
+static void
+main_on_beat(void)
+{
+	routes_refresh();
 }
 
 /* Print the version and the libraries it was built with. */
@@ -293,11 +353,13 @@ main(int argc, char **argv)
 	/* orphaned grandchildren of handlers are reparented here and reaped */
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) == -1)
 		log_warn("prctl PR_SET_CHILD_SUBREAPER");
-	dispatch_start(rundir, main_on_claimed);
+	heartbeat_start(rundir, &heartbeat_hooks);
+	dispatch_start();
+	enqueue_init(dispatch_kick);
 	rcmd = redis_open("cmd", main_on_redis);
 	subscribe_start();
 	inbox_start();
-	promote_start();
+	promote_start(dispatch_kick);
 
 	ev_signal_init(&sig_term, main_on_stop, SIGTERM);
 	ev_signal_start(EV_DEFAULT_ &sig_term);

@@ -1,7 +1,7 @@
 /*
- * metrics.c: Prometheus text exposition.  Counters live in the agent (jobs
- * by handler and outcome, a duration histogram, events, rejects, spool,
- * reconnects, recoveries); queue depths are read from Redis at scrape time
+ * metrics.c: Prometheus text exposition.  The agent's own numbers come
+ * from counters.c (jobs by handler and outcome, a duration histogram,
+ * events, rejects, spool, reconnects, recoveries); queue depths are read from Redis at scrape time
  * with the status script.  Served by `dispatchctl metrics` over the socket
  * and, with metrics_listen, by a tiny HTTP/1.0 listener (GET /metrics).
  */
@@ -25,26 +25,8 @@
 
 #include "dispatchd.h"
 
-#define N_BUCKETS	12
 #define HTTP_MAX	4096
 #define HTTP_TIMEOUT_S	5.0
-
-static const double	 bucket_s[N_BUCKETS] = {
-	0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800
-};
-static const char *const outcomes[] = {
-	"done", "retry", "dead", "stale", "released"
-};
-#define N_OUTCOMES	(sizeof outcomes / sizeof outcomes[0])
-
-/* What one handler has done since the agent started. */
-struct handler_stats {
-	char		*name;
-	uint64_t	 outcome[N_OUTCOMES];
-	uint64_t	 bucket[N_BUCKETS];	/* cumulative at render */
-	uint64_t	 count;
-	double		 sum_s;
-};
 
 /* A text being built. */
 struct text {
@@ -68,8 +50,6 @@ struct http {
 	ev_timer	 timer;
 };
 
-static struct handler_stats	*stats;
-static size_t			 n_stats;
 static int			 listen_fd = -1;
 static ev_io			 listen_io;
 
@@ -93,41 +73,6 @@ text_add(struct text *t, const char *fmt, ...)
 	}
 }
 
-/* The stats of a handler, created on first use. */
-static struct handler_stats *
-metrics_for(const char *name)
-{
-	size_t	i;
-
-	for (i = 0; i < n_stats; i++)
-		if (strcmp(stats[i].name, name) == 0)
-			return &stats[i];
-	stats = xreallocarray(stats, n_stats + 1, sizeof *stats);
-	memset(&stats[n_stats], 0, sizeof stats[0]);
-	stats[n_stats].name = xstrdup(name);
-	return &stats[n_stats++];
-}
-
-/* Count one job outcome, with the run's duration. */
-void
-metrics_job(const char *handler, const char *outcome, int64_t duration_ms)
-{
-	struct handler_stats	*s = metrics_for(handler);
-	double			 d = (double)duration_ms / 1000.0;
-	size_t			 i;
-
-	for (i = 0; i < N_OUTCOMES; i++)
-		if (strcmp(outcomes[i], outcome) == 0)
-			s->outcome[i]++;
-	for (i = 0; i < N_BUCKETS; i++)
-		if (d <= bucket_s[i]) {
-			s->bucket[i]++;
-			break;
-		}
-	s->count++;
-	s->sum_s += d;
-}
-
 /* One metric's HELP and TYPE lines. */
 static void
 metrics_head(struct text *t, const char *name, const char *type,
@@ -149,26 +94,28 @@ metrics_one(struct text *t, const char *name, const char *type,
 static void
 metrics_counters(struct text *t)
 {
-	uint64_t	cum;
-	size_t		i, j;
+	const struct handler_stats	*stats;
+	uint64_t			 cum;
+	size_t				 i, j, n_stats;
 
+	stats = counters_handlers(&n_stats);
 	metrics_head(t, "dispatchd_jobs_total", "counter",
 	    "Job attempts finished on this agent, by handler and outcome.");
 	for (i = 0; i < n_stats; i++)
-		for (j = 0; j < N_OUTCOMES; j++)
+		for (j = 0; j < JOB_NFATES; j++)
 			text_add(t, "dispatchd_jobs_total{handler=\"%s\","
 			    "outcome=\"%s\"} %llu\n", stats[i].name,
-			    outcomes[j],
-			    (unsigned long long)stats[i].outcome[j]);
+			    job_fate_name((enum job_fate)j),
+			    (unsigned long long)stats[i].fate[j]);
 	metrics_head(t, "dispatchd_job_duration_seconds", "histogram",
 	    "How long handlers ran, by handler.");
 	for (i = 0; i < n_stats; i++) {
 		cum = 0;
-		for (j = 0; j < N_BUCKETS; j++) {
+		for (j = 0; j < COUNTERS_BUCKETS; j++) {
 			cum += stats[i].bucket[j];
 			text_add(t, "dispatchd_job_duration_seconds_bucket{"
 			    "handler=\"%s\",le=\"%g\"} %llu\n", stats[i].name,
-			    bucket_s[j], (unsigned long long)cum);
+			    counters_bucket_s[j], (unsigned long long)cum);
 		}
 		text_add(t, "dispatchd_job_duration_seconds_bucket{handler="
 		    "\"%s\",le=\"+Inf\"} %llu\n", stats[i].name,
@@ -204,7 +151,7 @@ metrics_counters(struct text *t)
 	    (double)counters.inbox_bad);
 	metrics_one(t, "dispatchd_events_leader", "gauge",
 	    "1 when this agent queues pub/sub events that carry no id.",
-	    dispatch_is_leader());
+	    heartbeat_is_leader());
 	metrics_one(t, "dispatchd_leases_recovered_total", "counter",
 	    "Jobs whose lease expired, recovered by this agent.",
 	    (double)counters.recovered);
@@ -234,12 +181,13 @@ metrics_on_status(const struct redisReply *reply, void *arg)
 	size_t			 i;
 
 	metrics_counters(&t);
-	if (reply != NULL && reply->type == REDIS_REPLY_ARRAY &&
-	    reply->elements == 6) {
+	if (call_reply_is(reply, "iaaiii")) {
 		metrics_head(&t, "dispatchd_queue_ready", "gauge",
 		    "Jobs ready to run, by handler.");
 		for (i = 0; i < reply->element[1]->elements; i++) {
 			h = reply->element[1]->element[i];
+			if (!call_reply_is(h, "si*"))
+				continue;
 			text_add(&t, "dispatchd_queue_ready{handler=\"%s\"} "
 			    "%lld\n", h->element[0]->str,
 			    h->element[1]->integer);
@@ -260,37 +208,23 @@ metrics_render(metrics_cb cb, void *arg)
 {
 	struct render	*r;
 	struct text	 t = { NULL, 0, 0 };
-	const char	**argv;
-	char		 *keys[5], limit[] = "1";
-	size_t		  i, n = 0;
-	int		  rc;
+	struct call	*c;
+	size_t		 i;
 
 	r = xcalloc(1, sizeof *r);
 	r->cb = cb;
 	r->arg = arg;
-	if (!redis_ready(rcmd)) {
-		metrics_counters(&t);
-		metrics_finish(r, &t);
-		return;
-	}
-	xasprintf(&keys[0], "%sdelayed", cfg->prefix);
-	xasprintf(&keys[1], "%sleases", cfg->prefix);
-	xasprintf(&keys[2], "%sdead", cfg->prefix);
-	xasprintf(&keys[3], "%sresults", cfg->prefix);
-	xasprintf(&keys[4], "%sagents", cfg->prefix);
-	argv = xcalloc(7 + cfg->n_handlers, sizeof *argv);
-	for (i = 0; i < 5; i++)
-		argv[n++] = keys[i];
-	argv[n++] = cfg->prefix;
-	argv[n++] = limit;	/* depths only: scan as little as possible */
+	c = call_start(SCRIPT_STATUS);
+	call_key(c, KEY_DELAYED, NULL);
+	call_key(c, KEY_LEASES, NULL);
+	call_key(c, KEY_DEAD, NULL);
+	call_key(c, KEY_RESULTS, NULL);
+	call_key(c, KEY_AGENTS, NULL);
+	call_arg(c, "P", cfg->prefix);
+	call_arg(c, "limit", "1");	/* depths only: scan as little as can be */
 	for (i = 0; i < cfg->n_handlers; i++)
-		argv[n++] = cfg->handlers[i]->name;
-	rc = redis_script(rcmd, SCRIPT_STATUS, metrics_on_status, r, 5, (int)n,
-	    argv, NULL);
-	for (i = 0; i < 5; i++)
-		free(keys[i]);
-	free(argv);
-	if (rc == -1) {
+		call_arg(c, "handler", cfg->handlers[i]->name);
+	if (call_send_free(c, metrics_on_status, r) == -1) {
 		metrics_counters(&t);
 		metrics_finish(r, &t);
 	}

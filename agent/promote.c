@@ -22,6 +22,7 @@
 static ev_timer	 promote_timer;
 static int	 promote_busy;		/* a script call is in flight */
 static int	 promote_again;		/* a kick came while busy */
+static void	(*promote_moved)(void);	/* main's: jobs became ready */
 
 static void	 promote_run(void);
 
@@ -45,8 +46,7 @@ promote_on_reply(const struct redisReply *reply, void *arg)
 	long long	moved, next, now;
 
 	promote_busy = 0;
-	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
-	    reply->elements != 3) {
+	if (!call_reply_is(reply, "iii")) {
 		if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
 			log_warnx("promote: %s", reply->str);
 		promote_arm(PROMOTE_MAX_S);
@@ -57,7 +57,7 @@ promote_on_reply(const struct redisReply *reply, void *arg)
 	now = reply->element[2]->integer;
 	if (moved > 0) {
 		log_debug("promote: %lld jobs due", moved);
-		dispatch_kick();
+		promote_moved();
 	}
 	if (moved >= PROMOTE_LIMIT || promote_again) {
 		promote_again = 0;
@@ -72,27 +72,21 @@ promote_on_reply(const struct redisReply *reply, void *arg)
 static void
 promote_run(void)
 {
-	const char	*argv[4];
-	char		*delayed, *notify, limit[16];
+	struct call	*c;
 
 	if (promote_busy) {
 		promote_again = 1;
 		return;
 	}
-	xasprintf(&delayed, "%sdelayed", cfg->prefix);
-	xasprintf(&notify, "%snotify", cfg->prefix);
-	snprintf(limit, sizeof limit, "%d", PROMOTE_LIMIT);
-	argv[0] = delayed;
-	argv[1] = cfg->prefix;
-	argv[2] = limit;
-	argv[3] = notify;
-	if (redis_script(rcmd, SCRIPT_PROMOTE, promote_on_reply, NULL, 1, 4,
-	    argv, NULL) == 0)
+	c = call_start(SCRIPT_PROMOTE);
+	call_key(c, KEY_DELAYED, NULL);
+	call_arg(c, "P", cfg->prefix);
+	call_int(c, "limit", PROMOTE_LIMIT);
+	call_key_arg(c, "notify_channel", KEY_NOTIFY, NULL);
+	if (call_send_free(c, promote_on_reply, NULL) == 0)
 		promote_busy = 1;
 	else
 		promote_arm(PROMOTE_MAX_S);
-	free(delayed);
-	free(notify);
 }
 
 /* The timer fired. */
@@ -102,10 +96,11 @@ promote_on_timer(EV_P_ ev_timer *w, int revents)
 	promote_run();
 }
 
-/* Start promoting. */
+/* Start promoting; moved is called when jobs became ready. */
 void
-promote_start(void)
+promote_start(void (*moved)(void))
 {
+	promote_moved = moved;
 	ev_init(&promote_timer, promote_on_timer);
 	promote_arm(0);
 }

@@ -70,7 +70,7 @@ routes_publish(void)
 	char		 *key, *notify, **specs;
 	size_t		  i, n = 0;
 
-	xasprintf(&key, "%sroutes:%s", cfg->prefix, cfg->name);
+	key = schema_key(KEY_ROUTES, cfg->name);
 	argv = xcalloc(3 + 2 * cfg->n_handlers, sizeof *argv);
 	specs = xcalloc(cfg->n_handlers + 1, sizeof *specs);
 	argv[0] = "DEL";
@@ -85,7 +85,7 @@ routes_publish(void)
 	}
 	if (cfg->n_handlers > 0)
 		redis_command(rcmd, NULL, NULL, (int)n, argv, NULL);
-	xasprintf(&notify, "%snotify", cfg->prefix);
+	notify = schema_key(KEY_NOTIFY, NULL);
 	argv[0] = "PUBLISH";
 	argv[1] = notify;
 	argv[2] = "a";
@@ -195,7 +195,7 @@ routes_on_read(const struct redisReply *reply, void *arg)
 	routes_clear();
 	for (i = 0; i < reply->elements; i++) {
 		a = reply->element[i];
-		if (a->type != REDIS_REPLY_ARRAY || a->elements != 2)
+		if (!call_reply_is(a, "sa") || !call_reply_strings(a->element[1]))
 			continue;
 		kv = a->element[1];
 		for (k = 0; k + 1 < kv->elements; k += 2) {
@@ -223,23 +223,19 @@ routes_on_read(const struct redisReply *reply, void *arg)
 void
 routes_refresh(void)
 {
-	const char	*argv[4];
-	char		*agents, grace[32];
+	struct call	*c;
 
 	if (refreshing) {
 		refresh_again = 1;
 		return;
 	}
-	xasprintf(&agents, "%sagents", cfg->prefix);
-	snprintf(grace, sizeof grace, "%lld", (long long)cfg->route_grace_ms);
-	argv[0] = agents;
-	argv[1] = cfg->prefix;
-	argv[2] = cfg->name;
-	argv[3] = grace;
-	if (redis_script(rcmd, SCRIPT_ROUTES, routes_on_read, NULL, 1, 4, argv,
-	    NULL) == 0)
+	c = call_start(SCRIPT_ROUTES);
+	call_key(c, KEY_AGENTS, NULL);
+	call_arg(c, "P", cfg->prefix);
+	call_arg(c, "self", cfg->name);
+	call_int(c, "grace_ms", cfg->route_grace_ms);
+	if (call_send_free(c, routes_on_read, NULL) == 0)
 		refreshing = 1;
-	free(agents);
 }
 
 /*

@@ -552,17 +552,51 @@ static const char script_routes[] = NOW
 "end\n"
 "return out\n";
 
+/*
+ * Each script's KEYS and ARGV by name, as its comment above states them;
+ * a bracketed group at the end repeats.  call.c checks every call against
+ * these, so an argument added, dropped or moved fails at its first use.
+ */
 const struct script scripts[SCRIPT_COUNT] = {
-	[SCRIPT_ENQUEUE] = { "enqueue", script_enqueue },
-	[SCRIPT_PROMOTE] = { "promote", script_promote },
-	[SCRIPT_FETCH] = { "fetch", script_fetch },
-	[SCRIPT_EXTEND] = { "extend", script_extend },
-	[SCRIPT_FINISH] = { "finish", script_finish },
-	[SCRIPT_RECOVER] = { "recover", script_recover },
-	[SCRIPT_CLAIM] = { "claim", script_claim },
-	[SCRIPT_STATUS] = { "status", script_status },
-	[SCRIPT_JOBS] = { "jobs", script_jobs },
-	[SCRIPT_JOB] = { "job", script_job },
-	[SCRIPT_ADMIN] = { "admin", script_admin },
-	[SCRIPT_ROUTES] = { "routes", script_routes },
+	[SCRIPT_ENQUEUE] = { "enqueue", script_enqueue,
+	    "seen delayed",
+	    "P eid dedup_ms at_ms event data notify_channel "
+	    "[jid handler delay_ms max_attempts timeout_ms backoff_ms "
+	    "backoff_cap_ms]" },
+	[SCRIPT_PROMOTE] = { "promote", script_promote,
+	    "delayed",
+	    "P limit notify_channel" },
+	[SCRIPT_FETCH] = { "fetch", script_fetch,
+	    "leases running",
+	    "P agent lease_ms want [handler room]" },
+	[SCRIPT_EXTEND] = { "extend", script_extend,
+	    "leases agent agents info running results lock:events",
+	    "P agent lease_ms heartbeat_ttl_ms token version host reconcile "
+	    "results_max leader_ttl_ms [jid attempt]" },
+	[SCRIPT_FINISH] = { "finish", script_finish,
+	    "job leases running delayed dead results ready fin",
+	    "jid agent attempt outcome backoff_ms results_max dead_ttl_s "
+	    "remember_ms [field value]" },
+	[SCRIPT_RECOVER] = { "recover", script_recover,
+	    "leases delayed dead results lock:recover",
+	    "P lock_ms limit grace_ms backoff_base_ms backoff_cap_ms "
+	    "results_max dead_ttl_s notify_channel" },
+	[SCRIPT_CLAIM] = { "claim", script_claim,
+	    "agent running leases agents lock:events",
+	    "token previous_tokens heartbeat_ttl_ms name leader_ttl_ms" },
+	[SCRIPT_STATUS] = { "status", script_status,
+	    "delayed leases dead results agents",
+	    "P limit [handler]" },
+	[SCRIPT_JOBS] = { "jobs", script_jobs,
+	    "delayed leases dead",
+	    "P state handler_or_empty limit [handler]" },
+	[SCRIPT_JOB] = { "job", script_job,
+	    "results",
+	    "P jid limit" },
+	[SCRIPT_ADMIN] = { "admin", script_admin,
+	    "delayed dead results",
+	    "P action target older_ms limit results_max notify_channel" },
+	[SCRIPT_ROUTES] = { "routes", script_routes,
+	    "agents",
+	    "P self grace_ms" },
 };

@@ -35,6 +35,7 @@
 #define STATE_LINES_MAX	4096	/* then the file is rewritten */
 
 static char	*state_path;
+static char	*state_token;		/* this life's */
 static char	*state_tmp;
 static char	 state_prev[STATE_PREV][200];	/* newest first */
 static int	 state_claimed;
@@ -158,14 +159,16 @@ state_remember(const char *tok)
 }
 
 /*
- * Open the state file for the agent called name in dir: kill the handler
- * groups a previous life left behind, and return in prev the tokens of the
- * previous lives that may still hold the name's heartbeat, separated by
+ * Open the state file for the agent called name in dir, for the life
+ * with token: kill the handler groups a previous life left behind, and
+ * return in prev the tokens of the previous lives that may still hold the
+ * name's heartbeat, separated by
  * blanks (empty if none): the last one, and those before it that never
  * completed a claim.  Returns the number of groups killed.
  */
 int
-state_open(const char *dir, const char *name, char *prev, size_t prevlen)
+state_open(const char *dir, const char *name, const char *token, char *prev,
+    size_t prevlen)
 {
 	FILE			*fp;
 	char			 line[256], tok[200], olds[STATE_PREV][200];
@@ -174,6 +177,7 @@ state_open(const char *dir, const char *name, char *prev, size_t prevlen)
 
 	xasprintf(&state_path, "%s/dispatchd-%s.state", dir, name);
 	xasprintf(&state_tmp, "%s.tmp", state_path);
+	state_token = xstrdup(token);
 	prev[0] = '\0';
 	if ((fp = fopen(state_path, "re")) == NULL)
 		return 0;
@@ -211,8 +215,7 @@ state_claim_done(void)
  * keep it open for appending.  /run is memory: no fsync.
  */
 void
-state_save(const char *token, const int *pgids,
-    const unsigned long long *started, size_t n)
+state_save(const int *pgids, const unsigned long long *started, size_t n)
 {
 	FILE	*fp;
 	size_t	 i;
@@ -223,7 +226,7 @@ state_save(const char *token, const int *pgids,
 		log_warn("state: %s", state_tmp);
 		return;
 	}
-	fprintf(fp, "token %s\n", token);
+	fprintf(fp, "token %s\n", state_token);
 	for (i = 0; !state_claimed && i < STATE_PREV; i++)
 		if (state_prev[i][0] != '\0')
 			fprintf(fp, "prev %s\n", state_prev[i]);

@@ -85,7 +85,7 @@ subscribe_on_message(const char *channel, const char *msg, size_t len)
 	 * enqueues it and Redis keeps the first; without one there is
 	 * nothing to tell copies apart, so only the events leader does.
 	 */
-	if (ev.id == NULL && !dispatch_is_leader()) {
+	if (ev.id == NULL && !heartbeat_is_leader()) {
 		log_debug("pub/sub %s: event %s without an id: left to the "
 		    "events leader", channel, ev.name);
 		proto_event_clear(&ev);
@@ -141,7 +141,7 @@ subscribe_start(void)
 	const char	*channels[2];
 	size_t		 n = 0;
 
-	xasprintf(&notify, "%snotify", cfg->prefix);
+	notify = schema_key(KEY_NOTIFY, NULL);
 	channels[n++] = notify;
 	if (cfg->subscribe[0] != '\0')
 		channels[n++] = cfg->subscribe;

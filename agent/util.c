@@ -1,7 +1,8 @@
 /*
  * util.c: small pure helpers: strict parsing of durations, sizes and
  * numbers, word splitting for exec lines, clocks, random ids, backoff,
- * UTF-8 cleaning, name validation, fd flags and exit classification.
+ * UTF-8 cleaning, name validation, fd flags, exit classification and the
+ * host name.
  */
 #include "config.h"
 
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dispatchd.h"
 
@@ -413,4 +415,16 @@ util_exit_class(int exited, int code, int signaled, int timed_out)
 	if (code >= 64 && code <= 78)
 		return EXIT_CLASS_FATAL;
 	return EXIT_CLASS_FAIL;
+}
+
+/* This host's name, read once ("localhost" if the kernel will not say). */
+const char *
+util_hostname(void)
+{
+	static char	host[256];
+
+	if (host[0] == '\0' && gethostname(host, sizeof host) == -1)
+		strcpy(host, "localhost");
+	host[sizeof host - 1] = '\0';
+	return host;
 }
