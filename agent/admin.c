@@ -158,7 +158,7 @@ admin_entry(const redisReply *e)
 	const redisReply *kv;
 	size_t		 i;
 
-	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+	if (!call_reply_is(e, "sa") || !call_reply_strings(e->element[1]))
 		return o;
 	json_object_set_new(o, "id", admin_str(e->element[0]->str,
 	    e->element[0]->len));
@@ -183,7 +183,7 @@ admin_entry_has(const redisReply *e, const char *field, const char *want)
 
 	if (want == NULL)
 		return 1;
-	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+	if (!call_reply_is(e, "sa") || !call_reply_strings(e->element[1]))
 		return 0;
 	kv = e->element[1];
 	for (i = 0; i + 1 < kv->elements; i += 2)

@@ -180,6 +180,7 @@ inbox_on_read(const struct redisReply *reply, void *arg)
 		 * another Cluster node): make them again, read a little later.
 		 */
 		log_warnx("inbox: %s; reading again in 1 s", reply->str);
+		ev_timer_stop(EV_DEFAULT_ &retry_timer);
 		ev_timer_set(&retry_timer, 1., 0.);
 		ev_timer_start(EV_DEFAULT_ &retry_timer);
 		return;
@@ -188,7 +189,7 @@ inbox_on_read(const struct redisReply *reply, void *arg)
 	for (i = 0; reply->type == REDIS_REPLY_ARRAY && i < reply->elements;
 	    i++) {
 		s = reply->element[i];
-		if (s->type != REDIS_REPLY_ARRAY || s->elements != 2)
+		if (!call_reply_is(s, "sa"))
 			continue;
 		for (k = 0; k < s->element[1]->elements; k++)
 			inbox_entry(s->element[1]->element[k]);
@@ -230,8 +231,7 @@ inbox_on_claimed(const struct redisReply *reply, void *arg)
 {
 	size_t	i;
 
-	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
-	    reply->elements < 2)
+	if (!call_reply_is(reply, "sa*"))
 		return;
 	if (reply->element[1]->elements > 0)
 		log_notice("inbox: claimed %zu entries an agent left pending",
