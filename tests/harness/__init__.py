@@ -12,6 +12,8 @@ tests/ha (imported as "harness": tests/pytest.ini puts tests/ on sys.path).
   invariants   the read-only checker of a namespace in Redis run after every
                failure scenario (its docstring and tests/README.md list the
                invariants)
+  scripts      the agent's Lua scripts exactly as agent/scripts.c has them
+               (tests/e2e/test_scripts.py)
 
 Every process a test starts is ended by its PID, never by name.
 """
