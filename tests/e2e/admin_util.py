@@ -14,8 +14,8 @@ import stat
 import subprocess
 from pathlib import Path
 
-import ddtest
-from ddtest import wait_for
+from harness import ddtest
+from harness.ddtest import wait_for
 
 NOBODY_UID = 65534
 NOBODY_GID = 65534

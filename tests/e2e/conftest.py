@@ -8,7 +8,7 @@ with status 0; the agent's stderr is attached to the report of a failed test.
 Run: /usr/bin/python3 -m pytest tests/e2e   (Debian's python3-pytest and
 python3-redis; no other packages).  Environment:
   DISPATCHD_BUILD         build dir holding agent/dispatchd and agent/dispatchctl
-                          (default /work/main/build); a missing binary fails the
+                          (default build/ in the source tree); a missing binary fails the
                           tests that need it
   DISPATCHD_REDIS_SERVER  redis-server to use (default: from PATH); when there
                           is none every test is skipped
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-import ddtest
+from harness import ddtest
 
 
 def pytest_configure(config):

@@ -14,9 +14,9 @@ import urllib.request
 import pytest
 
 import admin_util as au
-import ddtest
+from harness import ddtest
 from admin_util import ctl, ctl_json, ctl_ok
-from ddtest import stays, wait_for
+from harness.ddtest import stays, wait_for
 
 BLOCK_SH = """#!/bin/sh
 # block.sh FILE: wait until FILE exists (the test releases it), then exit 0.

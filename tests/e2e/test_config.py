@@ -2,8 +2,8 @@
 
 import pytest
 
-import ddtest
-from ddtest import run
+from harness import ddtest
+from harness.ddtest import run
 
 
 def write_conf(workdir, agent_extra="", handler_extra="", tail=""):

@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-import ddtest
-from ddtest import run, wait_for
+from harness import ddtest
+from harness.ddtest import run, wait_for
 
 
 def ctl(*args, env=None, input=None):
@@ -396,7 +396,7 @@ def test_every_command_is_tested_in_every_order():
     assert names == ORDER_TESTED, names ^ ORDER_TESTED
 
 
-COMPLETION = ddtest.HERE.parent.parent / "packaging" / "completion" / "dispatchctl"
+COMPLETION = ddtest.TOP / "packaging" / "completion" / "dispatchctl"
 
 
 def complete(words, cword=None, path=None):

@@ -15,8 +15,8 @@ import time
 import pytest
 
 import admin_util as au
-import ddtest
-from ddtest import pid_alive, stays, wait_for
+from harness import ddtest
+from harness.ddtest import pid_alive, stays, wait_for
 
 
 class ReplyEater:

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-import ddtest
-from ddtest import run
+from harness import ddtest
+from harness.ddtest import run
 
 
 def config_with_line(path, exec_value, redis_sock="/nonexistent/redis.sock"):

@@ -2,8 +2,8 @@
 
 import json
 
-import ddtest
-from ddtest import wait_for
+from harness import ddtest
+from harness.ddtest import wait_for
 
 
 def records(record_dir):

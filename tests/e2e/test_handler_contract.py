@@ -4,8 +4,8 @@ and the results-stream entry of a successful run (spec: "Handler contract")."""
 import json
 import time
 
-import ddtest
-from ddtest import wait_for
+from harness import ddtest
+from harness.ddtest import wait_for
 
 EXPECTED_ENV_KEYS = {
     "PATH", "HOME", "LANG",

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-import ddtest
-from ddtest import pid_alive, wait_for
+from harness import ddtest
+from harness.ddtest import pid_alive, wait_for
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from ddtest import stays
+from harness.ddtest import stays
 
 
 @pytest.fixture

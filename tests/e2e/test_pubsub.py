@@ -3,8 +3,8 @@
 import json
 import time
 
-import ddtest
-from ddtest import stays, wait_for
+from harness import ddtest
+from harness.ddtest import stays, wait_for
 
 
 def wait_subscribed(agent, channel):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ddtest import pid_alive, stays, wait_for
+from harness.ddtest import pid_alive, stays, wait_for
 
 
 @pytest.mark.redis_args("--appendonly", "yes", "--appendfsync", "always")

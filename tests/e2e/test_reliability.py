@@ -5,7 +5,7 @@ import re
 import signal
 import time
 
-from ddtest import pid_alive, stays, wait_for
+from harness.ddtest import pid_alive, stays, wait_for
 
 
 def started_pids(path):

@@ -12,8 +12,8 @@ import signal
 import pytest
 
 import admin_util as au
-import ddtest
-from ddtest import stays, wait_for
+from harness import ddtest
+from harness.ddtest import stays, wait_for
 
 BLOCK_SH = """#!/bin/sh
 cat >/dev/null

@@ -15,8 +15,8 @@ import time
 import urllib.request
 
 import admin_util as au
-import ddtest
-from ddtest import stays, wait_for
+from harness import ddtest
+from harness.ddtest import stays, wait_for
 from test_reload import BLOCK_SH, emit_job, hup, rewrite, running
 
 import pytest

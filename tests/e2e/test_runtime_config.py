@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ddtest import stays, wait_for
+from harness.ddtest import stays, wait_for
 
 
 @pytest.mark.parametrize("form", ["unix:%s", "%s"])

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from ddtest import stays, wait_for
+from harness.ddtest import stays, wait_for
 
 
 def test_delay_starts_on_time(dispatchd, handler, record_dir):

@@ -3,7 +3,7 @@
 import signal
 import time
 
-from ddtest import wait_for
+from harness.ddtest import wait_for
 
 
 def test_sigterm_drains_running_job(dispatchd, handler, record_dir):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ddtest import Client, stays, wait_for
+from harness.ddtest import Client, stays, wait_for
 
 
 def spool_files(d):

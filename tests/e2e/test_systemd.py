@@ -14,8 +14,8 @@ import time
 import pytest
 
 import admin_util as au
-import ddtest
-from ddtest import stays, wait_for
+from harness import ddtest
+from harness.ddtest import stays, wait_for
 
 
 @pytest.fixture

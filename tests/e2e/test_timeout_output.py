@@ -2,7 +2,7 @@
 
 import time
 
-from ddtest import pid_alive, wait_for
+from harness.ddtest import pid_alive, wait_for
 
 
 def read_pids(path):

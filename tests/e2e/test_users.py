@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import admin_util as au
-import ddtest
+from harness import ddtest
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
 

@@ -1,9 +1,10 @@
-"""Fixtures for the dispatchd failure-matrix tests (notes/reliability.md A.2.9).
+"""Fixtures for the dispatchd failure-matrix tests (tests/README.md, "The
+failure suite and its invariants").
 
-Built on the ideas (and the helpers) of tests/e2e/ddtest.py: a private
-redis-server on a unix socket in a short tmp dir, the real dispatchd binary
-($DISPATCHD_BUILD/agent/dispatchd, default /work/main/build), the socket
-client, polling with deadlines.  Added here: Redis that can be stopped,
+Built on the shared harness (tests/harness: ddtest, restartable,
+invariants): a private redis-server on a unix socket in a short tmp dir, the
+real dispatchd binary ($DISPATCHD_BUILD/agent/dispatchd, default build/ in
+the source tree), the socket client, polling with deadlines.  Added here: Redis that can be stopped,
 crashed and restarted with its AOF, agents that can be killed and restarted
 under the same name and socket dir (as systemd would), LD_PRELOADed
 libfaketime, a socat TCP proxy, tmpfs mounts, and a teardown that ends, by
@@ -15,20 +16,17 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from harness import ddtest
+from harness import invariants
+from harness.ddtest import Client, wait_for, read_results, render_config, agent_environ  # noqa: F401
+from harness.restartable import RestartableAgent
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "e2e"))
-
-import ddtest  # noqa: E402
-from ddtest import Client, wait_for, read_results, render_config, agent_environ  # noqa: E402,F401
-import invariants  # noqa: E402
-from restartable import RestartableAgent  # noqa: E402
-
 HANDLERS = HERE / "handlers"
 DISPATCHD = ddtest.DISPATCHD
 DISPATCHCTL = ddtest.DISPATCHCTL
@@ -44,10 +42,6 @@ def handler(name):
     p = HANDLERS / name
     assert os.access(str(p), os.X_OK), "%s is not executable" % p
     return str(p)
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes about a minute or more")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -6,7 +6,7 @@ test_sentinel.py).  Everything listens on loopback (unix sockets or
 127.0.0.1 on random free ports) under a /tmp/ddh-* dir; teardown ends, by
 PID, every process the test started.
 
-Environment: DISPATCHD_BUILD (default /work/main/build), DISPATCHD_TEST_KEEP
+Environment: DISPATCHD_BUILD (default build/ in the source tree), DISPATCHD_TEST_KEEP
 (keep the tmp dir).  Tests needing a feature the binary lacks skip after a
 capability probe (a config key `dispatchd -t` rejects, a Redis key the agent
 does not write), so the suite is green before the feature lands.
@@ -20,10 +20,6 @@ from pathlib import Path
 import pytest
 
 import hatest
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes about a minute or more")
 
 
 @pytest.hookimpl(hookwrapper=True)

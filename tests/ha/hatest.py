@@ -1,8 +1,8 @@
 """Helpers for the dispatchd scale-out / high-availability tests (issue 5).
 
-Reuses tests/e2e/ddtest.py (socket client, config rendering, polling) and
-tests/failure/invariants.py (the invariant checker over Redis), imported by
-path.  Added here: Redis servers on loopback TCP ports (plain, replica,
+Reuses the shared harness (tests/harness): ddtest (socket client, config
+rendering, polling), restartable (an agent killed and started again) and
+invariants (the checker over Redis).  Added here: Redis servers on loopback TCP ports (plain, replica,
 cluster node), redis-sentinel, agents that can be killed and restarted under
 the same name, capability probes, CPU accounting, and an Env that ends, by
 PID, everything a test started.
@@ -13,7 +13,6 @@ import os
 import random
 import socket
 import subprocess
-import sys
 import threading
 import collections
 import time
@@ -23,17 +22,12 @@ from pathlib import Path
 import pytest
 import redis as redislib
 
-HERE = Path(__file__).resolve().parent
-TESTS = HERE.parent
-for sub in ("e2e", "failure"):
-    p = str(TESTS / sub)
-    if p not in sys.path:
-        sys.path.append(p)
+from harness import ddtest
+from harness import invariants
+from harness.restartable import RestartableAgent
+from harness.ddtest import Client, wait_for, render_config, agent_environ, read_results, stays  # noqa: F401
 
-import ddtest  # noqa: E402
-import invariants  # noqa: E402
-from restartable import RestartableAgent  # noqa: E402
-from ddtest import Client, wait_for, render_config, agent_environ, read_results, stays  # noqa: E402,F401
+HERE = Path(__file__).resolve().parent
 
 HANDLERS = HERE / "handlers"
 DISPATCHD = ddtest.DISPATCHD

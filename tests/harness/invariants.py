@@ -9,7 +9,10 @@ Python.  Nothing is ever written to Redis.
 raises InvariantError listing every violation, or returns a Report with the
 counts (jobs checked, done, dead, pending, reruns, ...).
 
-Invariants (notes/reliability.md A.2.9):
+The invariants below are what "no job was lost, duplicated or stuck" means
+for the failure matrix (tests/failure) and the many-agent tests (tests/ha);
+tests/README.md states the same list.  Structures are the namespace's keys
+(doc/ARCHITECTURE.md, "Redis keys"):
   * every jid in leases has state=running;
   * every running job has a lease;
   * delayed members have state=delayed; ready:<h> members have state=ready

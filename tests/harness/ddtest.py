@@ -1,8 +1,12 @@
-"""Helpers for the dispatchd end-to-end tests.
+"""The core of the test harness, shared by tests/e2e, tests/failure and
+tests/ha (and tests/e2e/test_scripts.py): where the binaries are, a private
+redis-server, the real dispatchd with a generated config, the socket client,
+reading the results stream, polling with deadlines and PID checks.
 
 Everything here drives real processes: a private redis-server on a unix
 socket and the real dispatchd binary.  No mocks.  Waiting is always done by
-polling with a deadline (wait_for), never by a bare sleep.
+polling with a deadline (wait_for), never by a bare sleep; processes are
+stopped by PID, never by name.
 """
 
 import json
@@ -17,9 +21,12 @@ from pathlib import Path
 
 import redis as redislib
 
-HERE = Path(__file__).resolve().parent
-HANDLERS = HERE / "handlers"
-BUILD = Path(os.environ.get("DISPATCHD_BUILD", "/work/main/build"))
+HERE = Path(__file__).resolve().parent      # tests/harness
+TESTS = HERE.parent                          # tests
+TOP = TESTS.parent                           # the source tree
+HANDLERS = TESTS / "e2e" / "handlers"        # the e2e suite's handler scripts
+# the build dir holding agent/dispatchd and agent/dispatchctl
+BUILD = Path(os.environ.get("DISPATCHD_BUILD", str(TOP / "build")))
 DISPATCHD = BUILD / "agent" / "dispatchd"
 DISPATCHCTL = BUILD / "agent" / "dispatchctl"
 

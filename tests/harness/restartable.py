@@ -8,8 +8,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-import ddtest
-from ddtest import Client, agent_environ, render_config, wait_for
+from harness import ddtest
+from harness.ddtest import Client, agent_environ, render_config, wait_for
 
 
 class RestartableAgent:
