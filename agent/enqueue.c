@@ -128,8 +128,8 @@ enqueue_fallback(struct pending_enqueue *pe, const char *why)
 		    pe->event_id, why);
 		/* connected but refused (MISCONF, LOADING...): try again soon */
 		enqueue_replay_in(1.0);
-		len = (size_t)xasprintf(&line, "{\"ok\":true,\"spooled\":true,"
-		    "\"event_id\":\"%s\"}\n", pe->event_id);
+		line = proto_reply(json_pack("{s:b, s:b, s:s}", "ok", 1,
+		    "spooled", 1, "event_id", pe->event_id), &len);
 		enqueue_done(pe, 1, line, len);
 		return;
 	}

@@ -107,14 +107,16 @@ static int	 proto_check_after(const struct request *, char *, size_t);
 
 /*
  * The fields of the ops other than emit, in the order they are checked:
- * each one's type first, then (check) its value.  In a PROTO_EVENT op,
- * event and data are the event's instead (proto_fill_ev).
+ * first every field's type, then the checks of the values.  A field an
+ * op takes must be here; but in a PROTO_EVENT op, event and data are the
+ * event's (proto_fill_ev).
  */
 static const struct proto_field {
 	const char	*name;
 	enum proto_type	 type;
 	size_t		 off;		/* where it goes in struct request */
 	int		(*check)(const struct request *, char *, size_t);
+					/* a string's value, or NULL */
 } proto_fields[] = {
 	{ "id",		FIELD_STRING,	offsetof(struct request, id), NULL },
 	{ "handler",	FIELD_STRING,	offsetof(struct request, handler),
