@@ -57,15 +57,10 @@ admin_str(const char *s, size_t len)
 static void
 admin_reply(enqueue_cb cb, void *arg, json_t *o)
 {
-	char	*s, *line;
+	char	*line;
 	size_t	 len;
 
-	json_object_set_new(o, "ok", json_true());
-	if ((s = json_dumps(o, JSON_COMPACT)) == NULL)
-		fatalx("admin: cannot build a reply");
-	json_decref(o);
-	len = (size_t)xasprintf(&line, "%s\n", s);
-	free(s);
+	line = proto_reply_ok(o, &len);
 	cb(1, line, len, arg);
 	free(line);
 }
@@ -77,7 +72,7 @@ admin_fail(enqueue_cb cb, void *arg, const char *code, const char *msg)
 	char	*line;
 	size_t	 len;
 
-	line = proto_error(code, msg, &len);
+	line = proto_reply_error(code, msg, NULL, &len);
 	cb(0, line, len, arg);
 	free(line);
 }
@@ -289,7 +284,7 @@ admin_call(enum script_id id, int with_results)
 
 /* status: per-handler queues, agents. */
 static void
-admin_status(struct pending_admin *pa)
+admin_status(struct pending_admin *pa, const struct request *req)
 {
 	const char	*remote[MAX_REMOTE];
 	struct call	*c;
@@ -552,7 +547,7 @@ admin_words(char *const *w, size_t n)
 
 /* handlers: the effective settings of each handler. */
 static void
-admin_handlers(struct pending_admin *pa)
+admin_handlers(struct pending_admin *pa, const struct request *req)
 {
 	json_t		*hs = json_array(), *h;
 	struct handler	*x;
@@ -656,49 +651,51 @@ admin_on_metrics(const char *text, size_t len, void *arg)
 	admin_done(pa);
 }
 
+/* metrics: render them. */
+static void
+admin_metrics(struct pending_admin *pa, const struct request *req)
+{
+	metrics_render(admin_on_metrics, pa);
+}
+
+/* The ops served here, by op; control.c serves the others. */
+static void (*const admin_ops[OP_COUNT])(struct pending_admin *,
+    const struct request *) = {
+	[OP_STATUS] = admin_status,
+	[OP_JOBS] = admin_jobs,
+	[OP_JOB] = admin_job_op,
+	[OP_CANCEL] = admin_change,
+	[OP_RETRY] = admin_change,
+	[OP_PURGE] = admin_change,
+	[OP_RESULTS] = admin_results,
+	[OP_HANDLERS] = admin_handlers,
+	[OP_RUN] = admin_run,
+	[OP_METRICS] = admin_metrics,
+};
+
+/* Is op one of those served here? */
+int
+admin_serves(enum request_op op)
+{
+	return op < OP_COUNT && admin_ops[op] != NULL;
+}
+
 /*
- * Serve one op other than emit and ping; cb gets one reply line, possibly
- * before this returns.
+ * Serve one of admin_ops; cb gets one reply line, possibly before this
+ * returns.
  */
 void
 admin_request(const struct request *req, enqueue_cb cb, void *arg)
 {
 	struct pending_admin	*pa;
 
+	if (!admin_serves(req->op)) {
+		admin_fail(cb, arg, "unknown_op", "not an admin op");
+		return;
+	}
 	pa = xcalloc(1, sizeof *pa);
 	pa->cb = cb;
 	pa->arg = arg;
 	pa->op = req->op;
-	switch (req->op) {
-	case OP_STATUS:
-		admin_status(pa);
-		break;
-	case OP_JOBS:
-		admin_jobs(pa, req);
-		break;
-	case OP_JOB:
-		admin_job_op(pa, req);
-		break;
-	case OP_CANCEL:
-	case OP_RETRY:
-	case OP_PURGE:
-		admin_change(pa, req);
-		break;
-	case OP_RESULTS:
-		admin_results(pa, req);
-		break;
-	case OP_HANDLERS:
-		admin_handlers(pa);
-		break;
-	case OP_METRICS:
-		metrics_render(admin_on_metrics, pa);
-		break;
-	case OP_RUN:
-		admin_run(pa, req);
-		break;
-	default:
-		admin_fail(cb, arg, "unknown_op", "not an admin op");
-		admin_done(pa);
-		break;
-	}
+	admin_ops[req->op](pa, req);
 }

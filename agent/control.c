@@ -4,7 +4,8 @@
  * on the same connection, pipelining allowed.  A bad line gets an error
  * and the connection lives on; a line over max_message gets too_large and
  * the connection is closed.  A client that goes away while its emits are in
- * flight does not lose them: the replies are simply dropped.
+ * flight does not lose them: the replies are simply dropped.  Each parsed
+ * request goes to its op's handler: control_ops here, else admin.c's.
  */
 #include "config.h"
 
@@ -147,6 +148,14 @@ control_on_enqueued(int ok, const char *line, size_t len, void *arg)
 	control_answer(arg, line, len);
 }
 
+/* Answer with a reply line (taken). */
+static void
+control_send(struct slot *s, char *line, size_t len)
+{
+	control_answer(s, line, len);
+	free(line);
+}
+
 /* Answer with an error line. */
 static void
 control_error(struct slot *s, const char *code, const char *msg)
@@ -154,21 +163,19 @@ control_error(struct slot *s, const char *code, const char *msg)
 	char	*line;
 	size_t	 len;
 
-	line = proto_error(code, msg, &len);
-	control_answer(s, line, len);
-	free(line);
+	line = proto_reply_error(code, msg, NULL, &len);
+	control_send(s, line, len);
 }
 
-/* The ping reply: who we are and how things stand. */
+/* ping: who we are and how things stand. */
 static void
-control_ping(struct slot *s)
+control_ping(struct conn *c, struct slot *s, struct request *req)
 {
-	json_t	*o;
-	char	*str, *line;
+	char	*line;
 	size_t	 len;
 
-	o = json_pack("{s:b, s:s, s:s, s:b, s:i, s:i, s:I, s:I, s:I, s:I, s:I,"
-	    " s:I, s:I, s:I}",
+	line = proto_reply(json_pack("{s:b, s:s, s:s, s:b, s:i, s:i, s:I, s:I,"
+	    " s:I, s:I, s:I, s:I, s:I, s:I}",
 	    "ok", 1, "agent", cfg->name, "version", DISPATCHD_VERSION,
 	    "redis", redis_ready(rcmd) && heartbeat_claimed(),
 	    "running", dispatch_running(),
@@ -180,14 +187,45 @@ control_ping(struct slot *s)
 	    "jobs_finished", (json_int_t)counters.jobs_finished,
 	    "spooled", (json_int_t)counters.spooled,
 	    "replayed", (json_int_t)counters.replayed,
-	    "spool_waiting", (json_int_t)spool_count());
-	if (o == NULL || (str = json_dumps(o, JSON_COMPACT)) == NULL)
-		fatalx("control: cannot build the ping reply");
-	json_decref(o);
-	len = (size_t)xasprintf(&line, "%s\n", str);
-	free(str);
-	control_answer(s, line, len);
-	free(line);
+	    "spool_waiting", (json_int_t)spool_count()), &len);
+	control_send(s, line, len);
+}
+
+/* emit: if this peer may emit this event, queue it. */
+static void
+control_emit(struct conn *c, struct slot *s, struct request *req)
+{
+	char	err[300];
+
+	if (!access_may_emit(cfg, &c->peer, req->ev.name)) {
+		snprintf(err, sizeof err, "uid %u may not emit %s",
+		    (unsigned)c->peer.uid, req->ev.name);
+		log_warnx("control: denied: %s", err);
+		counters.rejected++;
+		control_error(s, "denied", err);
+	} else
+		enqueue_event(&req->ev, 1, control_on_enqueued, s);
+}
+
+/* The ops served here, by op; admin.c serves the others. */
+static void (*const control_ops[OP_COUNT])(struct conn *, struct slot *,
+    struct request *) = {
+	[OP_EMIT] = control_emit,
+	[OP_PING] = control_ping,
+};
+
+/* Check that every op on the wire is served, here or in admin.c. */
+static void
+control_check_ops(void)
+{
+	int	op;
+
+	for (op = 0; op < OP_COUNT; op++)
+		if (!(proto_ops[op].flags & PROTO_LOCAL) &&
+		    (control_ops[op] != NULL) == admin_serves(op))
+			fatalx("control: op %s is served %s",
+			    proto_ops[op].name, control_ops[op] ? "twice" :
+			    "nowhere");
 }
 
 /* Handle one complete request line. */
@@ -208,31 +246,16 @@ control_request(struct conn *c, const char *line, size_t len)
 		control_error(s, rc == -2 ? "unknown_op" : "invalid", err);
 		return;
 	}
-	switch (req.op) {
-	case OP_PING:
-		control_ping(s);
-		break;
-	case OP_EMIT:
-		if (!access_may_emit(cfg, &c->peer, req.ev.name)) {
-			snprintf(err, sizeof err, "uid %u may not emit %s",
-			    (unsigned)c->peer.uid, req.ev.name);
-			log_warnx("control: denied: %s", err);
-			counters.rejected++;
-			control_error(s, "denied", err);
-		} else
-			enqueue_event(&req.ev, 1, control_on_enqueued, s);
-		break;
-	default:
-		if (req.admin && !access_may_admin(cfg, &c->peer)) {
-			snprintf(err, sizeof err, "uid %u may not use admin ops",
-			    (unsigned)c->peer.uid);
-			log_warnx("control: denied: %s", err);
-			counters.rejected++;
-			control_error(s, "denied", err);
-		} else
-			admin_request(&req, control_on_enqueued, s);
-		break;
-	}
+	if (req.admin && !access_may_admin(cfg, &c->peer)) {
+		snprintf(err, sizeof err, "uid %u may not use admin ops",
+		    (unsigned)c->peer.uid);
+		log_warnx("control: denied: %s", err);
+		counters.rejected++;
+		control_error(s, "denied", err);
+	} else if (control_ops[req.op] != NULL)
+		control_ops[req.op](c, s, &req);
+	else
+		admin_request(&req, control_on_enqueued, s);
 	proto_request_clear(&req);
 }
 
@@ -506,6 +529,7 @@ control_on_accept(EV_P_ ev_io *w, int revents)
 static void
 control_start(int fd, size_t max_message)
 {
+	control_check_ops();
 	control_fd = fd;
 	control_max = max_message;
 	ev_io_init(&control_io, control_on_accept, fd, EV_READ);

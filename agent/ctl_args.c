@@ -4,6 +4,7 @@
  * options come after it, in any order among its arguments; "--" ends the
  * options, so that an argument may begin with '-'.  All of it is checked
  * here, before anything is sent: a bad line exits 64 with a usage line.
+ * The commands, their arguments and options come from proto_ops.
  */
 #include "config.h"
 
@@ -55,49 +56,12 @@ static const struct option ctl_longopts[] = {
 };
 static const char ctl_globals[] = "config help json socket version";
 
-/* Each command: its arguments, its own options, its line of usage. */
-static const struct ctl_cmd {
-	const char	*name;
-	int		 min_args;
-	int		 max_args;	/* -1: no limit */
-	const char	*options;	/* long names, space-separated */
-	const char	*synopsis;	/* after the name; \n: a new line */
-	const char	*help;
-} ctl_cmds[CTL_NCOMMANDS] = {
-	[CTL_EMIT] = { "emit", 1, -1, "data delay id",
-	    "EVENT [KEY=VALUE ...] [KEY:=JSON ...] [--data JSON | --data -]\n"
-	    "[--id ID] [--delay SECONDS|DURATION]", "emit an event" },
-	[CTL_PING] = { "ping", 0, 0, "", "",
-	    "check that the agent answers" },
-	[CTL_STATUS] = { "status", 0, 0, "", "",
-	    "queues per handler, agents" },
-	[CTL_JOBS] = { "jobs", 0, 0, "state handler limit",
-	    "[--state ready|delayed|running|dead] [--handler H]\n"
-	    "[--limit N]", "jobs in one state" },
-	[CTL_JOB] = { "job", 1, 1, "", "ID",
-	    "a job's fields and results" },
-	[CTL_CANCEL] = { "cancel", 1, 1, "", "ID",
-	    "delete a waiting or dead job" },
-	[CTL_RETRY] = { "retry", 0, 1, "dead handler limit",
-	    "ID | --dead [--handler H] [--limit N]", "queue again now" },
-	[CTL_PURGE] = { "purge", 0, 0, "dead handler limit older-than",
-	    "--dead [--older-than D] [--handler H] [--limit N]",
-	    "delete dead jobs" },
-	[CTL_RESULTS] = { "results", 0, 0, "handler event limit follow",
-	    "[--handler H] [--event E] [-n N] [--follow]", "the last runs" },
-	[CTL_HANDLERS] = { "handlers", 0, 0, "", "",
-	    "effective handler settings" },
-	[CTL_CHECK] = { "check", 0, 1, "", "[FILE]",
-	    "check a configuration file" },
-	[CTL_RUN] = { "run", 1, 1, "data event",
-	    "HANDLER [--data JSON] [--event E]", "run a handler once now" },
-	[CTL_METRICS] = { "metrics", 0, 0, "", "",
-	    "Prometheus text" },
-};
+/* A bad command line: the message, the usage of c (or how to get it). */
+#define ctl_fail(c, ...)	ctl_args_fail(EXIT_USAGE, (c), 1, __VA_ARGS__)
 
 /* Print a command's name and synopsis; return the last line's length. */
 static int
-ctl_synopsis(FILE *f, const struct ctl_cmd *c, int col, int indent)
+ctl_synopsis(FILE *f, const struct proto_op *c, int col, int indent)
 {
 	const char	*s;
 
@@ -125,11 +89,11 @@ ctl_usage(int status)
 	    "       dispatchctl -h | -V\n"
 	    "\n"
 	    "commands:\n", f);
-	for (i = 0; i < CTL_NCOMMANDS; i++) {
+	for (i = 0; i < OP_COUNT; i++) {
 		fputs("  ", f);
-		col = ctl_synopsis(f, &ctl_cmds[i], 2, 7);
+		col = ctl_synopsis(f, &proto_ops[i], 2, 7);
 		fprintf(f, "%*s%s\n", col < 35 ? 37 - col : 2, "",
-		    ctl_cmds[i].help);
+		    proto_ops[i].help);
 	}
 	fprintf(f, "\n"
 	    "-s, -c and --json may also follow the command.  After \"--\",\n"
@@ -139,9 +103,14 @@ ctl_usage(int status)
 	exit(status);
 }
 
-/* Print the error and the usage of c (or how to get it), exit 64. */
-static void __attribute__((noreturn, format(printf, 2, 3)))
-ctl_fail(const struct ctl_cmd *c, const char *fmt, ...)
+/*
+ * dispatchctl's one error printer: "dispatchctl: " and the message; with
+ * usage, the usage of c, or how to get it when c is NULL; then exit with
+ * status.
+ */
+void
+ctl_args_fail(int status, const struct proto_op *c, int usage,
+    const char *fmt, ...)
 {
 	va_list	ap;
 
@@ -150,15 +119,15 @@ ctl_fail(const struct ctl_cmd *c, const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
-	if (c != NULL) {
+	if (usage && c != NULL) {
 		fputs("usage: dispatchctl ", stderr);
 		ctl_synopsis(stderr, c, 0, 8);
 		fputc('\n', stderr);
-	} else
+	} else if (usage)
 		fputs("usage: dispatchctl [-s SOCKET] [-c CONFIG] [--json] "
 		    "COMMAND ...\n(dispatchctl --help lists the commands)\n",
 		    stderr);
-	exit(EXIT_USAGE);
+	exit(status);
 }
 
 /* Whether word is one of the space-separated words of list. */
@@ -191,7 +160,7 @@ ctl_option(int val)
 
 /* Refuse "-state" for "--state", which getopt would read as -s tate. */
 static void
-ctl_single_dash(const struct ctl_cmd *c, const char *arg)
+ctl_single_dash(const struct proto_op *c, const char *arg)
 {
 	const struct option	*o;
 	size_t			 len;
@@ -209,7 +178,7 @@ ctl_single_dash(const struct ctl_cmd *c, const char *arg)
 
 /* Exit 64 for what getopt refused (ch '?' or ':') in argument arg. */
 static void __attribute__((noreturn))
-ctl_refused(const struct ctl_cmd *c, int ch, const char *arg)
+ctl_refused(const struct proto_op *c, int ch, const char *arg)
 {
 	const struct option	*o;
 	const char		*hint = "";
@@ -238,7 +207,7 @@ ctl_refused(const struct ctl_cmd *c, int ch, const char *arg)
 
 /* Keep the value of option ch; c is the command, NULL if none yet. */
 static void
-ctl_set(const struct ctl_cmd *c, struct ctl_args *a, int ch, const char *arg)
+ctl_set(const struct proto_op *c, struct ctl_args *a, int ch, const char *arg)
 {
 	char	*end;
 	int64_t	 ms;
@@ -312,8 +281,8 @@ ctl_set(const struct ctl_cmd *c, struct ctl_args *a, int ch, const char *arg)
 }
 
 /* Take an argument: the first names the command, the rest are its own. */
-static const struct ctl_cmd *
-ctl_operand(const struct ctl_cmd *c, struct ctl_args *a, char *arg)
+static const struct proto_op *
+ctl_operand(const struct proto_op *c, struct ctl_args *a, char *arg)
 {
 	int	i;
 
@@ -321,9 +290,9 @@ ctl_operand(const struct ctl_cmd *c, struct ctl_args *a, char *arg)
 		a->argv[a->argc++] = arg;
 		return c;
 	}
-	for (i = 0; i < CTL_NCOMMANDS; i++)
-		if (strcmp(arg, ctl_cmds[i].name) == 0)
-			return &ctl_cmds[i];
+	for (i = 0; i < OP_COUNT; i++)
+		if (strcmp(arg, proto_ops[i].name) == 0)
+			return &proto_ops[i];
 	ctl_fail(NULL, "unknown command '%s'", arg);
 }
 
@@ -331,7 +300,7 @@ ctl_operand(const struct ctl_cmd *c, struct ctl_args *a, char *arg)
 void
 ctl_args_parse(int argc, char **argv, struct ctl_args *a)
 {
-	const struct ctl_cmd	*c = NULL;
+	const struct proto_op	*c = NULL;
 	const struct option	*o;
 	const char		*arg;
 	int			 ch;
@@ -367,7 +336,7 @@ ctl_args_parse(int argc, char **argv, struct ctl_args *a)
 		c = ctl_operand(c, a, argv[optind]);
 	if (c == NULL)
 		ctl_usage(EXIT_USAGE);
-	a->cmd = (enum ctl_command)(c - ctl_cmds);
+	a->cmd = (enum request_op)(c - proto_ops);
 	a->name = c->name;
 	if (a->argc < c->min_args)
 		ctl_fail(c, "%s: missing %.*s", c->name,

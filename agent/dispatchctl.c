@@ -25,34 +25,23 @@
 
 typedef int (*ctl_fn)(const struct ctl_args *);
 
+/* An error: the message, no usage line (ctl_args_fail prints both). */
+#define die(status, ...)	ctl_args_fail((status), NULL, 0, __VA_ARGS__)
+
 static const char	*socket_path;
 static int		 json_output;
-static json_t		*emit_data;	/* live JSON, freed by ctl_exit */
+static json_t		*emit_data;	/* live JSON, freed at exit */
 static json_t		*request;
 static json_t		*reply;
 
-/* Free what is live and exit. */
-static void __attribute__((noreturn))
-ctl_exit(int status)
+/* At exit: free what is live. */
+static void
+ctl_free_live(void)
 {
 	json_decref(emit_data);
 	json_decref(request);
 	json_decref(reply);
-	exit(status);
-}
-
-/* Print an error and exit with status. */
-static void __attribute__((noreturn, format(printf, 2, 3)))
-die(int status, const char *fmt, ...)
-{
-	va_list	ap;
-
-	fputs("dispatchctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	ctl_exit(status);
+	emit_data = request = reply = NULL;
 }
 
 /* Send the request line and read the reply object into reply. */
@@ -135,10 +124,9 @@ ctl_check(void)
 		return;
 	code = json_string_value(json_object_get(reply, "code"));
 	msg = json_string_value(json_object_get(reply, "error"));
-	if (!json_output)
-		fprintf(stderr, "dispatchctl: %s: %s\n", code ? code : "error",
-		    msg ? msg : "(no message)");
-	ctl_exit(1);
+	if (json_output)
+		exit(1);
+	die(1, "%s: %s", code ? code : "error", msg ? msg : "(no message)");
 }
 
 /* Read all of standard input. */
@@ -246,7 +234,7 @@ ctl_emit(const struct ctl_args *a)
 		if (jobs != NULL && json_array_size(jobs) == 0)
 			printf("no handler is configured for %s\n", event);
 	}
-	ctl_exit(0);
+	exit(0);
 }
 
 /* dispatchctl ping. */
@@ -267,7 +255,7 @@ ctl_ping(const struct ctl_args *a)
 		    "running")),
 		    (long long)json_integer_value(json_object_get(reply,
 		    "workers")));
-	ctl_exit(0);
+	exit(0);
 }
 
 /* A JSON value as short text for a table cell. */
@@ -326,12 +314,12 @@ ctl_status(const struct ctl_args *a)
 	ctl_call();
 	ctl_check();
 	if (json_output)
-		ctl_exit(0);
+		exit(0);
 	if (!json_is_true(json_object_get(reply, "redis"))) {
 		printf("Redis: NOT reachable from the agent (%s events waiting "
 		    "in the spool)\n", ctl_cell(reply, "spool_waiting", b[0],
 		    sizeof b[0]));
-		ctl_exit(0);
+		exit(0);
 	}
 	printf("%-20s %8s %8s %8s %8s %9s %9s %12s  %s\n", "HANDLER", "READY",
 	    "DELAYED", "RUNNING", "DEAD", "DONE/1h", "FAILED/1h",
@@ -374,7 +362,7 @@ ctl_status(const struct ctl_args *a)
 	    ctl_cell(reply, "dead_total", b[1], sizeof b[1]),
 	    json_is_true(json_object_get(reply, "truncated")) ?
 	    " (per-handler counts are partial: large queues)" : "");
-	ctl_exit(0);
+	exit(0);
 }
 
 /* dispatchctl jobs [--state S] [--handler H] [--limit N]. */
@@ -395,7 +383,7 @@ ctl_jobs(const struct ctl_args *a)
 	ctl_call();
 	ctl_check();
 	if (json_output)
-		ctl_exit(0);
+		exit(0);
 	printf("%-34s %-16s %-20s %-8s %7s %-19s %s\n", "JOB", "HANDLER",
 	    "EVENT", "STATE", "ATTEMPT", "CREATED", "DUE/DIED");
 	json_array_foreach(json_object_get(reply, "jobs"), i, j)
@@ -408,7 +396,7 @@ ctl_jobs(const struct ctl_args *a)
 		    ctl_when(j, "created_ms", b[5], sizeof b[5]),
 		    ctl_when(j, json_object_get(j, "died_ms") ? "died_ms" :
 		    "due_ms", b[6], sizeof b[6]));
-	ctl_exit(0);
+	exit(0);
 }
 
 /* Print one results entry for people. */
@@ -485,7 +473,7 @@ ctl_results(const struct ctl_args *a)
 		usleep(500 * 1000);
 	}
 	free(last);
-	ctl_exit(0);
+	exit(0);
 }
 
 /* dispatchctl job ID. */
@@ -501,7 +489,7 @@ ctl_job(const struct ctl_args *a)
 	ctl_call();
 	ctl_check();
 	if (json_output)
-		ctl_exit(0);
+		exit(0);
 	job = json_object_get(reply, "job");
 	if (json_is_object(job))
 		json_object_foreach(job, key, v) {
@@ -520,7 +508,7 @@ ctl_job(const struct ctl_args *a)
 		if ((v = json_object_get(r, "stderr")) && json_string_length(v))
 			printf("  stderr: %s\n", json_string_value(v));
 	}
-	ctl_exit(0);
+	exit(0);
 }
 
 /* dispatchctl cancel ID | retry ID | retry --dead | purge --dead. */
@@ -534,7 +522,7 @@ ctl_change(const struct ctl_args *a)
 		    "not both", op);
 	if (a->argc == 1)
 		request = json_pack("{s:s, s:s}", "op", op, "id", a->argv[0]);
-	else if (!a->dead && a->cmd == CTL_PURGE)
+	else if (!a->dead && a->cmd == OP_PURGE)
 		die(EXIT_USAGE, "purge: give --dead (cancel ID removes one "
 		    "job)");
 	else if (!a->dead)
@@ -554,12 +542,12 @@ ctl_change(const struct ctl_args *a)
 	ctl_call();
 	ctl_check();
 	if (!json_output)
-		printf("%s: %lld job%s\n", a->cmd == CTL_CANCEL ?
-		    "cancelled" : a->cmd == CTL_RETRY ? "queued again" :
+		printf("%s: %lld job%s\n", a->cmd == OP_CANCEL ?
+		    "cancelled" : a->cmd == OP_RETRY ? "queued again" :
 		    "purged", (long long)json_integer_value(json_object_get(
 		    reply, "count")), json_integer_value(json_object_get(reply,
 		    "count")) == 1 ? "" : "s");
-	ctl_exit(0);
+	exit(0);
 }
 
 /* dispatchctl handlers. */
@@ -574,7 +562,7 @@ ctl_handlers(const struct ctl_args *a)
 	ctl_call();
 	ctl_check();
 	if (json_output)
-		ctl_exit(0);
+		exit(0);
 	printf("# from %s\n", json_string_value(json_object_get(reply,
 	    "config")));
 	json_array_foreach(json_object_get(reply, "handlers"), i, h) {
@@ -614,7 +602,7 @@ ctl_handlers(const struct ctl_args *a)
 		json_array_foreach(json_object_get(h, "env"), k, v)
 			printf("env = %s\n", json_string_value(v));
 	}
-	ctl_exit(0);
+	exit(0);
 }
 
 /* dispatchctl run HANDLER [--data JSON] [--event E]. */
@@ -639,7 +627,7 @@ ctl_run(const struct ctl_args *a)
 	status = strcmp(json_string_value(json_object_get(reply, "outcome")),
 	    "done") == 0 ? 0 : 1;
 	if (json_output)
-		ctl_exit(status);
+		exit(status);
 	printf("outcome: %s", json_string_value(json_object_get(reply,
 	    "outcome")));
 	if (json_is_integer(v = json_object_get(reply, "exit")))
@@ -656,7 +644,7 @@ ctl_run(const struct ctl_args *a)
 	    json_object_get(reply, "stdout")));
 	printf("--- stderr\n%s", json_string_value(json_object_get(reply,
 	    "stderr")));
-	ctl_exit(status);
+	exit(status);
 }
 
 /* dispatchctl metrics. */
@@ -668,7 +656,7 @@ ctl_metrics(const struct ctl_args *a)
 	ctl_check();
 	if (!json_output)
 		fputs(json_string_value(json_object_get(reply, "text")), stdout);
-	ctl_exit(0);
+	exit(0);
 }
 
 /* dispatchctl check [FILE]: as dispatchd -t, without the agent. */
@@ -681,11 +669,11 @@ ctl_config_check(const struct ctl_args *a)
 	    a->config : SYSCONFDIR "/dispatchd/dispatchd.conf";
 	if ((c = config_load(path, err, sizeof err)) == NULL) {
 		fprintf(stderr, "%s\n", err);
-		ctl_exit(EXIT_CONFIG);
+		exit(EXIT_CONFIG);
 	}
 	printf("%s: configuration OK (%zu handlers)\n", path, c->n_handlers);
 	config_free(c);
-	ctl_exit(0);
+	exit(0);
 }
 
 /* Find the socket from the config file, quietly. */
@@ -724,27 +712,34 @@ ctl_find_socket(const struct ctl_args *a)
 int
 main(int argc, char **argv)
 {
-	static const ctl_fn	 cmds[CTL_NCOMMANDS] = {
-		[CTL_EMIT] = ctl_emit,
-		[CTL_PING] = ctl_ping,
-		[CTL_STATUS] = ctl_status,
-		[CTL_JOBS] = ctl_jobs,
-		[CTL_JOB] = ctl_job,
-		[CTL_CANCEL] = ctl_change,
-		[CTL_RETRY] = ctl_change,
-		[CTL_PURGE] = ctl_change,
-		[CTL_RESULTS] = ctl_results,
-		[CTL_HANDLERS] = ctl_handlers,
-		[CTL_CHECK] = ctl_config_check,
-		[CTL_RUN] = ctl_run,
-		[CTL_METRICS] = ctl_metrics,
+	/* each command of proto_ops, by op */
+	static const ctl_fn	 cmds[OP_COUNT] = {
+		[OP_EMIT] = ctl_emit,
+		[OP_PING] = ctl_ping,
+		[OP_STATUS] = ctl_status,
+		[OP_JOBS] = ctl_jobs,
+		[OP_JOB] = ctl_job,
+		[OP_CANCEL] = ctl_change,
+		[OP_RETRY] = ctl_change,
+		[OP_PURGE] = ctl_change,
+		[OP_RESULTS] = ctl_results,
+		[OP_HANDLERS] = ctl_handlers,
+		[OP_CHECK] = ctl_config_check,
+		[OP_RUN] = ctl_run,
+		[OP_METRICS] = ctl_metrics,
 	};
 	static struct ctl_args	 args;	/* static: its argv stays reachable */
+	int			 i;
 
+	for (i = 0; i < OP_COUNT; i++)
+		if (cmds[i] == NULL)
+			die(1, "no function for command %s",
+			    proto_ops[i].name);
+	atexit(ctl_free_live);
 	ctl_args_parse(argc, argv, &args);
 	json_output = args.json;
 	/* check needs no socket, and a bad -c file is what it reports */
-	if (args.cmd != CTL_CHECK)
+	if (args.cmd != OP_CHECK)
 		ctl_find_socket(&args);
 	return cmds[args.cmd](&args);
 }

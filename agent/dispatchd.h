@@ -22,6 +22,7 @@ struct capture;
 struct config;
 struct event;
 struct handler;
+struct json_t;
 struct request;
 struct rconn;
 struct run;
@@ -139,6 +140,10 @@ struct event {
 	int64_t		 at_ms;		/* Unix ms, 0 when absent */
 };
 
+/*
+ * The ops of the socket protocol, and dispatchctl's commands: the index of
+ * each in proto_ops (proto.c), which says everything else about it.
+ */
 enum request_op {
 	OP_EMIT,
 	OP_PING,
@@ -150,8 +155,10 @@ enum request_op {
 	OP_PURGE,
 	OP_RESULTS,
 	OP_HANDLERS,
-	OP_METRICS,
+	OP_CHECK,	/* dispatchctl's own: never sent (PROTO_LOCAL) */
 	OP_RUN,
+	OP_METRICS,
+	OP_COUNT
 };
 
 /* One parsed request line; each op uses the fields it needs. */
@@ -254,13 +261,31 @@ int	 access_may_emit(const struct config *, const struct peer *,
 int	 access_may_admin(const struct config *, const struct peer *);
 
 /* proto.c */
+#define PROTO_ADMIN	0x1	/* [access] admin decides who may use it */
+#define PROTO_ENVELOPE	0x2	/* the request is an event envelope (emit) */
+#define PROTO_EVENT	0x4	/* its event and data fill req->ev (run) */
+#define PROTO_LOCAL	0x8	/* dispatchctl's own command: not on the wire */
+/* One op: its request fields, and its dispatchctl command line. */
+struct proto_op {
+	const char	*name;		/* the op, and the command */
+	int		 flags;		/* PROTO_* */
+	const char	*fields;	/* its request fields, space-separated */
+	const char	*required;	/* "a b|c": a, and one of b and c */
+	int		 min_args;	/* dispatchctl: its arguments */
+	int		 max_args;	/* -1: no limit */
+	const char	*options;	/* its long options, space-separated */
+	const char	*synopsis;	/* after the name; \n: a new line */
+	const char	*help;		/* one line for --help */
+};
+extern const struct proto_op proto_ops[OP_COUNT];
 int	 proto_parse(const char *, size_t, struct request *, char *, size_t);
 int	 proto_parse_event(const char *, size_t, struct event *, char *,
 	    size_t);
 void	 proto_event_clear(struct event *);
 void	 proto_request_clear(struct request *);
-char	*proto_error(const char *, const char *, size_t *);
-char	*proto_error_id(const char *, const char *, const char *, size_t *);
+char	*proto_reply(struct json_t *, size_t *);
+char	*proto_reply_ok(struct json_t *, size_t *);
+char	*proto_reply_error(const char *, const char *, const char *, size_t *);
 
 /* job.c */
 /* What a handler is told of its job; the strings belong to the caller. */
@@ -468,6 +493,7 @@ void	 metrics_render(metrics_cb, void *);
 int	 metrics_listen(const char *);
 
 /* admin.c */
+int	 admin_serves(enum request_op);
 void	 admin_request(const struct request *, enqueue_cb, void *);
 
 /* subscribe.c */
@@ -580,25 +606,9 @@ int	 heartbeat_is_leader(void);
 
 /* ctl_args.c (dispatchctl only) */
 #define CTL_DEFAULT_SOCKET	"/run/dispatchd/dispatchd.sock"
-enum ctl_command {
-	CTL_EMIT,
-	CTL_PING,
-	CTL_STATUS,
-	CTL_JOBS,
-	CTL_JOB,
-	CTL_CANCEL,
-	CTL_RETRY,
-	CTL_PURGE,
-	CTL_RESULTS,
-	CTL_HANDLERS,
-	CTL_CHECK,
-	CTL_RUN,
-	CTL_METRICS,
-	CTL_NCOMMANDS
-};
 /* A dispatchctl command line, checked; NULL or 0: the option was not given. */
 struct ctl_args {
-	enum ctl_command  cmd;
+	enum request_op	  cmd;
 	const char	 *name;		/* the command's name */
 	char		**argv;		/* its arguments, without the options */
 	int		  argc;
@@ -618,5 +628,7 @@ struct ctl_args {
 	int		  follow;	/* --follow, -f */
 };
 void	 ctl_args_parse(int, char **, struct ctl_args *);
+__attribute__((noreturn, format(printf, 4, 5)))
+void	 ctl_args_fail(int, const struct proto_op *, int, const char *, ...);
 
 #endif

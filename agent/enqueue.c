@@ -45,7 +45,7 @@ enqueue_reply(const char *event_id, const char *joined, size_t len,
     int duplicate, size_t *outlen)
 {
 	json_t		*o, *jobs;
-	char		*copy, *save, *jid, *h, *s, *line;
+	char		*copy, *save, *jid, *h;
 
 	jobs = json_array();
 	copy = xstrndup(joined, len);
@@ -63,12 +63,7 @@ enqueue_reply(const char *event_id, const char *joined, size_t len,
 	    "jobs", jobs);
 	if (duplicate)
 		json_object_set_new(o, "duplicate", json_true());
-	if ((s = json_dumps(o, JSON_COMPACT)) == NULL)
-		fatalx("enqueue: json_dumps failed");
-	json_decref(o);
-	*outlen = (size_t)xasprintf(&line, "%s\n", s);
-	free(s);
-	return line;
+	return proto_reply(o, outlen);
 }
 
 /* Hand a reply line to the caller and free the wait. */
@@ -134,8 +129,8 @@ enqueue_fallback(struct pending_enqueue *pe, const char *why)
 		    pe->event_id, why);
 		/* connected but refused (MISCONF, LOADING...): try again soon */
 		enqueue_replay_in(1.0);
-		len = (size_t)xasprintf(&line, "{\"ok\":true,\"spooled\":true,"
-		    "\"event_id\":\"%s\"}\n", pe->event_id);
+		line = proto_reply(json_pack("{s:b, s:b, s:s}", "ok", 1,
+		    "spooled", 1, "event_id", pe->event_id), &len);
 		enqueue_done(pe, 1, line, len);
 		return;
 	}
@@ -146,7 +141,7 @@ enqueue_fallback(struct pending_enqueue *pe, const char *why)
 		    err);
 	} else
 		snprintf(msg, sizeof msg, "%s; nothing was queued", why);
-	line = proto_error_id("unavailable", msg, NULL, &len);
+	line = proto_reply_error("unavailable", msg, NULL, &len);
 	enqueue_done(pe, 0, line, len);
 }
 
@@ -164,9 +159,9 @@ enqueue_on_reply(const struct redisReply *reply, void *arg)
 		return;
 	}
 	if (reply == NULL) {
-		line = proto_error_id("unavailable", "lost the connection to "
-		    "Redis: the event may or may not be queued; send it again "
-		    "with this event_id as its id", pe->event_id, &len);
+		line = proto_reply_error("unavailable", "lost the connection "
+		    "to Redis: the event may or may not be queued; send it "
+		    "again with this event_id as its id", pe->event_id, &len);
 		enqueue_done(pe, 0, line, len);
 		return;
 	}
@@ -181,7 +176,8 @@ enqueue_on_reply(const struct redisReply *reply, void *arg)
 			enqueue_fallback(pe, msg);
 			return;
 		}
-		line = proto_error_id("unavailable", msg, pe->event_id, &len);
+		line = proto_reply_error("unavailable", msg, pe->event_id,
+		    &len);
 		enqueue_done(pe, 0, line, len);
 		return;
 	}

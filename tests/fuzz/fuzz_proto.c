@@ -27,7 +27,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		proto_request_clear(&req);
 	} else {
-		line = proto_error("invalid", err, &len);
+		line = proto_reply_error("invalid", err, NULL, &len);
 		free(line);
 	}
 	if (proto_parse_event((const char *)data, size, &ev, err,
