@@ -1,6 +1,8 @@
 /*
  * dispatchd.h: the one project header.  Shared types first, then the
- * prototypes of every module under its file's name, in dependency order.
+ * prototypes of every module under its file's name, layer by layer from
+ * the bottom, as doc/ARCHITECTURE.md draws them (tests/layers/check holds
+ * the code to it): a module may use what is declared above its block.
  *
  * Conventions: int functions return 0 or -1; pointer functions return NULL
  * on failure; x* allocators never fail (they abort).  const char * arguments
@@ -184,6 +186,8 @@ enum exit_class {
 	EXIT_CLASS_FATAL,	/* dead at once */
 };
 
+/* ---- base: every module may use these ---- */
+
 /* log.c */
 void	 log_init(int);
 void	 log_set_level(int);
@@ -230,6 +234,16 @@ int	 util_set_nonblock(int);
 const char *util_hostname(void);
 enum exit_class util_exit_class(int, int, int, int);
 
+/* ---- pure: parsing and data; no Redis, no libev (libcommon.a) ---- */
+
+/* access.c */
+int	 access_parse(const char *, int, struct access_rule **, size_t *,
+	    const char **, char *, size_t);
+void	 access_free(struct access_rule *, size_t);
+int	 access_may_emit(const struct config *, const struct peer *,
+	    const char *);
+int	 access_may_admin(const struct config *, const struct peer *);
+
 /* handler.c */
 struct handler	*handler_new(const char *, const char *, int);
 int		 handler_set(struct handler *, const char *, const char *,
@@ -251,14 +265,6 @@ extern struct config	*cfg;
 struct config	*config_load(const char *, char *, size_t);
 void		 config_free(struct config *);
 void		 config_keep_fixed(struct config *, const struct config *);
-
-/* access.c */
-int	 access_parse(const char *, int, struct access_rule **, size_t *,
-	    const char **, char *, size_t);
-void	 access_free(struct access_rule *, size_t);
-int	 access_may_emit(const struct config *, const struct peer *,
-	    const char *);
-int	 access_may_admin(const struct config *, const struct peer *);
 
 /* proto.c */
 #define PROTO_ADMIN	0x1	/* [access] admin decides who may use it */
@@ -354,10 +360,63 @@ const char	*schema_name(enum schema_key);
 size_t		 schema_format(char *, size_t, enum schema_key, const char *);
 char		*schema_key(enum schema_key, const char *);
 
+/* scripts.c */
+enum script_id {
+	SCRIPT_ENQUEUE,
+	SCRIPT_PROMOTE,
+	SCRIPT_FETCH,
+	SCRIPT_EXTEND,
+	SCRIPT_FINISH,
+	SCRIPT_RECOVER,
+	SCRIPT_CLAIM,
+	SCRIPT_STATUS,
+	SCRIPT_JOBS,
+	SCRIPT_JOB,
+	SCRIPT_ADMIN,
+	SCRIPT_ROUTES,
+	SCRIPT_COUNT
+};
+struct script {
+	const char	*name;
+	const char	*body;
+	const char	*keys;		/* KEYS by name, in order */
+	const char	*args;		/* ARGV by name; [a b] repeats */
+};
+extern const struct script scripts[SCRIPT_COUNT];
+
+/* ctl_args.c (dispatchctl only) */
+#define CTL_DEFAULT_SOCKET	"/run/dispatchd/dispatchd.sock"
+/* A dispatchctl command line, checked; NULL or 0: the option was not given. */
+struct ctl_args {
+	enum request_op	  cmd;
+	const char	 *name;		/* the command's name */
+	char		**argv;		/* its arguments, without the options */
+	int		  argc;
+	const char	 *socket;	/* -s */
+	const char	 *config;	/* -c */
+	int		  json;		/* --json */
+	const char	 *data;		/* --data: JSON text, or "-" */
+	const char	 *id;		/* --id */
+	const char	 *delay;	/* --delay as given ... */
+	double		  delay_s;	/* ... in seconds */
+	const char	 *state;	/* --state */
+	const char	 *handler;	/* --handler */
+	const char	 *event;	/* --event */
+	long		  limit;	/* --limit, -n: 1-10000 */
+	double		  older_than;	/* --older-than, in seconds */
+	int		  dead;		/* --dead */
+	int		  follow;	/* --follow, -f */
+};
+void	 ctl_args_parse(int, char **, struct ctl_args *);
+__attribute__((noreturn, format(printf, 4, 5)))
+void	 ctl_args_fail(int, const struct proto_op *, int, const char *, ...);
+
 /*
  * The agent's runtime modules below use libev's default loop and hiredis;
  * their structs stay private to their files.
  */
+
+/* ---- local: state of this process ---- */
 
 /* counters.c */
 /* What the agent counts (ping, status and metrics show them). */
@@ -388,127 +447,6 @@ extern struct counters	 counters;
 extern const double	 counters_bucket_s[COUNTERS_BUCKETS];
 void	 counters_job(const char *, enum job_fate, int64_t);
 const struct handler_stats *counters_handlers(size_t *);
-
-/* scripts.c */
-enum script_id {
-	SCRIPT_ENQUEUE,
-	SCRIPT_PROMOTE,
-	SCRIPT_FETCH,
-	SCRIPT_EXTEND,
-	SCRIPT_FINISH,
-	SCRIPT_RECOVER,
-	SCRIPT_CLAIM,
-	SCRIPT_STATUS,
-	SCRIPT_JOBS,
-	SCRIPT_JOB,
-	SCRIPT_ADMIN,
-	SCRIPT_ROUTES,
-	SCRIPT_COUNT
-};
-struct script {
-	const char	*name;
-	const char	*body;
-	const char	*keys;		/* KEYS by name, in order */
-	const char	*args;		/* ARGV by name; [a b] repeats */
-};
-extern const struct script scripts[SCRIPT_COUNT];
-
-/* redis.c */
-typedef void (*redis_cb)(const struct redisReply *, void *);
-typedef void (*redis_msg_cb)(const char *, const char *, size_t);
-typedef void (*redis_state_cb)(int);
-int	 redis_setup(const struct config *, char *, size_t);
-struct rconn *redis_open(const char *, redis_state_cb);
-void	 redis_subscribe(struct rconn *, const char *const *, size_t,
-	    redis_msg_cb);
-int	 redis_ready(const struct rconn *);
-int	 redis_command(struct rconn *, redis_cb, void *, int, const char **,
-	    const size_t *);
-int	 redis_script(struct rconn *, enum script_id, redis_cb, void *, int,
-	    int, const char **, const size_t *);
-int64_t	 redis_silence_ms(const struct rconn *);
-void	 redis_check_durability(struct rconn *);
-void	 redis_reconnect(struct rconn *, const char *);
-void	 redis_close(struct rconn *);
-extern struct rconn	*rcmd;		/* commands and scripts */
-extern struct rconn	*rsub;		/* pub/sub */
-
-/* call.c */
-struct call;
-struct call	*call_start(enum script_id);
-void	 call_key(struct call *, enum schema_key, const char *);
-void	 call_arg(struct call *, const char *, const char *);
-void	 call_argn(struct call *, const char *, const char *, size_t);
-void	 call_argf(struct call *, const char *, const char *, ...)
-	    __attribute__((format(printf, 3, 4)));
-void	 call_int(struct call *, const char *, long long);
-void	 call_key_arg(struct call *, const char *, enum schema_key,
-	    const char *);
-int	 call_send(struct call *, redis_cb, void *);
-int	 call_send_free(struct call *, redis_cb, void *);
-void	 call_free(struct call *);
-int	 call_reply_is(const struct redisReply *, const char *);
-int	 call_reply_strings(const struct redisReply *);
-
-/* notify.c */
-void	 notify_init(void);
-void	 notify_send(const char *, ...) __attribute__((format(printf, 1, 2)));
-int	 notify_listen_fd(void);
-
-/* spool.c */
-extern ssize_t	(*spool_write_fn)(int, const void *, size_t);
-int	 spool_open(const char *, size_t, char *, size_t);
-void	 spool_set_max(size_t);
-int	 spool_enabled(void);
-size_t	 spool_count(void);
-int	 spool_put(const char *, size_t, char *, size_t);
-char	*spool_oldest(const char **, size_t *, int *);
-void	 spool_reject(const char *);
-void	 spool_remove(const char *);
-
-/* enqueue.c */
-typedef void (*enqueue_cb)(int, const char *, size_t, void *);
-void	 enqueue_init(void (*)(void));
-void	 enqueue_event(struct event *, int, enqueue_cb, void *);
-void	 enqueue_replay(void);
-
-/* inbox.c */
-void	 inbox_start(void);
-void	 inbox_claim_start(void);
-void	 inbox_reconfigure(void);
-void	 inbox_stop(void);
-
-/* routes.c */
-struct json_t;
-void	 routes_publish(void);
-void	 routes_refresh(void);
-size_t	 routes_match(const char *, struct handler **, size_t, size_t);
-size_t	 routes_remote_names(const char **, size_t);
-struct json_t *routes_agents(const char *, int *);
-
-/* metrics.c */
-typedef void (*metrics_cb)(const char *, size_t, void *);
-void	 metrics_job(const char *, const char *, int64_t);
-void	 metrics_render(metrics_cb, void *);
-int	 metrics_listen(const char *);
-
-/* admin.c */
-int	 admin_serves(enum request_op);
-void	 admin_request(const struct request *, enqueue_cb, void *);
-
-/* subscribe.c */
-void	 subscribe_start(void);
-
-/* promote.c */
-void	 promote_start(void (*)(void));
-void	 promote_kick(void);
-void	 promote_stop(void);
-
-/* control.c */
-int	 control_listen(const char *, int, size_t);
-int	 control_adopt(int, const char *, size_t);
-void	 control_set_max(size_t);
-void	 control_close(void);
 
 /* runner.c */
 struct run_spec {
@@ -565,6 +503,88 @@ int	 state_open(const char *, const char *, const char *, char *,
 void	 state_claim_done(void);
 void	 state_save(const int *, const unsigned long long *, size_t);
 
+/* spool.c */
+extern ssize_t	(*spool_write_fn)(int, const void *, size_t);
+int	 spool_open(const char *, size_t, char *, size_t);
+void	 spool_set_max(size_t);
+int	 spool_enabled(void);
+size_t	 spool_count(void);
+int	 spool_put(const char *, size_t, char *, size_t);
+char	*spool_oldest(const char **, size_t *, int *);
+void	 spool_reject(const char *);
+void	 spool_remove(const char *);
+
+/* notify.c */
+void	 notify_init(void);
+void	 notify_send(const char *, ...) __attribute__((format(printf, 1, 2)));
+int	 notify_listen_fd(void);
+
+/* ---- redis: the connections and the script calls ---- */
+
+/* redis.c */
+typedef void (*redis_cb)(const struct redisReply *, void *);
+typedef void (*redis_msg_cb)(const char *, const char *, size_t);
+typedef void (*redis_state_cb)(int);
+int	 redis_setup(const struct config *, char *, size_t);
+struct rconn *redis_open(const char *, redis_state_cb);
+void	 redis_subscribe(struct rconn *, const char *const *, size_t,
+	    redis_msg_cb);
+int	 redis_ready(const struct rconn *);
+int	 redis_command(struct rconn *, redis_cb, void *, int, const char **,
+	    const size_t *);
+int	 redis_script(struct rconn *, enum script_id, redis_cb, void *, int,
+	    int, const char **, const size_t *);
+int64_t	 redis_silence_ms(const struct rconn *);
+void	 redis_check_durability(struct rconn *);
+void	 redis_reconnect(struct rconn *, const char *);
+void	 redis_close(struct rconn *);
+extern struct rconn	*rcmd;		/* commands and scripts */
+extern struct rconn	*rsub;		/* pub/sub */
+
+/* call.c */
+struct call;
+struct call	*call_start(enum script_id);
+void	 call_key(struct call *, enum schema_key, const char *);
+void	 call_arg(struct call *, const char *, const char *);
+void	 call_argn(struct call *, const char *, const char *, size_t);
+void	 call_argf(struct call *, const char *, const char *, ...)
+	    __attribute__((format(printf, 3, 4)));
+void	 call_int(struct call *, const char *, long long);
+void	 call_key_arg(struct call *, const char *, enum schema_key,
+	    const char *);
+int	 call_send(struct call *, redis_cb, void *);
+int	 call_send_free(struct call *, redis_cb, void *);
+void	 call_free(struct call *);
+int	 call_reply_is(const struct redisReply *, const char *);
+int	 call_reply_strings(const struct redisReply *);
+
+/* ---- services: one kind of Redis work each ---- */
+
+/* routes.c */
+struct json_t;
+void	 routes_publish(void);
+void	 routes_refresh(void);
+size_t	 routes_match(const char *, struct handler **, size_t, size_t);
+size_t	 routes_remote_names(const char **, size_t);
+struct json_t *routes_agents(const char *, int *);
+
+/* enqueue.c */
+typedef void (*enqueue_cb)(int, const char *, size_t, void *);
+void	 enqueue_init(void (*)(void));
+void	 enqueue_event(struct event *, int, enqueue_cb, void *);
+void	 enqueue_replay(void);
+
+/* promote.c */
+void	 promote_start(void (*)(void));
+void	 promote_kick(void);
+void	 promote_stop(void);
+
+/* inbox.c */
+void	 inbox_start(void);
+void	 inbox_claim_start(void);
+void	 inbox_reconfigure(void);
+void	 inbox_stop(void);
+
 /* finish.c */
 void	 finish_init(void (*)(void));
 void	 finish_queue(const struct job_info *, const struct run_result *,
@@ -572,6 +592,8 @@ void	 finish_queue(const struct job_info *, const struct run_result *,
 void	 finish_flush(void);
 size_t	 finish_pending(void);
 void	 finish_each(void (*)(const char *, long, void *), void *);
+
+/* ---- work: the loop that starts jobs ---- */
 
 /* dispatch.c */
 void	 dispatch_start(void);
@@ -589,6 +611,8 @@ typedef void (*run_now_cb)(const struct run_result *, const char *,
 int	 dispatch_run_now(struct handler *, const char *, const char *,
 	    run_now_cb, void *, char *, size_t);
 
+/* ---- life: the agent in Redis ---- */
+
 /* heartbeat.c */
 /* What main decides when the claim is answered, and what rides the beat. */
 struct heartbeat_hooks {
@@ -604,31 +628,25 @@ void	 heartbeat_goodbye(void (*)(void));
 int	 heartbeat_claimed(void);
 int	 heartbeat_is_leader(void);
 
-/* ctl_args.c (dispatchctl only) */
-#define CTL_DEFAULT_SOCKET	"/run/dispatchd/dispatchd.sock"
-/* A dispatchctl command line, checked; NULL or 0: the option was not given. */
-struct ctl_args {
-	enum request_op	  cmd;
-	const char	 *name;		/* the command's name */
-	char		**argv;		/* its arguments, without the options */
-	int		  argc;
-	const char	 *socket;	/* -s */
-	const char	 *config;	/* -c */
-	int		  json;		/* --json */
-	const char	 *data;		/* --data: JSON text, or "-" */
-	const char	 *id;		/* --id */
-	const char	 *delay;	/* --delay as given ... */
-	double		  delay_s;	/* ... in seconds */
-	const char	 *state;	/* --state */
-	const char	 *handler;	/* --handler */
-	const char	 *event;	/* --event */
-	long		  limit;	/* --limit, -n: 1-10000 */
-	double		  older_than;	/* --older-than, in seconds */
-	int		  dead;		/* --dead */
-	int		  follow;	/* --follow, -f */
-};
-void	 ctl_args_parse(int, char **, struct ctl_args *);
-__attribute__((noreturn, format(printf, 4, 5)))
-void	 ctl_args_fail(int, const struct proto_op *, int, const char *, ...);
+/* ---- surface: what the outside talks to ---- */
+
+/* subscribe.c */
+void	 subscribe_start(void);
+
+/* metrics.c */
+typedef void (*metrics_cb)(const char *, size_t, void *);
+void	 metrics_job(const char *, const char *, int64_t);
+void	 metrics_render(metrics_cb, void *);
+int	 metrics_listen(const char *);
+
+/* admin.c */
+int	 admin_serves(enum request_op);
+void	 admin_request(const struct request *, enqueue_cb, void *);
+
+/* control.c */
+int	 control_listen(const char *, int, size_t);
+int	 control_adopt(int, const char *, size_t);
+void	 control_set_max(size_t);
+void	 control_close(void);
 
 #endif
