@@ -218,6 +218,10 @@ char	*util_utf8_clean(const char *, size_t, size_t *);
 size_t	 util_utf8_trim(const char *, size_t);
 int	 util_valid_event_name(const char *);
 int	 util_valid_handler_name(const char *);
+int	 util_parse_redis_addr(const char *, char **, char **, int *, int *,
+	    char *, size_t);
+int	 util_read_secret(const char *, char **, char *, size_t);
+char	*util_client_name(const char *, const char *);
 int	 util_set_cloexec(int);
 int	 util_set_nonblock(int);
 enum exit_class util_exit_class(int, int, int, int);
@@ -293,6 +297,17 @@ struct script {
 	const char	*body;
 };
 extern const struct script scripts[SCRIPT_COUNT];
+
+/* sentinel.c */
+struct sentinel_ask;
+typedef void (*sentinel_cb)(const char *, int, void *);	/* host NULL: none */
+typedef void (*sentinel_moved_cb)(void);
+int	 sentinel_setup(const char *, const char *, char *, size_t);
+int	 sentinel_enabled(void);
+struct sentinel_ask *sentinel_locate(sentinel_cb, void *);
+void	 sentinel_cancel(struct sentinel_ask *);
+void	 sentinel_watch(sentinel_moved_cb);
+void	 sentinel_stop(void);
 
 /* redis.c */
 typedef void (*redis_cb)(const struct redisReply *, void *);

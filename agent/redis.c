@@ -6,6 +6,8 @@
  * that drops a connection whose replies stop coming (a blackholed Redis
  * must never hang the agent).  On every connect it authenticates, selects
  * the database, names itself, and loads the scripts or re-subscribes.
+ * With Sentinel, sentinel.c says where the master is before each connect,
+ * and when it moves.
  * Scripts run with EVALSHA and fall back to EVAL on NOSCRIPT.  In a
  * Cluster, a command answered ASK, TRYAGAIN or MOVED (nothing ran) is
  * sent again, in order, until the slot has moved and the connection is on
@@ -18,7 +20,6 @@
 
 #include <sys/queue.h>
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,7 @@ struct rconn {
 	int			 moving;	/* MOVED: drop once replies are in */
 	struct rreqs		 again;		/* to send again, in order */
 	ev_timer		 again_timer;
+	struct sentinel_ask	*locating;	/* asking where the master is */
 };
 
 /*
@@ -98,10 +100,6 @@ static char	*redis_host;
 static int	 redis_port = 6379;
 static int	 redis_db;
 static char	*redis_password;
-static char	**sentinels;		/* "host:port" of each sentinel */
-static size_t	 n_sentinels;
-static char	*sentinel_master;	/* the name they know the master by */
-static ev_timer	 sentinel_check;
 static struct rconn **conns;		/* every connection, for a failover */
 static size_t	 n_conns;
 static char	*redis_user;		/* ACL user name, or NULL */
@@ -111,6 +109,8 @@ struct rconn	*rcmd;
 struct rconn	*rsub;
 
 static void	 redis_connect(struct rconn *);
+static void	 redis_connect_to(struct rconn *);
+static void	 redis_on_located(const char *, int, void *);
 static void	 redis_again(struct rreq *, double);
 static void	 redis_on_again(struct ev_loop *, ev_timer *, int);
 static void	 redis_schedule(struct rconn *);
@@ -166,153 +166,17 @@ redis_check_redirect(struct rconn *rc, const redisReply *reply)
 	}
 }
 
-/* Read the whole password file, without its trailing newline. */
-static int
-redis_read_password(const char *path, char *err, size_t errlen)
-{
-	FILE	*fp;
-	char	 buf[1024];
-	size_t	 n;
-
-	if ((fp = fopen(path, "re")) == NULL) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -1;
-	}
-	n = fread(buf, 1, sizeof buf - 1, fp);
-	fclose(fp);
-	buf[n] = '\0';
-	buf[strcspn(buf, "\r\n")] = '\0';
-	if (buf[0] == '\0') {
-		snprintf(err, errlen, "%s: the password file is empty", path);
-		return -1;
-	}
-	redis_password = xstrdup(buf);
-	memset(buf, 0, sizeof buf);
-	return 0;
-}
-
-/* "sentinel://host:port[,host:port...]/MASTER": remember the sentinels. */
-static int
-redis_setup_sentinel(const struct config *c, char *err, size_t errlen)
-{
-	char	*list, *slash, *tok, *save;
-
-	list = xstrdup(c->redis + 11);
-	if ((slash = strchr(list, '/')) == NULL || slash[1] == '\0') {
-		snprintf(err, errlen, "%s: [agent] redis: '%s' needs the master "
-		    "name: sentinel://host:port,.../NAME", c->redis_at, c->redis);
-		free(list);
-		return -1;
-	}
-	*slash = '\0';
-	sentinel_master = xstrdup(slash + 1);
-	for (tok = strtok_r(list, ",", &save); tok != NULL;
-	    tok = strtok_r(NULL, ",", &save)) {
-		if (strchr(tok, ':') == NULL) {
-			snprintf(err, errlen, "%s: [agent] redis: sentinel "
-			    "'%s' is not host:port", c->redis_at, tok);
-			free(list);
-			return -1;
-		}
-		sentinels = xreallocarray(sentinels, n_sentinels + 1,
-		    sizeof *sentinels);
-		sentinels[n_sentinels++] = xstrdup(tok);
-	}
-	free(list);
-	if (n_sentinels == 0) {
-		snprintf(err, errlen, "%s: [agent] redis: no sentinels in '%s'",
-		    c->redis_at, c->redis);
-		return -1;
-	}
-	redis_host = xstrdup("");
-	if (c->password_file != NULL && c->password_file[0] != '\0')
-		return redis_read_password(c->password_file, err, errlen);
-	return 0;
-}
-
-/*
- * Ask the sentinels, in turn, where the master is now; set redis_host and
- * redis_port.  Synchronous with a short timeout: it runs only when a
- * connection is (re)made.  -1 when none answers.
- */
-static int	 redis_query_sentinels(int, char **, int *);
-
-static int
-redis_ask_sentinels(void)
-{
-	if (redis_query_sentinels(500, &redis_host, &redis_port) == 0)
-		return 0;
-	log_warnx("redis: no sentinel knows master %s", sentinel_master);
-	return -1;
-}
-
-/*
- * The master's address as the first sentinel that answers within
- * timeout_ms knows it, into *host (replaced) and *port.  -1 if none does.
- */
-static int
-redis_query_sentinels(int timeout_ms, char **out_host, int *out_port)
-{
-	struct timeval	 tv = { 0, timeout_ms * 1000 };
-	redisContext	*c;
-	redisReply	*r;
-	char		 host[256];
-	size_t		 i;
-	int		 port, found = 0;
-
-	for (i = 0; i < n_sentinels && !found; i++) {
-		if (sscanf(sentinels[i], "%255[^:]:%d", host, &port) != 2)
-			continue;
-		c = redisConnectWithTimeout(host, port, tv);
-		if (c == NULL || c->err) {
-			if (c != NULL)
-				redisFree(c);
-			continue;
-		}
-		util_set_cloexec(c->fd);
-		redisSetTimeout(c, tv);
-		r = redisCommand(c, "SENTINEL get-master-addr-by-name %s",
-		    sentinel_master);
-		if (r != NULL && r->type == REDIS_REPLY_ARRAY &&
-		    r->elements == 2) {
-			free(*out_host);
-			*out_host = xstrdup(r->element[0]->str);
-			*out_port = atoi(r->element[1]->str);
-			found = 1;
-		}
-		if (r != NULL)
-			freeReplyObject(r);
-		redisFree(c);
-	}
-	return found ? 0 : -1;
-}
-
-/*
- * Once a second in Sentinel mode: if the sentinels now name another
- * master, leave the old one at once.  A demoted master goes on taking
- * writes until the sentinels reconfigure it (up to ~10 s later), and
- * Redis discards them when it resyncs: the sooner the agent moves, the
- * less acknowledged work a failover loses.  Short timeouts: this runs in
- * the loop.
- */
+/* The sentinels name another master: leave the old one at once. */
 static void
-redis_on_sentinel_check(EV_P_ ev_timer *w, int revents)
+redis_on_master(void)
 {
-	char	*host = NULL;
-	int	 port = 0;
-	size_t	 i;
+	size_t	i;
 
-	if (redis_query_sentinels(50, &host, &port) == 0 &&
-	    (strcmp(host, redis_host) != 0 || port != redis_port)) {
-		log_notice("redis: the sentinels name %s:%d as master %s now; "
-		    "reconnecting", host, port, sentinel_master);
-		for (i = 0; i < n_conns; i++)
-			if (conns[i]->ac != NULL) {
-				ev_timer_set(&conns[i]->drop, 0., 0.);
-				ev_timer_start(EV_A_ &conns[i]->drop);
-			}
-	}
-	free(host);
+	for (i = 0; i < n_conns; i++)
+		if (conns[i]->ac != NULL) {
+			ev_timer_set(&conns[i]->drop, 0., 0.);
+			ev_timer_start(EV_DEFAULT_ &conns[i]->drop);
+		}
 }
 
 /*
@@ -324,62 +188,25 @@ int
 redis_setup(const struct config *c, char *err, size_t errlen)
 {
 	const char	*s = c->redis;
-	char		*host, *colon, *slash, *end;
-	long		 v;
+	char		 msg[300];
 
 	/* kept for every reconnect: a copy, since a reload frees c */
 	free(redis_agent);
 	redis_agent = xstrdup(c->name);
-	if (strncmp(s, "sentinel://", 11) == 0)
-		return redis_setup_sentinel(c, err, errlen);
-	if (strncmp(s, "unix:", 5) == 0 || s[0] == '/') {
-		s += s[0] == '/' ? 0 : 5;
-		while (s[0] == '/' && s[1] == '/')
-			s++;
-		redis_unix = xstrdup(s);
-	} else {
-		if (strncmp(s, "redis://", 8) == 0)
-			s += 8;
-		host = xstrdup(s);
-		if ((slash = strchr(host, '/')) != NULL) {
-			*slash++ = '\0';
-			if (*slash != '\0' &&
-			    util_parse_int(slash, 0, 1000, &v) == -1) {
-				snprintf(err, errlen, "%s: [agent] redis: bad "
-				    "database number '%s'", c->redis_at, slash);
-				free(host);
-				return -1;
-			}
-			redis_db = *slash ? (int)v : 0;
-		}
-		if (host[0] == '[' && (end = strchr(host, ']')) != NULL) {
-			*end = '\0';
-			colon = end[1] == ':' ? end + 1 : NULL;
-			memmove(host, host + 1, strlen(host + 1) + 1);
-		} else
-			colon = strrchr(host, ':');
-		if (colon != NULL) {
-			*colon++ = '\0';
-			if (util_parse_int(colon, 1, 65535, &v) == -1) {
-				snprintf(err, errlen, "%s: [agent] redis: bad "
-				    "port '%s'", c->redis_at, colon);
-				free(host);
-				return -1;
-			}
-			redis_port = (int)v;
-		}
-		if (host[0] == '\0') {
-			snprintf(err, errlen, "%s: [agent] redis: no host in "
-			    "'%s'", c->redis_at, c->redis);
-			free(host);
+	if (strncmp(s, "sentinel://", 11) == 0) {
+		/* (redis_user is not used with Sentinel) */
+		if (sentinel_setup(s + 11, c->redis_at, err, errlen) == -1)
 			return -1;
-		}
-		redis_host = host;
-	}
-	if (c->redis_user != NULL && c->redis_user[0] != '\0')
+		redis_host = xstrdup("");
+	} else if (util_parse_redis_addr(s, &redis_unix, &redis_host,
+	    &redis_port, &redis_db, msg, sizeof msg) == -1) {
+		snprintf(err, errlen, "%s: [agent] redis: %s", c->redis_at, msg);
+		return -1;
+	} else if (c->redis_user != NULL && c->redis_user[0] != '\0')
 		redis_user = xstrdup(c->redis_user);
 	if (c->password_file != NULL && c->password_file[0] != '\0')
-		return redis_read_password(c->password_file, err, errlen);
+		return util_read_secret(c->password_file, &redis_password, err,
+		    errlen);
 	if (redis_user != NULL) {
 		snprintf(err, errlen, "%s: [agent] redis_user needs "
 		    "redis_password_file", c->path);
@@ -454,11 +281,8 @@ redis_open(const char *role, redis_state_cb on_state)
 	ev_timer_start(EV_DEFAULT_ &rc->retry);
 	conns = xreallocarray(conns, n_conns + 1, sizeof *conns);
 	conns[n_conns++] = rc;
-	if (n_sentinels > 0 && n_conns == 1) {
-		ev_timer_init(&sentinel_check, redis_on_sentinel_check, 1., 1.);
-		ev_timer_start(EV_DEFAULT_ &sentinel_check);
-		ev_unref(EV_DEFAULT);
-	}
+	if (sentinel_enabled() && n_conns == 1)
+		sentinel_watch(redis_on_master);
 	return rc;
 }
 
@@ -877,9 +701,36 @@ redis_schedule(struct rconn *rc)
 	ev_timer_start(EV_DEFAULT_ &rc->retry);
 }
 
-/* Open a new context and queue the setup commands behind the connect. */
+/* Connect; with Sentinel, once the sentinels have said where to. */
 static void
 redis_connect(struct rconn *rc)
+{
+	if (!sentinel_enabled())
+		redis_connect_to(rc);
+	else if (rc->locating == NULL)
+		rc->locating = sentinel_locate(redis_on_located, rc);
+}
+
+/* The sentinels named the master (host NULL: none did): connect there. */
+static void
+redis_on_located(const char *host, int port, void *arg)
+{
+	struct rconn	*rc = arg;
+
+	rc->locating = NULL;
+	if (host == NULL) {
+		redis_schedule(rc);
+		return;
+	}
+	free(redis_host);
+	redis_host = xstrdup(host);
+	redis_port = port;
+	redis_connect_to(rc);
+}
+
+/* Open a new context and queue the setup commands behind the connect. */
+static void
+redis_connect_to(struct rconn *rc)
 {
 	redisAsyncContext	*ac;
 	const char		*argv[4];
@@ -887,10 +738,6 @@ redis_connect(struct rconn *rc)
 	size_t			 i;
 	int			 id;
 
-	if (n_sentinels > 0 && redis_ask_sentinels() == -1) {
-		redis_schedule(rc);
-		return;
-	}
 	if (redis_unix != NULL)
 		ac = redisAsyncConnectUnix(redis_unix);
 	else
@@ -937,10 +784,7 @@ redis_connect(struct rconn *rc)
 		argv[1] = db;
 		redis_setup_cmd(rc, redis_on_setup, rc, 2, argv);
 	}
-	xasprintf(&name, "dispatchd:%s:%s", redis_agent, rc->role);
-	for (i = 0; name[i] != '\0'; i++)
-		if (name[i] == ' ')
-			name[i] = '_';
+	name = util_client_name(redis_agent, rc->role);
 	argv[0] = "CLIENT";
 	argv[1] = "SETNAME";
 	argv[2] = name;
@@ -1039,10 +883,9 @@ redis_close(struct rconn *rc)
 		redis_answer(NULL, q);
 	}
 	ev_timer_stop(EV_DEFAULT_ &rc->drop);
-	if (ev_is_active(&sentinel_check)) {
-		ev_ref(EV_DEFAULT);
-		ev_timer_stop(EV_DEFAULT_ &sentinel_check);
-	}
+	sentinel_cancel(rc->locating);
+	rc->locating = NULL;
+	sentinel_stop();
 	ev_ref(EV_DEFAULT);
 	ev_timer_stop(EV_DEFAULT_ &rc->watchdog);
 	rc->on_state = NULL;
