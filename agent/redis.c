@@ -10,15 +10,14 @@
  * and when it moves.
  * Scripts run with EVALSHA and fall back to EVAL on NOSCRIPT.  In a
  * Cluster, a command answered ASK, TRYAGAIN or MOVED (nothing ran) is
- * sent again, in order, until the slot has moved and the connection is on
- * its new owner, for up to REDIRECT_MS: a slot migration is not an outage.
+ * sent again (redirect.c), in order, until the slot has moved and the
+ * connection is on its new owner (this file follows MOVED), for up to
+ * 3 s: a slot migration is not an outage.
  * ASK is waited out rather than followed to the importing node: the
  * scripts touch keys they cannot declare (job:<id>, ready:<handler>), and
  * run there mid-migration they would see half of them.
  */
 #include "config.h"
-
-#include <sys/queue.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,9 +35,6 @@
 #define CONNECT_TIMEOUT_MS	5000
 #define COMMAND_TIMEOUT_MS	10000
 #define WATCHDOG_PERIOD		1.0
-#define REDIRECT_MS		3000	/* ASK, TRYAGAIN, MOVED: keep trying */
-#define TRYAGAIN_S		0.025
-#define HEAD_ROOM		64	/* a script's sha and key count */
 
 enum rstate {
 	RS_DOWN,
@@ -47,9 +43,6 @@ enum rstate {
 };
 
 /* One logical connection and its current hiredis context. */
-struct rreq;
-TAILQ_HEAD(rreqs, rreq);
-
 struct rconn {
 	const char		*role;		/* "cmd" or "sub", for logs */
 	redisAsyncContext	*ac;
@@ -71,28 +64,8 @@ struct rconn {
 	ev_timer		 watchdog;
 	ev_timer		 drop;		/* leave this node, from the loop */
 	int			 moving;	/* MOVED: drop once replies are in */
-	struct rreqs		 again;		/* to send again, in order */
-	ev_timer		 again_timer;
+	struct redirect_queue	*again;		/* to send again, in order */
 	struct sentinel_ask	*locating;	/* asking where the master is */
-};
-
-/*
- * One command in flight, with a copy of its argv (strings in one block)
- * to send again: as EVAL on NOSCRIPT, elsewhere on ASK, later on
- * TRYAGAIN or MOVED.
- */
-struct rreq {
-	TAILQ_ENTRY(rreq) entry;	/* in rc->again */
-	struct rconn	*rc;
-	unsigned	 gen;
-	redis_cb	 cb;
-	void		*arg;
-	int		 script;	/* enum script_id, or -1 */
-	int		 argc;
-	const char	**argv;
-	size_t		*lens;
-	char		*data;		/* what argv points into */
-	int64_t		 deadline_ms;	/* redirections followed until then */
 };
 
 static char	*redis_unix;		/* unix socket path, or NULL */
@@ -111,10 +84,9 @@ struct rconn	*rsub;
 static void	 redis_connect(struct rconn *);
 static void	 redis_connect_to(struct rconn *);
 static void	 redis_on_located(const char *, int, void *);
-static void	 redis_again(struct rreq *, double);
-static void	 redis_on_again(struct ev_loop *, ev_timer *, int);
 static void	 redis_schedule(struct rconn *);
 static void	 redis_went_down(struct rconn *, const char *);
+static const struct redirect_ops redis_again_ops;
 static const char *redis_where(void);
 
 /* The drop timer: leave the connection outside any hiredis callback. */
@@ -270,8 +242,7 @@ redis_open(const char *role, redis_state_cb on_state)
 	rc->backoff_ms = BACKOFF_MIN_MS;
 	ev_init(&rc->retry, redis_on_retry);
 	ev_init(&rc->drop, redis_on_drop);
-	ev_init(&rc->again_timer, redis_on_again);
-	TAILQ_INIT(&rc->again);
+	rc->again = redirect_queue_new(&redis_again_ops, rc);
 	ev_timer_init(&rc->watchdog, redis_on_watchdog, WATCHDOG_PERIOD,
 	    WATCHDOG_PERIOD);
 	ev_timer_start(EV_DEFAULT_ &rc->watchdog);
@@ -307,58 +278,12 @@ redis_ready(const struct rconn *rc)
 	return rc != NULL && rc->state == RS_READY;
 }
 
-/* Free a request record. */
-static void
-redis_free_req(struct rreq *q)
-{
-	free(q->argv);
-	free(q->lens);
-	free(q->data);
-	free(q);
-}
-
-/*
- * A reply for q: send a script again as EVAL once on NOSCRIPT, and any
- * command again on ASK, TRYAGAIN and MOVED (nothing ran); else hand the
- * reply, or NULL when the connection went away with the outcome unknown,
- * to the caller.
- */
-static void
-redis_answer(const redisReply *reply, void *arg)
-{
-	struct rreq	*q = arg;
-
-	if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
-		if (q->script >= 0 && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
-			log_notice("redis: script %s not loaded, sending it "
-			    "again", scripts[q->script].name);
-			q->argv[0] = "EVAL";
-			q->argv[1] = scripts[q->script].body;
-			q->lens[0] = 4;
-			q->lens[1] = strlen(q->argv[1]);
-			q->script = -1;
-			redis_again(q, 0.);
-			return;
-		}
-		if (util_mono_ms() < q->deadline_ms &&
-		    (strncmp(reply->str, "ASK ", 4) == 0 ||
-		    strncmp(reply->str, "TRYAGAIN", 8) == 0 ||
-		    strncmp(reply->str, "MOVED ", 6) == 0)) {
-			redis_again(q, TRYAGAIN_S);
-			return;
-		}
-	}
-	if (q->cb != NULL)
-		q->cb(reply, q->arg);
-	redis_free_req(q);
-}
-
 /* The reply callback of the connections: count progress, then answer. */
 static void
 redis_on_reply(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct rreq	*q = priv;
-	struct rconn	*rc = q->rc;
+	struct redirect_req	*q = priv;
+	struct rconn		*rc = q->rc;
 
 	if (q->gen == rc->gen) {
 		rc->pending--;
@@ -370,12 +295,12 @@ redis_on_reply(redisAsyncContext *ac, void *r, void *priv)
 			ev_timer_start(EV_DEFAULT_ &rc->drop);
 		}
 	}
-	redis_answer(r, q);
+	redirect_answer(q, r);
 }
 
 /* Send q on its connection now; the callback runs once unless -1. */
 static int
-redis_send(struct rreq *q)
+redis_send(struct redirect_req *q)
 {
 	struct rconn	*rc = q->rc;
 
@@ -390,104 +315,35 @@ redis_send(struct rreq *q)
 	return 0;
 }
 
-/* Send a new request, behind those waiting to be sent again. */
+/* Can rc send now: ready, and not about to leave its node? */
 static int
-redis_submit(struct rreq *q)
+redis_can_send(struct rconn *rc)
 {
-	if (q->rc->moving || !TAILQ_EMPTY(&q->rc->again)) {
-		/* after the reconnect, or after the ones before it */
-		redis_again(q, TRYAGAIN_S);
-		return 0;
-	}
-	return redis_send(q);
+	return rc->state == RS_READY && !rc->moving;
 }
 
-/*
- * Send what waits to be sent again, in order, while the connection can.
- * A request past its deadline is answered NULL, and the connection made
- * again, so that its owner redoes its work as after any lost connection.
- */
+/* A request waited past its deadline: reconnect, as after a loss. */
 static void
-redis_flush_again(struct rconn *rc)
+redis_give_up(struct rconn *rc)
 {
-	struct rreq	*q;
-	int		 expired = 0;
-
-	while ((q = TAILQ_FIRST(&rc->again)) != NULL) {
-		if (rc->state != RS_READY || rc->moving) {
-			if (util_mono_ms() < q->deadline_ms)
-				break;
-			TAILQ_REMOVE(&rc->again, q, entry);
-			redis_answer(NULL, q);
-			expired = 1;
-			continue;
-		}
-		TAILQ_REMOVE(&rc->again, q, entry);
-		if (redis_send(q) == -1)
-			redis_answer(NULL, q);
-	}
-	if (!TAILQ_EMPTY(&rc->again) && !ev_is_active(&rc->again_timer)) {
-		ev_timer_set(&rc->again_timer, TRYAGAIN_S, 0.);
-		ev_timer_start(EV_DEFAULT_ &rc->again_timer);
-	}
-	if (expired && rc->state == RS_READY && !rc->moving)
-		redis_went_down(rc, "redirections did not end in time");
+	redis_went_down(rc, "redirections did not end in time");
 }
 
-/* The again timer fired. */
-static void
-redis_on_again(EV_P_ ev_timer *w, int revents)
-{
-	redis_flush_again((struct rconn *)((char *)w -
-	    offsetof(struct rconn, again_timer)));
-}
+/* What rc's queue of requests to send again may do to rc. */
+static const struct redirect_ops redis_again_ops = {
+	redis_can_send, redis_send, redis_give_up,
+};
 
-/* Send q again after delay seconds, behind the others waiting. */
-static void
-redis_again(struct rreq *q, double delay)
-{
-	struct rconn	*rc = q->rc;
-
-	TAILQ_INSERT_TAIL(&rc->again, q, entry);
-	if (!ev_is_active(&rc->again_timer)) {
-		ev_timer_set(&rc->again_timer, delay, 0.);
-		ev_timer_start(EV_DEFAULT_ &rc->again_timer);
-	}
-}
-
-/*
- * A request for rc with a copy of argv after npre empty slots (a script's
- * EVALSHA head, whose strings fit in the block's first HEAD_ROOM bytes).
- */
-static struct rreq *
+/* A request for rc, with a copy of argv after npre empty slots. */
+static struct redirect_req *
 redis_new_req(struct rconn *rc, redis_cb cb, void *arg, int script,
     int npre, int argc, const char **argv, const size_t *lens)
 {
-	struct rreq	*q;
-	char		*p;
-	size_t		 total = 0;
-	int		 i;
+	struct redirect_req	*q;
 
-	q = xcalloc(1, sizeof *q);
-	q->rc = rc;
+	q = redirect_req_new(rc->again, script, npre, argc, argv, lens);
 	q->cb = cb;
 	q->arg = arg;
-	q->script = script;
-	q->deadline_ms = util_mono_ms() + REDIRECT_MS;
-	q->argc = npre + argc;
-	q->argv = xcalloc((size_t)q->argc, sizeof *q->argv);
-	q->lens = xcalloc((size_t)q->argc, sizeof *q->lens);
-	for (i = 0; i < argc; i++) {
-		q->lens[npre + i] = lens ? lens[i] : strlen(argv[i]);
-		total += q->lens[npre + i];
-	}
-	q->data = xmalloc(HEAD_ROOM + total);
-	p = q->data + HEAD_ROOM;
-	for (i = 0; i < argc; i++) {
-		memcpy(p, argv[i], q->lens[npre + i]);
-		q->argv[npre + i] = p;
-		p += q->lens[npre + i];
-	}
 	return q;
 }
 
@@ -499,13 +355,13 @@ int
 redis_command(struct rconn *rc, redis_cb cb, void *arg, int argc,
     const char **argv, const size_t *lens)
 {
-	struct rreq	*q;
+	struct redirect_req	*q;
 
 	if (!redis_ready(rc))
 		return -1;
 	q = redis_new_req(rc, cb, arg, -1, 0, argc, argv, lens);
-	if (redis_submit(q) == -1) {
-		redis_free_req(q);
+	if (redirect_submit(q) == -1) {
+		redirect_req_free(q);
 		return -1;
 	}
 	return 0;
@@ -519,7 +375,7 @@ int
 redis_script(struct rconn *rc, enum script_id id, redis_cb cb, void *arg,
     int nkeys, int argc, const char **argv, const size_t *lens)
 {
-	struct rreq	*q;
+	struct redirect_req	*q;
 	char		*p;
 
 	if (!redis_ready(rc))
@@ -534,8 +390,8 @@ redis_script(struct rconn *rc, enum script_id id, redis_cb cb, void *arg,
 	p += sizeof rc->sha[id];
 	q->lens[2] = (size_t)snprintf(p, 16, "%d", nkeys);
 	q->argv[2] = p;
-	if (redis_submit(q) == -1) {
-		redis_free_req(q);
+	if (redirect_submit(q) == -1) {
+		redirect_req_free(q);
 		return -1;
 	}
 	return 0;
@@ -568,7 +424,7 @@ redis_on_setup(const struct redisReply *reply, void *arg)
 	log_info("redis %s: connected to %s", rc->role, redis_where());
 	rc->was_ready = 1;
 	/* what waited goes first: its owner does not know it is not lost */
-	redis_flush_again(rc);
+	redirect_flush(rc->again);
 	if (rc->state == RS_READY && rc->on_state != NULL)
 		rc->on_state(1);
 }
@@ -614,11 +470,11 @@ static void
 redis_setup_cmd(struct rconn *rc, redis_cb cb, void *arg, int argc,
     const char **argv)
 {
-	struct rreq	*q;
+	struct redirect_req	*q;
 
 	q = redis_new_req(rc, cb, arg, -1, 0, argc, argv, NULL);
 	if (redis_send(q) == -1) {
-		redis_free_req(q);
+		redirect_req_free(q);
 		return;
 	}
 	rc->setup_left++;
@@ -872,16 +728,12 @@ void
 redis_close(struct rconn *rc)
 {
 	redisAsyncContext	*ac = rc->ac;
-	struct rreq		*q;
 	size_t			 i;
 
 	ev_timer_stop(EV_DEFAULT_ &rc->retry);
-	ev_timer_stop(EV_DEFAULT_ &rc->again_timer);
 	rc->state = RS_DOWN;	/* callbacks below cannot send on it */
-	while ((q = TAILQ_FIRST(&rc->again)) != NULL) {
-		TAILQ_REMOVE(&rc->again, q, entry);
-		redis_answer(NULL, q);
-	}
+	redirect_queue_free(rc->again);
+	rc->again = NULL;
 	ev_timer_stop(EV_DEFAULT_ &rc->drop);
 	sentinel_cancel(rc->locating);
 	rc->locating = NULL;
