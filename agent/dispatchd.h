@@ -229,6 +229,10 @@ char	*util_utf8_clean(const char *, size_t, size_t *);
 size_t	 util_utf8_trim(const char *, size_t);
 int	 util_valid_event_name(const char *);
 int	 util_valid_handler_name(const char *);
+int	 util_parse_redis_addr(const char *, char **, char **, int *, int *,
+	    char *, size_t);
+int	 util_read_secret(const char *, char **, char *, size_t);
+char	*util_client_name(const char *, const char *);
 int	 util_set_cloexec(int);
 int	 util_set_nonblock(int);
 const char *util_hostname(void);
@@ -520,6 +524,52 @@ void	 notify_send(const char *, ...) __attribute__((format(printf, 1, 2)));
 int	 notify_listen_fd(void);
 
 /* ---- redis: the connections and the script calls ---- */
+
+/* sentinel.c */
+struct sentinel_ask;
+typedef void (*sentinel_cb)(const char *, int, void *);	/* host NULL: none */
+typedef void (*sentinel_moved_cb)(void);
+int	 sentinel_setup(const char *, const char *, char *, size_t);
+int	 sentinel_enabled(void);
+struct sentinel_ask *sentinel_locate(sentinel_cb, void *);
+void	 sentinel_cancel(struct sentinel_ask *);
+void	 sentinel_watch(sentinel_moved_cb);
+void	 sentinel_stop(void);
+
+/* redirect.c */
+#define REDIRECT_HEAD_ROOM	64	/* a script's sha and key count */
+struct rconn;
+struct redirect_queue;
+/* A command in flight, with a copy of its argv to send it again. */
+struct redirect_req {
+	struct redirect_req	*next;		/* in its queue, waiting */
+	struct redirect_queue	*queue;
+	struct rconn		*rc;		/* the queue's connection */
+	unsigned		 gen;		/* its context, when sent */
+	void	(*cb)(const struct redisReply *, void *);	/* a redis_cb */
+	void			*arg;
+	int			 script;	/* enum script_id, or -1 */
+	int			 argc;
+	const char		**argv;
+	size_t			*lens;
+	char			*data;		/* what argv points into */
+	int64_t			 deadline_ms;	/* sent again until then */
+};
+/* How a queue reaches its connection (redis.c). */
+struct redirect_ops {
+	int	(*can_send)(struct rconn *);	/* ready, and staying */
+	int	(*send)(struct redirect_req *);	/* now: 0, or -1 */
+	void	(*give_up)(struct rconn *);	/* one expired: reconnect */
+};
+struct redirect_queue *redirect_queue_new(const struct redirect_ops *,
+	    struct rconn *);
+void	 redirect_queue_free(struct redirect_queue *);
+struct redirect_req *redirect_req_new(struct redirect_queue *, int, int, int,
+	    const char **, const size_t *);
+void	 redirect_req_free(struct redirect_req *);
+int	 redirect_submit(struct redirect_req *);
+void	 redirect_answer(struct redirect_req *, const struct redisReply *);
+void	 redirect_flush(struct redirect_queue *);
 
 /* redis.c */
 typedef void (*redis_cb)(const struct redisReply *, void *);

@@ -6,19 +6,19 @@
  * that drops a connection whose replies stop coming (a blackholed Redis
  * must never hang the agent).  On every connect it authenticates, selects
  * the database, names itself, and loads the scripts or re-subscribes.
+ * With Sentinel, sentinel.c says where the master is before each connect,
+ * and when it moves.
  * Scripts run with EVALSHA and fall back to EVAL on NOSCRIPT.  In a
  * Cluster, a command answered ASK, TRYAGAIN or MOVED (nothing ran) is
- * sent again, in order, until the slot has moved and the connection is on
- * its new owner, for up to REDIRECT_MS: a slot migration is not an outage.
+ * sent again (redirect.c), in order, until the slot has moved and the
+ * connection is on its new owner (this file follows MOVED), for up to
+ * 3 s: a slot migration is not an outage.
  * ASK is waited out rather than followed to the importing node: the
  * scripts touch keys they cannot declare (job:<id>, ready:<handler>), and
  * run there mid-migration they would see half of them.
  */
 #include "config.h"
 
-#include <sys/queue.h>
-
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,9 +35,6 @@
 #define CONNECT_TIMEOUT_MS	5000
 #define COMMAND_TIMEOUT_MS	10000
 #define WATCHDOG_PERIOD		1.0
-#define REDIRECT_MS		3000	/* ASK, TRYAGAIN, MOVED: keep trying */
-#define TRYAGAIN_S		0.025
-#define HEAD_ROOM		64	/* a script's sha and key count */
 
 enum rstate {
 	RS_DOWN,
@@ -46,9 +43,6 @@ enum rstate {
 };
 
 /* One logical connection and its current hiredis context. */
-struct rreq;
-TAILQ_HEAD(rreqs, rreq);
-
 struct rconn {
 	const char		*role;		/* "cmd" or "sub", for logs */
 	redisAsyncContext	*ac;
@@ -70,27 +64,8 @@ struct rconn {
 	ev_timer		 watchdog;
 	ev_timer		 drop;		/* leave this node, from the loop */
 	int			 moving;	/* MOVED: drop once replies are in */
-	struct rreqs		 again;		/* to send again, in order */
-	ev_timer		 again_timer;
-};
-
-/*
- * One command in flight, with a copy of its argv (strings in one block)
- * to send again: as EVAL on NOSCRIPT, elsewhere on ASK, later on
- * TRYAGAIN or MOVED.
- */
-struct rreq {
-	TAILQ_ENTRY(rreq) entry;	/* in rc->again */
-	struct rconn	*rc;
-	unsigned	 gen;
-	redis_cb	 cb;
-	void		*arg;
-	int		 script;	/* enum script_id, or -1 */
-	int		 argc;
-	const char	**argv;
-	size_t		*lens;
-	char		*data;		/* what argv points into */
-	int64_t		 deadline_ms;	/* redirections followed until then */
+	struct redirect_queue	*again;		/* to send again, in order */
+	struct sentinel_ask	*locating;	/* asking where the master is */
 };
 
 static char	*redis_unix;		/* unix socket path, or NULL */
@@ -98,10 +73,6 @@ static char	*redis_host;
 static int	 redis_port = 6379;
 static int	 redis_db;
 static char	*redis_password;
-static char	**sentinels;		/* "host:port" of each sentinel */
-static size_t	 n_sentinels;
-static char	*sentinel_master;	/* the name they know the master by */
-static ev_timer	 sentinel_check;
 static struct rconn **conns;		/* every connection, for a failover */
 static size_t	 n_conns;
 static char	*redis_user;		/* ACL user name, or NULL */
@@ -111,10 +82,11 @@ struct rconn	*rcmd;
 struct rconn	*rsub;
 
 static void	 redis_connect(struct rconn *);
-static void	 redis_again(struct rreq *, double);
-static void	 redis_on_again(struct ev_loop *, ev_timer *, int);
+static void	 redis_connect_to(struct rconn *);
+static void	 redis_on_located(const char *, int, void *);
 static void	 redis_schedule(struct rconn *);
 static void	 redis_went_down(struct rconn *, const char *);
+static const struct redirect_ops redis_again_ops;
 static const char *redis_where(void);
 
 /* The drop timer: leave the connection outside any hiredis callback. */
@@ -166,153 +138,17 @@ redis_check_redirect(struct rconn *rc, const redisReply *reply)
 	}
 }
 
-/* Read the whole password file, without its trailing newline. */
-static int
-redis_read_password(const char *path, char *err, size_t errlen)
-{
-	FILE	*fp;
-	char	 buf[1024];
-	size_t	 n;
-
-	if ((fp = fopen(path, "re")) == NULL) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -1;
-	}
-	n = fread(buf, 1, sizeof buf - 1, fp);
-	fclose(fp);
-	buf[n] = '\0';
-	buf[strcspn(buf, "\r\n")] = '\0';
-	if (buf[0] == '\0') {
-		snprintf(err, errlen, "%s: the password file is empty", path);
-		return -1;
-	}
-	redis_password = xstrdup(buf);
-	memset(buf, 0, sizeof buf);
-	return 0;
-}
-
-/* "sentinel://host:port[,host:port...]/MASTER": remember the sentinels. */
-static int
-redis_setup_sentinel(const struct config *c, char *err, size_t errlen)
-{
-	char	*list, *slash, *tok, *save;
-
-	list = xstrdup(c->redis + 11);
-	if ((slash = strchr(list, '/')) == NULL || slash[1] == '\0') {
-		snprintf(err, errlen, "%s: [agent] redis: '%s' needs the master "
-		    "name: sentinel://host:port,.../NAME", c->redis_at, c->redis);
-		free(list);
-		return -1;
-	}
-	*slash = '\0';
-	sentinel_master = xstrdup(slash + 1);
-	for (tok = strtok_r(list, ",", &save); tok != NULL;
-	    tok = strtok_r(NULL, ",", &save)) {
-		if (strchr(tok, ':') == NULL) {
-			snprintf(err, errlen, "%s: [agent] redis: sentinel "
-			    "'%s' is not host:port", c->redis_at, tok);
-			free(list);
-			return -1;
-		}
-		sentinels = xreallocarray(sentinels, n_sentinels + 1,
-		    sizeof *sentinels);
-		sentinels[n_sentinels++] = xstrdup(tok);
-	}
-	free(list);
-	if (n_sentinels == 0) {
-		snprintf(err, errlen, "%s: [agent] redis: no sentinels in '%s'",
-		    c->redis_at, c->redis);
-		return -1;
-	}
-	redis_host = xstrdup("");
-	if (c->password_file != NULL && c->password_file[0] != '\0')
-		return redis_read_password(c->password_file, err, errlen);
-	return 0;
-}
-
-/*
- * Ask the sentinels, in turn, where the master is now; set redis_host and
- * redis_port.  Synchronous with a short timeout: it runs only when a
- * connection is (re)made.  -1 when none answers.
- */
-static int	 redis_query_sentinels(int, char **, int *);
-
-static int
-redis_ask_sentinels(void)
-{
-	if (redis_query_sentinels(500, &redis_host, &redis_port) == 0)
-		return 0;
-	log_warnx("redis: no sentinel knows master %s", sentinel_master);
-	return -1;
-}
-
-/*
- * The master's address as the first sentinel that answers within
- * timeout_ms knows it, into *host (replaced) and *port.  -1 if none does.
- */
-static int
-redis_query_sentinels(int timeout_ms, char **out_host, int *out_port)
-{
-	struct timeval	 tv = { 0, timeout_ms * 1000 };
-	redisContext	*c;
-	redisReply	*r;
-	char		 host[256];
-	size_t		 i;
-	int		 port, found = 0;
-
-	for (i = 0; i < n_sentinels && !found; i++) {
-		if (sscanf(sentinels[i], "%255[^:]:%d", host, &port) != 2)
-			continue;
-		c = redisConnectWithTimeout(host, port, tv);
-		if (c == NULL || c->err) {
-			if (c != NULL)
-				redisFree(c);
-			continue;
-		}
-		util_set_cloexec(c->fd);
-		redisSetTimeout(c, tv);
-		r = redisCommand(c, "SENTINEL get-master-addr-by-name %s",
-		    sentinel_master);
-		if (r != NULL && r->type == REDIS_REPLY_ARRAY &&
-		    r->elements == 2) {
-			free(*out_host);
-			*out_host = xstrdup(r->element[0]->str);
-			*out_port = atoi(r->element[1]->str);
-			found = 1;
-		}
-		if (r != NULL)
-			freeReplyObject(r);
-		redisFree(c);
-	}
-	return found ? 0 : -1;
-}
-
-/*
- * Once a second in Sentinel mode: if the sentinels now name another
- * master, leave the old one at once.  A demoted master goes on taking
- * writes until the sentinels reconfigure it (up to ~10 s later), and
- * Redis discards them when it resyncs: the sooner the agent moves, the
- * less acknowledged work a failover loses.  Short timeouts: this runs in
- * the loop.
- */
+/* The sentinels name another master: leave the old one at once. */
 static void
-redis_on_sentinel_check(EV_P_ ev_timer *w, int revents)
+redis_on_master(void)
 {
-	char	*host = NULL;
-	int	 port = 0;
-	size_t	 i;
+	size_t	i;
 
-	if (redis_query_sentinels(50, &host, &port) == 0 &&
-	    (strcmp(host, redis_host) != 0 || port != redis_port)) {
-		log_notice("redis: the sentinels name %s:%d as master %s now; "
-		    "reconnecting", host, port, sentinel_master);
-		for (i = 0; i < n_conns; i++)
-			if (conns[i]->ac != NULL) {
-				ev_timer_set(&conns[i]->drop, 0., 0.);
-				ev_timer_start(EV_A_ &conns[i]->drop);
-			}
-	}
-	free(host);
+	for (i = 0; i < n_conns; i++)
+		if (conns[i]->ac != NULL) {
+			ev_timer_set(&conns[i]->drop, 0., 0.);
+			ev_timer_start(EV_DEFAULT_ &conns[i]->drop);
+		}
 }
 
 /*
@@ -324,62 +160,25 @@ int
 redis_setup(const struct config *c, char *err, size_t errlen)
 {
 	const char	*s = c->redis;
-	char		*host, *colon, *slash, *end;
-	long		 v;
+	char		 msg[300];
 
 	/* kept for every reconnect: a copy, since a reload frees c */
 	free(redis_agent);
 	redis_agent = xstrdup(c->name);
-	if (strncmp(s, "sentinel://", 11) == 0)
-		return redis_setup_sentinel(c, err, errlen);
-	if (strncmp(s, "unix:", 5) == 0 || s[0] == '/') {
-		s += s[0] == '/' ? 0 : 5;
-		while (s[0] == '/' && s[1] == '/')
-			s++;
-		redis_unix = xstrdup(s);
-	} else {
-		if (strncmp(s, "redis://", 8) == 0)
-			s += 8;
-		host = xstrdup(s);
-		if ((slash = strchr(host, '/')) != NULL) {
-			*slash++ = '\0';
-			if (*slash != '\0' &&
-			    util_parse_int(slash, 0, 1000, &v) == -1) {
-				snprintf(err, errlen, "%s: [agent] redis: bad "
-				    "database number '%s'", c->redis_at, slash);
-				free(host);
-				return -1;
-			}
-			redis_db = *slash ? (int)v : 0;
-		}
-		if (host[0] == '[' && (end = strchr(host, ']')) != NULL) {
-			*end = '\0';
-			colon = end[1] == ':' ? end + 1 : NULL;
-			memmove(host, host + 1, strlen(host + 1) + 1);
-		} else
-			colon = strrchr(host, ':');
-		if (colon != NULL) {
-			*colon++ = '\0';
-			if (util_parse_int(colon, 1, 65535, &v) == -1) {
-				snprintf(err, errlen, "%s: [agent] redis: bad "
-				    "port '%s'", c->redis_at, colon);
-				free(host);
-				return -1;
-			}
-			redis_port = (int)v;
-		}
-		if (host[0] == '\0') {
-			snprintf(err, errlen, "%s: [agent] redis: no host in "
-			    "'%s'", c->redis_at, c->redis);
-			free(host);
+	if (strncmp(s, "sentinel://", 11) == 0) {
+		/* (redis_user is not used with Sentinel) */
+		if (sentinel_setup(s + 11, c->redis_at, err, errlen) == -1)
 			return -1;
-		}
-		redis_host = host;
-	}
-	if (c->redis_user != NULL && c->redis_user[0] != '\0')
+		redis_host = xstrdup("");
+	} else if (util_parse_redis_addr(s, &redis_unix, &redis_host,
+	    &redis_port, &redis_db, msg, sizeof msg) == -1) {
+		snprintf(err, errlen, "%s: [agent] redis: %s", c->redis_at, msg);
+		return -1;
+	} else if (c->redis_user != NULL && c->redis_user[0] != '\0')
 		redis_user = xstrdup(c->redis_user);
 	if (c->password_file != NULL && c->password_file[0] != '\0')
-		return redis_read_password(c->password_file, err, errlen);
+		return util_read_secret(c->password_file, &redis_password, err,
+		    errlen);
 	if (redis_user != NULL) {
 		snprintf(err, errlen, "%s: [agent] redis_user needs "
 		    "redis_password_file", c->path);
@@ -443,8 +242,7 @@ redis_open(const char *role, redis_state_cb on_state)
 	rc->backoff_ms = BACKOFF_MIN_MS;
 	ev_init(&rc->retry, redis_on_retry);
 	ev_init(&rc->drop, redis_on_drop);
-	ev_init(&rc->again_timer, redis_on_again);
-	TAILQ_INIT(&rc->again);
+	rc->again = redirect_queue_new(&redis_again_ops, rc);
 	ev_timer_init(&rc->watchdog, redis_on_watchdog, WATCHDOG_PERIOD,
 	    WATCHDOG_PERIOD);
 	ev_timer_start(EV_DEFAULT_ &rc->watchdog);
@@ -454,11 +252,8 @@ redis_open(const char *role, redis_state_cb on_state)
 	ev_timer_start(EV_DEFAULT_ &rc->retry);
 	conns = xreallocarray(conns, n_conns + 1, sizeof *conns);
 	conns[n_conns++] = rc;
-	if (n_sentinels > 0 && n_conns == 1) {
-		ev_timer_init(&sentinel_check, redis_on_sentinel_check, 1., 1.);
-		ev_timer_start(EV_DEFAULT_ &sentinel_check);
-		ev_unref(EV_DEFAULT);
-	}
+	if (sentinel_enabled() && n_conns == 1)
+		sentinel_watch(redis_on_master);
 	return rc;
 }
 
@@ -483,58 +278,12 @@ redis_ready(const struct rconn *rc)
 	return rc != NULL && rc->state == RS_READY;
 }
 
-/* Free a request record. */
-static void
-redis_free_req(struct rreq *q)
-{
-	free(q->argv);
-	free(q->lens);
-	free(q->data);
-	free(q);
-}
-
-/*
- * A reply for q: send a script again as EVAL once on NOSCRIPT, and any
- * command again on ASK, TRYAGAIN and MOVED (nothing ran); else hand the
- * reply, or NULL when the connection went away with the outcome unknown,
- * to the caller.
- */
-static void
-redis_answer(const redisReply *reply, void *arg)
-{
-	struct rreq	*q = arg;
-
-	if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
-		if (q->script >= 0 && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
-			log_notice("redis: script %s not loaded, sending it "
-			    "again", scripts[q->script].name);
-			q->argv[0] = "EVAL";
-			q->argv[1] = scripts[q->script].body;
-			q->lens[0] = 4;
-			q->lens[1] = strlen(q->argv[1]);
-			q->script = -1;
-			redis_again(q, 0.);
-			return;
-		}
-		if (util_mono_ms() < q->deadline_ms &&
-		    (strncmp(reply->str, "ASK ", 4) == 0 ||
-		    strncmp(reply->str, "TRYAGAIN", 8) == 0 ||
-		    strncmp(reply->str, "MOVED ", 6) == 0)) {
-			redis_again(q, TRYAGAIN_S);
-			return;
-		}
-	}
-	if (q->cb != NULL)
-		q->cb(reply, q->arg);
-	redis_free_req(q);
-}
-
 /* The reply callback of the connections: count progress, then answer. */
 static void
 redis_on_reply(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct rreq	*q = priv;
-	struct rconn	*rc = q->rc;
+	struct redirect_req	*q = priv;
+	struct rconn		*rc = q->rc;
 
 	if (q->gen == rc->gen) {
 		rc->pending--;
@@ -546,12 +295,12 @@ redis_on_reply(redisAsyncContext *ac, void *r, void *priv)
 			ev_timer_start(EV_DEFAULT_ &rc->drop);
 		}
 	}
-	redis_answer(r, q);
+	redirect_answer(q, r);
 }
 
 /* Send q on its connection now; the callback runs once unless -1. */
 static int
-redis_send(struct rreq *q)
+redis_send(struct redirect_req *q)
 {
 	struct rconn	*rc = q->rc;
 
@@ -566,104 +315,35 @@ redis_send(struct rreq *q)
 	return 0;
 }
 
-/* Send a new request, behind those waiting to be sent again. */
+/* Can rc send now: ready, and not about to leave its node? */
 static int
-redis_submit(struct rreq *q)
+redis_can_send(struct rconn *rc)
 {
-	if (q->rc->moving || !TAILQ_EMPTY(&q->rc->again)) {
-		/* after the reconnect, or after the ones before it */
-		redis_again(q, TRYAGAIN_S);
-		return 0;
-	}
-	return redis_send(q);
+	return rc->state == RS_READY && !rc->moving;
 }
 
-/*
- * Send what waits to be sent again, in order, while the connection can.
- * A request past its deadline is answered NULL, and the connection made
- * again, so that its owner redoes its work as after any lost connection.
- */
+/* A request waited past its deadline: reconnect, as after a loss. */
 static void
-redis_flush_again(struct rconn *rc)
+redis_give_up(struct rconn *rc)
 {
-	struct rreq	*q;
-	int		 expired = 0;
-
-	while ((q = TAILQ_FIRST(&rc->again)) != NULL) {
-		if (rc->state != RS_READY || rc->moving) {
-			if (util_mono_ms() < q->deadline_ms)
-				break;
-			TAILQ_REMOVE(&rc->again, q, entry);
-			redis_answer(NULL, q);
-			expired = 1;
-			continue;
-		}
-		TAILQ_REMOVE(&rc->again, q, entry);
-		if (redis_send(q) == -1)
-			redis_answer(NULL, q);
-	}
-	if (!TAILQ_EMPTY(&rc->again) && !ev_is_active(&rc->again_timer)) {
-		ev_timer_set(&rc->again_timer, TRYAGAIN_S, 0.);
-		ev_timer_start(EV_DEFAULT_ &rc->again_timer);
-	}
-	if (expired && rc->state == RS_READY && !rc->moving)
-		redis_went_down(rc, "redirections did not end in time");
+	redis_went_down(rc, "redirections did not end in time");
 }
 
-/* The again timer fired. */
-static void
-redis_on_again(EV_P_ ev_timer *w, int revents)
-{
-	redis_flush_again((struct rconn *)((char *)w -
-	    offsetof(struct rconn, again_timer)));
-}
+/* What rc's queue of requests to send again may do to rc. */
+static const struct redirect_ops redis_again_ops = {
+	redis_can_send, redis_send, redis_give_up,
+};
 
-/* Send q again after delay seconds, behind the others waiting. */
-static void
-redis_again(struct rreq *q, double delay)
-{
-	struct rconn	*rc = q->rc;
-
-	TAILQ_INSERT_TAIL(&rc->again, q, entry);
-	if (!ev_is_active(&rc->again_timer)) {
-		ev_timer_set(&rc->again_timer, delay, 0.);
-		ev_timer_start(EV_DEFAULT_ &rc->again_timer);
-	}
-}
-
-/*
- * A request for rc with a copy of argv after npre empty slots (a script's
- * EVALSHA head, whose strings fit in the block's first HEAD_ROOM bytes).
- */
-static struct rreq *
+/* A request for rc, with a copy of argv after npre empty slots. */
+static struct redirect_req *
 redis_new_req(struct rconn *rc, redis_cb cb, void *arg, int script,
     int npre, int argc, const char **argv, const size_t *lens)
 {
-	struct rreq	*q;
-	char		*p;
-	size_t		 total = 0;
-	int		 i;
+	struct redirect_req	*q;
 
-	q = xcalloc(1, sizeof *q);
-	q->rc = rc;
+	q = redirect_req_new(rc->again, script, npre, argc, argv, lens);
 	q->cb = cb;
 	q->arg = arg;
-	q->script = script;
-	q->deadline_ms = util_mono_ms() + REDIRECT_MS;
-	q->argc = npre + argc;
-	q->argv = xcalloc((size_t)q->argc, sizeof *q->argv);
-	q->lens = xcalloc((size_t)q->argc, sizeof *q->lens);
-	for (i = 0; i < argc; i++) {
-		q->lens[npre + i] = lens ? lens[i] : strlen(argv[i]);
-		total += q->lens[npre + i];
-	}
-	q->data = xmalloc(HEAD_ROOM + total);
-	p = q->data + HEAD_ROOM;
-	for (i = 0; i < argc; i++) {
-		memcpy(p, argv[i], q->lens[npre + i]);
-		q->argv[npre + i] = p;
-		p += q->lens[npre + i];
-	}
 	return q;
 }
 
@@ -675,13 +355,13 @@ int
 redis_command(struct rconn *rc, redis_cb cb, void *arg, int argc,
     const char **argv, const size_t *lens)
 {
-	struct rreq	*q;
+	struct redirect_req	*q;
 
 	if (!redis_ready(rc))
 		return -1;
 	q = redis_new_req(rc, cb, arg, -1, 0, argc, argv, lens);
-	if (redis_submit(q) == -1) {
-		redis_free_req(q);
+	if (redirect_submit(q) == -1) {
+		redirect_req_free(q);
 		return -1;
 	}
 	return 0;
@@ -695,7 +375,7 @@ int
 redis_script(struct rconn *rc, enum script_id id, redis_cb cb, void *arg,
     int nkeys, int argc, const char **argv, const size_t *lens)
 {
-	struct rreq	*q;
+	struct redirect_req	*q;
 	char		*p;
 
 	if (!redis_ready(rc))
@@ -710,8 +390,8 @@ redis_script(struct rconn *rc, enum script_id id, redis_cb cb, void *arg,
 	p += sizeof rc->sha[id];
 	q->lens[2] = (size_t)snprintf(p, 16, "%d", nkeys);
 	q->argv[2] = p;
-	if (redis_submit(q) == -1) {
-		redis_free_req(q);
+	if (redirect_submit(q) == -1) {
+		redirect_req_free(q);
 		return -1;
 	}
 	return 0;
@@ -744,7 +424,7 @@ redis_on_setup(const struct redisReply *reply, void *arg)
 	log_info("redis %s: connected to %s", rc->role, redis_where());
 	rc->was_ready = 1;
 	/* what waited goes first: its owner does not know it is not lost */
-	redis_flush_again(rc);
+	redirect_flush(rc->again);
 	if (rc->state == RS_READY && rc->on_state != NULL)
 		rc->on_state(1);
 }
@@ -790,11 +470,11 @@ static void
 redis_setup_cmd(struct rconn *rc, redis_cb cb, void *arg, int argc,
     const char **argv)
 {
-	struct rreq	*q;
+	struct redirect_req	*q;
 
 	q = redis_new_req(rc, cb, arg, -1, 0, argc, argv, NULL);
 	if (redis_send(q) == -1) {
-		redis_free_req(q);
+		redirect_req_free(q);
 		return;
 	}
 	rc->setup_left++;
@@ -877,9 +557,36 @@ redis_schedule(struct rconn *rc)
 	ev_timer_start(EV_DEFAULT_ &rc->retry);
 }
 
-/* Open a new context and queue the setup commands behind the connect. */
+/* Connect; with Sentinel, once the sentinels have said where to. */
 static void
 redis_connect(struct rconn *rc)
+{
+	if (!sentinel_enabled())
+		redis_connect_to(rc);
+	else if (rc->locating == NULL)
+		rc->locating = sentinel_locate(redis_on_located, rc);
+}
+
+/* The sentinels named the master (host NULL: none did): connect there. */
+static void
+redis_on_located(const char *host, int port, void *arg)
+{
+	struct rconn	*rc = arg;
+
+	rc->locating = NULL;
+	if (host == NULL) {
+		redis_schedule(rc);
+		return;
+	}
+	free(redis_host);
+	redis_host = xstrdup(host);
+	redis_port = port;
+	redis_connect_to(rc);
+}
+
+/* Open a new context and queue the setup commands behind the connect. */
+static void
+redis_connect_to(struct rconn *rc)
 {
 	redisAsyncContext	*ac;
 	const char		*argv[4];
@@ -887,10 +594,6 @@ redis_connect(struct rconn *rc)
 	size_t			 i;
 	int			 id;
 
-	if (n_sentinels > 0 && redis_ask_sentinels() == -1) {
-		redis_schedule(rc);
-		return;
-	}
 	if (redis_unix != NULL)
 		ac = redisAsyncConnectUnix(redis_unix);
 	else
@@ -937,10 +640,7 @@ redis_connect(struct rconn *rc)
 		argv[1] = db;
 		redis_setup_cmd(rc, redis_on_setup, rc, 2, argv);
 	}
-	xasprintf(&name, "dispatchd:%s:%s", redis_agent, rc->role);
-	for (i = 0; name[i] != '\0'; i++)
-		if (name[i] == ' ')
-			name[i] = '_';
+	name = util_client_name(redis_agent, rc->role);
 	argv[0] = "CLIENT";
 	argv[1] = "SETNAME";
 	argv[2] = name;
@@ -1028,21 +728,16 @@ void
 redis_close(struct rconn *rc)
 {
 	redisAsyncContext	*ac = rc->ac;
-	struct rreq		*q;
 	size_t			 i;
 
 	ev_timer_stop(EV_DEFAULT_ &rc->retry);
-	ev_timer_stop(EV_DEFAULT_ &rc->again_timer);
 	rc->state = RS_DOWN;	/* callbacks below cannot send on it */
-	while ((q = TAILQ_FIRST(&rc->again)) != NULL) {
-		TAILQ_REMOVE(&rc->again, q, entry);
-		redis_answer(NULL, q);
-	}
+	redirect_queue_free(rc->again);
+	rc->again = NULL;
 	ev_timer_stop(EV_DEFAULT_ &rc->drop);
-	if (ev_is_active(&sentinel_check)) {
-		ev_ref(EV_DEFAULT);
-		ev_timer_stop(EV_DEFAULT_ &sentinel_check);
-	}
+	sentinel_cancel(rc->locating);
+	rc->locating = NULL;
+	sentinel_stop();
 	ev_ref(EV_DEFAULT);
 	ev_timer_stop(EV_DEFAULT_ &rc->watchdog);
 	rc->on_state = NULL;

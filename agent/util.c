@@ -1,8 +1,8 @@
 /*
  * util.c: small pure helpers: strict parsing of durations, sizes and
  * numbers, word splitting for exec lines, clocks, random ids, backoff,
- * UTF-8 cleaning, name validation, fd flags, exit classification and the
- * host name.
+ * UTF-8 cleaning, name validation, Redis addresses, password files, fd
+ * flags, exit classification and the host name.
  */
 #include "config.h"
 
@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -374,6 +375,109 @@ util_valid_handler_name(const char *s)
 		if (!isalnum((unsigned char)s[n]) && strchr("._-", s[n]) == NULL)
 			return 0;
 	return n >= 1 && n <= HANDLER_NAME_MAX;
+}
+
+/*
+ * Parse a Redis address: "unix:/path" or "/path" (a unix socket, into
+ * *path), else "[redis://]host[:port][/db]", with "[v6]:port" for IPv6
+ * (into *host, *port, default 6379, and *db, default 0).  -1, with what
+ * is wrong in err, if it is not one.
+ */
+int
+util_parse_redis_addr(const char *s, char **path, char **host, int *port,
+    int *db, char *err, size_t errlen)
+{
+	const char	*all = s;
+	char		*h, *colon, *slash, *end;
+	long		 v;
+
+	*path = *host = NULL;
+	*port = 6379;
+	*db = 0;
+	if (strncmp(s, "unix:", 5) == 0 || s[0] == '/') {
+		s += s[0] == '/' ? 0 : 5;
+		while (s[0] == '/' && s[1] == '/')
+			s++;
+		*path = xstrdup(s);
+		return 0;
+	}
+	if (strncmp(s, "redis://", 8) == 0)
+		s += 8;
+	h = xstrdup(s);
+	if ((slash = strchr(h, '/')) != NULL) {
+		*slash++ = '\0';
+		if (*slash != '\0' && util_parse_int(slash, 0, 1000, &v) == -1) {
+			snprintf(err, errlen, "bad database number '%s'", slash);
+			goto bad;
+		}
+		*db = *slash ? (int)v : 0;
+	}
+	if (h[0] == '[' && (end = strchr(h, ']')) != NULL) {
+		*end = '\0';
+		colon = end[1] == ':' ? end + 1 : NULL;
+		memmove(h, h + 1, strlen(h + 1) + 1);
+	} else
+		colon = strrchr(h, ':');
+	if (colon != NULL) {
+		*colon++ = '\0';
+		if (util_parse_int(colon, 1, 65535, &v) == -1) {
+			snprintf(err, errlen, "bad port '%s'", colon);
+			goto bad;
+		}
+		*port = (int)v;
+	}
+	if (h[0] == '\0') {
+		snprintf(err, errlen, "no host in '%s'", all);
+		goto bad;
+	}
+	*host = h;
+	return 0;
+bad:
+	free(h);
+	return -1;
+}
+
+/*
+ * Read a secret (a password) from the first line of the file path, into
+ * *out; the copy on the stack is wiped.  -1, with the reason in err, if
+ * it cannot be read or is empty.
+ */
+int
+util_read_secret(const char *path, char **out, char *err, size_t errlen)
+{
+	FILE	*fp;
+	char	 buf[1024];
+	size_t	 n;
+
+	if ((fp = fopen(path, "re")) == NULL) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	n = fread(buf, 1, sizeof buf - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (buf[0] == '\0') {
+		snprintf(err, errlen, "%s: the password file is empty", path);
+		return -1;
+	}
+	*out = xstrdup(buf);
+	memset(buf, 0, sizeof buf);
+	return 0;
+}
+
+/* The name a connection gives itself: dispatchd:AGENT:ROLE, no blanks. */
+char *
+util_client_name(const char *agent, const char *role)
+{
+	char	*name;
+	size_t	 i;
+
+	xasprintf(&name, "dispatchd:%s:%s", agent, role);
+	for (i = 0; name[i] != '\0'; i++)
+		if (name[i] == ' ')
+			name[i] = '_';
+	return name;
 }
 
 /* Set FD_CLOEXEC. */

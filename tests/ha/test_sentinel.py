@@ -12,12 +12,15 @@ asserted to be zero.
 
 import collections
 import signal
+import socket
+import threading
 import time
 
 import pytest
 
 from hatest import (find_sentinel, binary_mentions, free_port, rec_handler, wait_for,
-                    append_figure, read_records, Producer)
+                    append_figure, read_records, Producer, Sentinel)
+from ddtest import request
 
 NAME = "mymaster"
 
@@ -151,3 +154,115 @@ def test_sentinel_failover(env, mode):
     assert not prod.gave_up, "emits refused for 30 s: %s" % prod.gave_up[:5]
     assert t_moved is not None, "the agent's acks never reached the new master within 30 s"
     assert len(acked) > 100
+
+
+class MuteServer(threading.Thread):
+    """A TCP server on loopback that accepts connections and never answers
+    (a hung sentinel); counts the connections it accepted."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.conns = []
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            self.conns.append(c)        # held open, never read or answered
+            self.accepted += 1
+
+    def close(self):
+        self.done.set()
+        self.join(5)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def test_sentinel_that_never_answers_does_not_block(env):
+    """The first sentinel accepts the connection and never answers.  The
+    agent asks it before every connect (500 ms) and every second (50 ms),
+    each time then the next sentinel; the asks must not stall the loop:
+    the agent answers ping on its socket promptly all along, first while
+    no sentinel names the master (the second is not up yet: the agent
+    keeps reconnecting), then once it has found the master through the
+    second one."""
+    if find_sentinel() is None:
+        pytest.skip("redis-sentinel not installed (apt-get install redis-sentinel)")
+    if not binary_mentions("sentinel://"):
+        pytest.skip("sentinel:// addresses: feature not in this build")
+    mute = MuteServer()
+    mute.start()
+    try:
+        master = env.start_redis(port=free_port())
+        real_port = free_port()
+        addr = "sentinel://127.0.0.1:%d,127.0.0.1:%d/%s" % (mute.port, real_port, NAME)
+        (env.dir / "rec").mkdir()
+        a = env.agent({"sj": rec_handler(env.dir / "rec", "s.*", "s0")}, name="s0",
+                      redis_addr=addr, start=False)
+        a.spawn()
+
+        def pings_promptly(seconds, what):
+            """Ping in a loop for `seconds`; every reply within 0.3 s.
+            Returns how many times the mute sentinel was asked meanwhile."""
+            before = mute.accepted
+            end = time.monotonic() + seconds
+            worst = 0.0
+            n = 0
+            while time.monotonic() < end:
+                t0 = time.monotonic()
+                try:
+                    rep = request(a.sock, {"op": "ping"}, timeout=0.3)
+                except OSError as e:
+                    raise AssertionError("%s: ping not answered within 0.3 s (%s) after %d "
+                                         "prompt ones:\n%s" % (what, e, n, a.stderr()[-3000:]))
+                worst = max(worst, time.monotonic() - t0)
+                assert rep.get("ok") is True, rep
+                n += 1
+                time.sleep(0.01)
+            print("%s: %d pings, slowest %.3f s, mute sentinel asked %d times"
+                  % (what, n, worst, mute.accepted - before))
+            return mute.accepted - before
+
+        def answers():
+            try:
+                return request(a.sock, {"op": "ping"}, timeout=1.0).get("ok") is True
+            except OSError:
+                return False
+        wait_for(answers, 20, interval=0.05, what="the agent to answer ping")
+        # no sentinel names the master: the connections keep asking
+        asked = pings_promptly(4.0, "no master known")
+        assert asked >= 3, "the mute sentinel was asked %d times in 4 s" % asked
+        assert "no sentinel knows master %s" % NAME in a.stderr()
+
+        s = Sentinel(env.dir / "sentinel0", real_port, master.port, NAME)
+        env.sentinels.append(s)
+        s.start()
+
+        def up():
+            try:
+                return request(a.sock, {"op": "ping"}, timeout=1.0).get("redis") is True
+            except OSError:
+                return False
+        wait_for(up, 20, interval=0.05, what="the agent to reach the master "
+                 "through the second sentinel")
+        assert master.client().exists(env.key("agent:s0")), "agent not on the master"
+        # connected: the once-a-second check still asks the mute one first
+        asked = pings_promptly(3.0, "master known")
+        assert asked >= 2, "the mute sentinel was asked %d times in 3 s" % asked
+        jid = a.emit("s.one", {})["jobs"][0]["id"]
+        env.wait_final([jid], 20)
+    finally:
+        mute.close()

@@ -1,12 +1,14 @@
 /*
  * test_util.c: durations, sizes, numbers, exec word splitting, backoff,
- * UTF-8 cleaning, names and the exit classification of the handler
- * contract.
+ * UTF-8 cleaning, names, Redis addresses, the password file and the exit
+ * classification of the handler contract.
  */
 #include "config.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../agent/dispatchd.h"
 #include "tap.h"
@@ -65,6 +67,52 @@ words(const char *line, const char **want)
 		}
 	util_free_words(w);
 	return same;
+}
+
+/* Parse a Redis address; compare with what is wanted ("" for NULL). */
+static int
+addr(const char *s, const char *path, const char *host, int port, int db)
+{
+	char	*p, *h, err[128];
+	int	 pt, d, ok;
+
+	if (util_parse_redis_addr(s, &p, &h, &pt, &d, err, sizeof err) == -1)
+		return 0;
+	ok = strcmp(p ? p : "", path) == 0 && strcmp(h ? h : "", host) == 0 &&
+	    pt == port && d == db;
+	free(p);
+	free(h);
+	return ok;
+}
+
+/* A bad address, and the start of the reason given. */
+static int
+addr_bad(const char *s, const char *why)
+{
+	char	*p, *h, err[128];
+	int	 pt, d;
+
+	return util_parse_redis_addr(s, &p, &h, &pt, &d, err, sizeof err) ==
+	    -1 && strncmp(err, why, strlen(why)) == 0;
+}
+
+/* util_read_secret over a file holding text. */
+static int
+secret(const char *text, const char *want)
+{
+	char	 path[] = "/tmp/test_util.XXXXXX", *out = NULL, err[256];
+	FILE	*fp;
+	int	 fd, ok;
+
+	if ((fd = mkstemp(path)) == -1 || (fp = fdopen(fd, "w")) == NULL)
+		return 0;
+	fputs(text, fp);
+	fclose(fp);
+	ok = util_read_secret(path, &out, err, sizeof err) == 0 ?
+	    want != NULL && strcmp(out, want) == 0 : want == NULL;
+	unlink(path);
+	free(out);
+	return ok;
 }
 
 int
@@ -166,5 +214,39 @@ main(void)
 	ok(util_exit_class(0, 0, 1, 0) == EXIT_CLASS_FAIL, "signal retry");
 	ok(util_exit_class(1, 0, 0, 1) == EXIT_CLASS_FAIL,
 	    "timeout retry even if it then exited 0");
+	ok(addr("unix:/run/redis.sock", "/run/redis.sock", "", 6379, 0),
+	    "unix: address");
+	ok(addr("unix:///run/r.sock", "/run/r.sock", "", 6379, 0),
+	    "unix:// address");
+	ok(addr("/run/r.sock", "/run/r.sock", "", 6379, 0), "bare path");
+	ok(addr("10.0.0.5", "", "10.0.0.5", 6379, 0), "host, default port");
+	ok(addr("10.0.0.5:6380", "", "10.0.0.5", 6380, 0), "host:port");
+	ok(addr("redis://r1:7000/3", "", "r1", 7000, 3), "redis://host:port/db");
+	ok(addr("redis://r1/", "", "r1", 6379, 0), "empty database");
+	ok(addr("[::1]:6390", "", "::1", 6390, 0), "[v6]:port");
+	ok(addr_bad("r1:0", "bad port '0'"), "port 0 rejected");
+	ok(addr_bad("r1:x", "bad port"), "port not a number");
+	ok(addr_bad("r1/1001", "bad database number"), "database over 1000");
+	ok(addr_bad("redis://:6379", "no host in 'redis://:6379'"),
+	    "no host");
+
+	ok(secret("pa ss\nmore\n", "pa ss"), "secret: the first line");
+	ok(secret("pw\r\n", "pw"), "secret: CRLF cut");
+	ok(secret("\nlater\n", NULL), "secret: empty first line refused");
+	ok(secret("", NULL), "secret: empty file refused");
+	{
+		char	*out = NULL, err[256];
+
+		ok(util_read_secret("/nonexistent/pw", &out, err, sizeof err) ==
+		    -1 && strstr(err, "/nonexistent/pw") != NULL,
+		    "secret: a missing file names itself");
+	}
+	{
+		char	*name = util_client_name("web 1", "cmd-ask");
+
+		ok(strcmp(name, "dispatchd:web_1:cmd-ask") == 0,
+		    "client name without blanks");
+		free(name);
+	}
 	return done();
 }
