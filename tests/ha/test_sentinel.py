@@ -20,7 +20,7 @@ import pytest
 
 from hatest import (find_sentinel, binary_mentions, free_port, rec_handler, wait_for,
                     append_figure, read_records, Producer, Sentinel)
-from ddtest import request
+from harness.ddtest import request
 
 NAME = "mymaster"
 
