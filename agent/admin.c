@@ -209,9 +209,10 @@ admin_on_status(const struct redisReply *r, void *arg)
 	hs = json_array();
 	for (i = 0; i < r->element[1]->elements; i++) {
 		t = r->element[1]->element[i];
-		if (!call_reply_is(t, "siiiiiii"))
+		if (!call_reply_is(t, "siiiiii*"))
 			continue;
-		oldest = t->element[7]->integer;
+		oldest = t->elements > 7 && t->element[7]->type ==
+		    REDIS_REPLY_INTEGER ? t->element[7]->integer : -1;
 		h = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I}",
 		    "name", t->element[0]->str,
 		    "ready", (json_int_t)t->element[1]->integer,

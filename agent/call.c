@@ -55,7 +55,8 @@ call_check(struct call *c, const char *name)
 	    c->next[n] != ']' && c->next[n] != '\0'))
 		fatalx("script %s: %s %s given where %.*s is declared",
 		    scripts[c->script].name, c->nkeys < 0 ? "key" : "argument",
-		    name, (int)strcspn(c->next, " ]"), c->next);
+		    name, *c->next ? (int)strcspn(c->next, " ]") : 5,
+		    *c->next ? c->next : "(end)");
 	c->next += n;
 	if (*c->next == ']')
 		c->next = c->group;	/* the group repeats */

@@ -85,6 +85,18 @@ finish_free(struct finish *f)
 	free(f);
 }
 
+/* A finish is in Redis: forget it, send the next, tell the drain. */
+static void
+finish_done(struct finish *f)
+{
+	TAILQ_REMOVE(&unsent, f, entry);
+	n_unsent--;
+	finish_free(f);
+	finish_flush();
+	if (recorded_hook != NULL)
+		recorded_hook();
+}
+
 /* The finish script answered {fate, stream id}, or the connection went. */
 static void
 finish_on_reply(const struct redisReply *reply, void *arg)
@@ -93,8 +105,15 @@ finish_on_reply(const struct redisReply *reply, void *arg)
 	enum job_fate	 fate;
 
 	f->inflight = 0;
-	if (!call_reply_is(reply, "ss") ||
+	if (call_reply_is(reply, "ss") &&
 	    job_fate_parse(reply->element[0]->str, &fate) == -1) {
+		/* recorded, in words of another version: not ours to count */
+		log_warnx("finish %s: recorded as %s", f->what,
+		    reply->element[0]->str);
+		finish_done(f);
+		return;
+	}
+	if (!call_reply_is(reply, "ss")) {
 		if (reply != NULL)
 			log_warnx("finish %s: %s; will retry", f->what,
 			    reply->type == REDIS_REPLY_ERROR ? reply->str :
@@ -112,12 +131,7 @@ finish_on_reply(const struct redisReply *reply, void *arg)
 	else if (fate == FATE_RETRY)
 		promote_kick();		/* re-arm for the retry's due time */
 	counters_job(f->handler, fate, f->duration_ms);
-	TAILQ_REMOVE(&unsent, f, entry);
-	n_unsent--;
-	finish_free(f);
-	finish_flush();
-	if (recorded_hook != NULL)
-		recorded_hook();
+	finish_done(f);
 }
 
 /* Send every waiting finish not already on its way, oldest first. */

@@ -190,12 +190,13 @@ heartbeat_on_claimed(const struct redisReply *reply, void *arg)
 	leader = reply->element[3]->integer != 0;
 	if (leader)
 		leader_mono = util_mono_ms();
-	hooks.claimed();
+	/* before the promote and fetch of main's Redis-up sequence */
 	if (n > 0) {
 		log_notice("reclaimed %lld jobs this agent was running when it "
 		    "stopped; they will be retried", n);
 		heartbeat_on_recover(EV_DEFAULT_ &recover_timer, 0);
 	}
+	hooks.claimed();
 }
 
 /* Take the agent's name in Redis (once a life) before it works. */
