@@ -65,6 +65,15 @@ static void		(*drained)(void);
 
 static void	 dispatch_fetch(void);
 static void	 dispatch_check_drained(void);
+static void	 dispatch_on_filled(int64_t, const struct redisReply *, long);
+static char	*dispatch_fill(long *);
+
+/* What the finish outbox tells the loop, and asks of it. */
+static const struct finish_hooks finish_hooks = {
+	.recorded = dispatch_check_drained,
+	.fill = dispatch_fill,
+	.fetched = dispatch_on_filled,
+};
 
 /* Write the running handlers' process groups to the state file. */
 static void
@@ -147,9 +156,10 @@ dispatch_on_run_done(const struct run_result *res, void *arg)
 	job_setup_error(&j->info, res, error, sizeof error);
 	outcome = job_outcome(res, j->release);
 	dispatch_log_outcome(j, res, outcome, error);
-	finish_queue(&j->info, res, outcome, error, j->output_max);
+	/* the slot is free before the finish, which may fill it */
 	TAILQ_REMOVE(&running, j, entry);
 	n_running--;
+	finish_queue(&j->info, res, outcome, error, j->output_max);
 	dispatch_free_job(j);
 	free(j);
 	dispatch_kick();
@@ -297,24 +307,15 @@ dispatch_field(const redisReply *e, const char *def)
 	return e->type == REDIS_REPLY_STRING ? e->str : def;
 }
 
-/* Start each job of a fetch's answer {now, jobs}. */
+/* Start each job a fetch took, on Redis's clock now. */
 static void
-dispatch_start_fetched(const struct redisReply *reply, long asked)
+dispatch_start_jobs(int64_t now, const struct redisReply *jobs, long asked)
 {
-	const redisReply	*jobs, **e;
-	struct job		*j;
-	struct handler		*h;
-	size_t			 i;
+	const redisReply	**e;
+	struct job		 *j;
+	struct handler		 *h;
+	size_t			  i;
 
-	if (reply == NULL)
-		return;
-	if (reply->type == REDIS_REPLY_ERROR) {
-		log_warnx("fetch: %s", reply->str);
-		return;
-	}
-	if (!call_reply_is(reply, "ia"))
-		return;
-	jobs = reply->element[1];
 	for (i = 0; i < jobs->elements; i++) {
 		/* jid, handler, attempt, then fields that may be nil */
 		if (!call_reply_is(jobs->element[i], "ssi?????"))
@@ -337,8 +338,7 @@ dispatch_start_fetched(const struct redisReply *reply, long asked)
 		j->info.event = xstrdup(dispatch_field(e[5], ""));
 		j->info.event_id = xstrdup(dispatch_field(e[6], ""));
 		dispatch_run(j, dispatch_field(e[3], "{}"),
-		    strtoll(dispatch_field(e[7], "0"), NULL, 10),
-		    (int64_t)reply->element[0]->integer);
+		    strtoll(dispatch_field(e[7], "0"), NULL, 10), now);
 	}
 	/* a full batch: there may be more; a short one: wait for a hint */
 	if ((long)jobs->elements >= asked)
@@ -346,14 +346,28 @@ dispatch_start_fetched(const struct redisReply *reply, long asked)
 }
 
 /*
- * The fetch script answered.  A drain waits for it too: its jobs hold
- * leases, and are put back rather than started.
+ * The fetch script answered {now, jobs}.  A drain waits for it too: its
+ * jobs hold leases, and are put back rather than started.
  */
 static void
 dispatch_on_fetched(const struct redisReply *reply, void *arg)
 {
 	fetching = 0;
-	dispatch_start_fetched(reply, (long)(intptr_t)arg);
+	if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+		log_warnx("fetch: %s", reply->str);
+	else if (call_reply_is(reply, "ia"))
+		dispatch_start_jobs(reply->element[0]->integer,
+		    reply->element[1], (long)(intptr_t)arg);
+	dispatch_check_drained();
+}
+
+/* A finish's fetch is over: its jobs, or NULL when it did not happen. */
+static void
+dispatch_on_filled(int64_t now, const struct redisReply *jobs, long asked)
+{
+	fetching = 0;
+	if (jobs != NULL)
+		dispatch_start_jobs(now, jobs, asked);
 	dispatch_check_drained();
 }
 
@@ -374,30 +388,67 @@ dispatch_running_for(const char *name)
 	return n;
 }
 
-/*
- * Ask for as many jobs as there are free slots, within each handler's
- * concurrency, unless a fetch is already under way.
- */
-static void
-dispatch_fetch(void)
+/* How many jobs a fetch may ask for now; 0 when none. */
+static int
+dispatch_free_slots(void)
 {
-	struct call	*c;
-	struct handler	*h;
-	size_t		 i, nh = cfg->n_handlers, nr = 0;
-	int		 room, free_slots = cfg->workers - n_running;
+	int	free_slots = cfg->workers - n_running;
 
 	if (fetching || draining || !open_for_work || free_slots <= 0 ||
-	    !redis_ready(rcmd) || nh == 0 ||
+	    !redis_ready(rcmd) || cfg->n_handlers == 0 ||
 	    util_mono_ms() < fetch_paused_until)
-		return;
+		return 0;
 	/*
 	 * Starting a batch holds the loop; with thousands of slots a whole
 	 * batch could outlast a lease before the heartbeat runs.  A full
 	 * batch fetches again at once, so this costs one round trip per
 	 * FETCH_MAX jobs and nothing else.
 	 */
-	if (free_slots > FETCH_MAX)
-		free_slots = FETCH_MAX;
+	return free_slots > FETCH_MAX ? FETCH_MAX : free_slots;
+}
+
+/*
+ * Call fn with each handler that has room, and that room (at most
+ * free_slots), in an order that rotates at each call, for fairness; the
+ * number of handlers given.
+ */
+static size_t
+dispatch_rooms(int free_slots, void (*fn)(const char *, int, void *),
+    void *arg)
+{
+	struct handler	*h;
+	size_t		 i, nh = cfg->n_handlers, nr = 0;
+	int		 room;
+
+	rotate++;
+	for (i = 0; i < nh; i++) {
+		h = cfg->handlers[(rotate + i) % nh];
+		room = h->concurrency - dispatch_running_for(h->name);
+		if (room <= 0)
+			continue;
+		fn(h->name, room > free_slots ? free_slots : room, arg);
+		nr++;
+	}
+	return nr;
+}
+
+/* Add a handler and its room to a fetch call. */
+static void
+dispatch_room_arg(const char *name, int room, void *arg)
+{
+	call_arg(arg, "handler", name);
+	call_int(arg, "room", room);
+}
+
+/* Ask for as many jobs as there are free slots, unless one is on its way. */
+static void
+dispatch_fetch(void)
+{
+	struct call	*c;
+	int		 free_slots;
+
+	if ((free_slots = dispatch_free_slots()) == 0)
+		return;
 	c = call_start(SCRIPT_FETCH);
 	call_key(c, KEY_LEASES, NULL);
 	call_key(c, KEY_RUNNING, cfg->name);
@@ -405,20 +456,48 @@ dispatch_fetch(void)
 	call_arg(c, "agent", cfg->name);
 	call_int(c, "lease_ms", cfg->lease_ms);
 	call_int(c, "want", free_slots);
-	rotate++;
-	for (i = 0; i < nh; i++) {
-		h = cfg->handlers[(rotate + i) % nh];
-		room = h->concurrency - dispatch_running_for(h->name);
-		if (room <= 0)
-			continue;
-		call_arg(c, "handler", h->name);
-		call_int(c, "room", room > free_slots ? free_slots : room);
-		nr++;
-	}
-	if (nr > 0 && call_send(c, dispatch_on_fetched,
-	    (void *)(intptr_t)free_slots) == 0)
+	if (dispatch_rooms(free_slots, dispatch_room_arg, c) > 0 &&
+	    call_send(c, dispatch_on_fetched, (void *)(intptr_t)free_slots) == 0)
 		fetching = 1;
 	call_free(c);
+}
+
+/* A room text being built: "handler room ...". */
+struct rooms {
+	char	*text;
+};
+
+/* Add a handler and its room to a room text. */
+static void
+dispatch_room_text(const char *name, int room, void *arg)
+{
+	struct rooms	*r = arg;
+	char		*s;
+
+	xasprintf(&s, "%s%s%s %d", r->text ? r->text : "", r->text ? " " : "",
+	    name, room);
+	free(r->text);
+	r->text = s;
+}
+
+/*
+ * A finish is being sent: the rooms it may fill in the same call (the
+ * slot its run freed, and any other free one), or NULL.  It counts as a
+ * fetch under way until the finish answers.
+ */
+static char *
+dispatch_fill(long *want)
+{
+	struct rooms	r = { NULL };
+	int		free_slots;
+
+	if ((free_slots = dispatch_free_slots()) == 0)
+		return NULL;
+	if (dispatch_rooms(free_slots, dispatch_room_text, &r) == 0)
+		return NULL;
+	*want = free_slots;
+	fetching = 1;
+	return r.text;
 }
 
 /* Idle watcher: fetch once the loop has nothing else to do. */
@@ -528,7 +607,7 @@ dispatch_fetching(void)
 void
 dispatch_start(void)
 {
-	finish_init(dispatch_check_drained);
+	finish_init(&finish_hooks);
 	ev_idle_init(&kick_idle, dispatch_on_kick);
 	ev_timer_init(&poll_timer, dispatch_on_poll, POLL_S, POLL_S);
 	ev_timer_start(EV_DEFAULT_ &poll_timer);

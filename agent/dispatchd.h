@@ -636,7 +636,13 @@ void	 inbox_reconfigure(void);
 void	 inbox_stop(void);
 
 /* finish.c */
-void	 finish_init(void (*)(void));
+/* What the outbox asks of the loop above it (dispatch). */
+struct finish_hooks {
+	void	(*recorded)(void);		/* a finish is in Redis */
+	char	*(*fill)(long *);		/* rooms to fill, or NULL */
+	void	(*fetched)(int64_t, const struct redisReply *, long);
+};
+void	 finish_init(const struct finish_hooks *);
 void	 finish_queue(const struct job_info *, const struct run_result *,
 	    enum job_outcome, const char *, size_t);
 void	 finish_flush(void);

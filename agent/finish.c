@@ -7,6 +7,12 @@
  * dropped, and the fencing attempt number with the fin:<jid> record makes
  * a repeat harmless.  Until its finish is recorded a job keeps its lease
  * (the heartbeat renews it through finish_each).
+ *
+ * A finish may also fill the slot its run freed: the call is built when
+ * it is sent, and the hooks' fill says then which rooms to ask for, so a
+ * busy agent makes one call per job instead of a finish and a fetch.  A
+ * finish sent again asks afresh; a fetch whose reply is lost is put back
+ * by the heartbeat, as a lost fetch's is.
  */
 #include "config.h"
 
@@ -23,47 +29,47 @@
 
 #define DEAD_TTL_S	(7 * 86400)
 
-/* A finish waiting for Redis. */
+/* A finish waiting for Redis: what the call is built from. */
 struct finish {
 	TAILQ_ENTRY(finish) entry;
-	struct call	*call;
 	char		*what;		/* job id and handler, for logs */
-	char		*handler;	/* for the counters */
+	char		*handler;
 	char		*job_id;	/* its lease is renewed until sent */
 	long		 attempt;
-	int64_t		 duration_ms;
+	enum job_outcome outcome;
+	int64_t		 backoff_ms;
+	struct run_result res;		/* out, err, setup_stage: ours */
+	char		*out;		/* clean UTF-8 */
+	size_t		 out_len;
+	char		*err;
+	size_t		 err_len;
+	char		*error;		/* why the program never started */
+	long		 asked;		/* jobs its call asked for */
 	int		 inflight;
 };
 TAILQ_HEAD(finishes, finish);
 
-static struct finishes	 unsent = TAILQ_HEAD_INITIALIZER(unsent);
-static size_t		 n_unsent;
-static ev_timer		 retry_timer;
-static void		(*recorded_hook)(void);
+static struct finishes		 unsent = TAILQ_HEAD_INITIALIZER(unsent);
+static size_t			 n_unsent;
+static ev_timer			 retry_timer;
+static struct finish_hooks	 hooks;
 
-/* Add captured output (capped at max) as valid UTF-8. */
-static void
-finish_output(struct call *c, const char *name, const char *buf, size_t len,
-    size_t max)
+/* Captured output (capped at max) as valid UTF-8. */
+static char *
+finish_clean(const char *buf, size_t len, size_t max, size_t *n)
 {
-	char	*clean;
-	size_t	 n;
-
 	/* a full buffer was cut at the cap, maybe inside a character */
 	if (buf != NULL && len == max)
 		len = util_utf8_trim(buf, len);
-	clean = util_utf8_clean(buf ? buf : "", len, &n);
-	call_arg(c, "field", name);
-	call_argn(c, "value", clean, n);
-	free(clean);
+	return util_utf8_clean(buf ? buf : "", len, n);
 }
 
 /* Add one result field. */
 static void
-finish_field(struct call *c, const char *name, const char *value)
+finish_field(struct call *c, const char *name, const char *value, size_t len)
 {
 	call_arg(c, "field", name);
-	call_arg(c, "value", value);
+	call_argn(c, "value", value, len);
 }
 
 /* Add one numeric result field. */
@@ -74,30 +80,89 @@ finish_number(struct call *c, const char *name, long long value)
 	call_int(c, "value", value);
 }
 
+/* The call of finish f, asking for want jobs from rooms ("" for none). */
+static struct call *
+finish_call(const struct finish *f, long want, const char *rooms)
+{
+	const struct run_result	*res = &f->res;
+	struct call		*c;
+
+	c = call_start(SCRIPT_FINISH);
+	call_key(c, KEY_JOB, f->job_id);
+	call_key(c, KEY_LEASES, NULL);
+	call_key(c, KEY_RUNNING, cfg->name);
+	call_key(c, KEY_DELAYED, NULL);
+	call_key(c, KEY_DEAD, NULL);
+	call_key(c, KEY_RESULTS, NULL);
+	call_key(c, KEY_READY, f->handler);
+	call_key(c, KEY_FIN, f->job_id);
+	call_arg(c, "jid", f->job_id);
+	call_arg(c, "agent", cfg->name);
+	call_int(c, "attempt", f->attempt);
+	call_arg(c, "outcome", job_outcome_name(f->outcome));
+	call_int(c, "backoff_ms", f->backoff_ms);
+	call_int(c, "results_max", cfg->results_max);
+	call_int(c, "dead_ttl_s", DEAD_TTL_S);
+	/* a resend comes after a reconnect: two leases is ample for that */
+	call_int(c, "remember_ms", cfg->lease_ms * 2);
+	call_arg(c, "P", cfg->prefix);
+	call_int(c, "lease_ms", cfg->lease_ms);
+	call_int(c, "want", want);
+	call_arg(c, "rooms", rooms);
+	/* no exit code when killed by a signal, no signal when it exited */
+	call_arg(c, "field", "exit");
+	if (res->exited)
+		call_int(c, "value", res->code);
+	else
+		call_arg(c, "value", "");
+	call_arg(c, "field", "signal");
+	if (res->signaled)
+		call_int(c, "value", res->signo);
+	else
+		call_arg(c, "value", "");
+	finish_number(c, "timed_out", res->timed_out);
+	finish_number(c, "started_ms", res->started_ms);
+	finish_number(c, "duration_ms", res->duration_ms);
+	finish_field(c, "stdout", f->out, f->out_len);
+	finish_field(c, "stderr", f->err, f->err_len);
+	call_arg(c, "field", "output_bytes");
+	call_argf(c, "value", "%llu", (unsigned long long)res->output_bytes);
+	finish_number(c, "truncated", res->truncated);
+	finish_field(c, "host", util_hostname(), strlen(util_hostname()));
+	finish_field(c, "error", f->error, strlen(f->error));
+	return c;
+}
+
 /* Free a finish. */
 static void
 finish_free(struct finish *f)
 {
-	call_free(f->call);
 	free(f->what);
 	free(f->handler);
 	free(f->job_id);
+	free(f->out);
+	free(f->err);
+	free(f->error);
 	free(f);
 }
 
-/* A finish is in Redis: forget it, send the next, tell the drain. */
+
+/* The fetch a finish carried is over: jobs, or NULL if it did not happen. */
 static void
-finish_done(struct finish *f)
+finish_fetched(struct finish *f, int64_t now, const struct redisReply *jobs)
 {
-	TAILQ_REMOVE(&unsent, f, entry);
-	n_unsent--;
-	finish_free(f);
-	finish_flush();
-	if (recorded_hook != NULL)
-		recorded_hook();
+	long	asked = f->asked;
+
+	if (asked == 0)
+		return;
+	f->asked = 0;
+	hooks.fetched(now, jobs, asked);
 }
 
-/* The finish script answered {fate, stream id}, or the connection went. */
+/*
+ * The finish script answered {fate, stream id, now, fetched jobs}, or the
+ * connection went.
+ */
 static void
 finish_on_reply(const struct redisReply *reply, void *arg)
 {
@@ -105,15 +170,8 @@ finish_on_reply(const struct redisReply *reply, void *arg)
 	enum job_fate	 fate;
 
 	f->inflight = 0;
-	if (call_reply_is(reply, "ss") &&
-	    job_fate_parse(reply->element[0]->str, &fate) == -1) {
-		/* recorded, in words of another version: not ours to count */
-		log_warnx("finish %s: recorded as %s", f->what,
-		    reply->element[0]->str);
-		finish_done(f);
-		return;
-	}
-	if (!call_reply_is(reply, "ss")) {
+	if (!call_reply_is(reply, "ssia")) {
+		finish_fetched(f, 0, NULL);
 		if (reply != NULL)
 			log_warnx("finish %s: %s; will retry", f->what,
 			    reply->type == REDIS_REPLY_ERROR ? reply->str :
@@ -125,13 +183,28 @@ finish_on_reply(const struct redisReply *reply, void *arg)
 		}
 		return;
 	}
-	if (fate == FATE_STALE)
-		log_warnx("job %s: finished after its lease was lost; "
-		    "recorded as stale", f->what);
-	else if (fate == FATE_RETRY)
-		promote_kick();		/* re-arm for the retry's due time */
-	counters_job(f->handler, fate, f->duration_ms);
-	finish_done(f);
+	if (job_fate_parse(reply->element[0]->str, &fate) == -1)
+		/* recorded, in words of another version: not ours to count */
+		log_warnx("finish %s: recorded as %s", f->what,
+		    reply->element[0]->str);
+	else {
+		if (fate == FATE_STALE)
+			log_warnx("job %s: finished after its lease was lost; "
+			    "recorded as stale", f->what);
+		else if (fate == FATE_RETRY)
+			promote_kick();	/* re-arm for the retry's due time */
+		counters_job(f->handler, fate, f->res.duration_ms);
+	}
+	/*
+	 * Out of the queue before its jobs start: one that cannot start
+	 * queues its own finish, and the flush must not send this one again.
+	 */
+	TAILQ_REMOVE(&unsent, f, entry);
+	n_unsent--;
+	finish_fetched(f, reply->element[2]->integer, reply->element[3]);
+	finish_free(f);
+	finish_flush();
+	hooks.recorded();
 }
 
 /* Send every waiting finish not already on its way, oldest first. */
@@ -139,12 +212,26 @@ void
 finish_flush(void)
 {
 	struct finish	*f;
+	struct call	*c;
+	char		*rooms;
+	long		 want = 0;
+	int		 rc;
 
 	TAILQ_FOREACH(f, &unsent, entry) {
 		if (f->inflight)
 			continue;
-		if (call_send(f->call, finish_on_reply, f) == -1)
+		if (!redis_ready(rcmd))
 			break;
+		rooms = hooks.fill(&want);
+		c = finish_call(f, rooms != NULL ? want : 0, rooms != NULL ?
+		    rooms : "");
+		free(rooms);
+		f->asked = rooms != NULL ? want : 0;
+		rc = call_send_free(c, finish_on_reply, f);
+		if (rc == -1) {
+			finish_fetched(f, 0, NULL);
+			break;
+		}
 		f->inflight = 1;
 	}
 }
@@ -165,58 +252,22 @@ finish_queue(const struct job_info *j, const struct run_result *res,
     enum job_outcome outcome, const char *error, size_t output_max)
 {
 	struct finish	*f;
-	struct call	*c;
-	int64_t		 backoff;
 
-	backoff = outcome != JOB_FAIL ? 0 :
-	    util_backoff_ms(j->h->backoff_base_ms, j->h->backoff_cap_ms,
-	    (int)j->attempt, util_random01());
 	f = xcalloc(1, sizeof *f);
 	xasprintf(&f->what, "%s (%s)", j->id, j->h->name);
 	f->handler = xstrdup(j->h->name);
 	f->job_id = xstrdup(j->id);
 	f->attempt = j->attempt;
-	f->duration_ms = res->duration_ms;
-
-	f->call = c = call_start(SCRIPT_FINISH);
-	call_key(c, KEY_JOB, j->id);
-	call_key(c, KEY_LEASES, NULL);
-	call_key(c, KEY_RUNNING, cfg->name);
-	call_key(c, KEY_DELAYED, NULL);
-	call_key(c, KEY_DEAD, NULL);
-	call_key(c, KEY_RESULTS, NULL);
-	call_key(c, KEY_READY, j->h->name);
-	call_key(c, KEY_FIN, j->id);
-	call_arg(c, "jid", j->id);
-	call_arg(c, "agent", cfg->name);
-	call_int(c, "attempt", j->attempt);
-	call_arg(c, "outcome", job_outcome_name(outcome));
-	call_int(c, "backoff_ms", backoff);
-	call_int(c, "results_max", cfg->results_max);
-	call_int(c, "dead_ttl_s", DEAD_TTL_S);
-	/* a resend comes after a reconnect: two leases is ample for that */
-	call_int(c, "remember_ms", cfg->lease_ms * 2);
-	/* no exit code when killed by a signal, no signal when it exited */
-	call_arg(c, "field", "exit");
-	if (res->exited)
-		call_int(c, "value", res->code);
-	else
-		call_arg(c, "value", "");
-	call_arg(c, "field", "signal");
-	if (res->signaled)
-		call_int(c, "value", res->signo);
-	else
-		call_arg(c, "value", "");
-	finish_number(c, "timed_out", res->timed_out);
-	finish_number(c, "started_ms", res->started_ms);
-	finish_number(c, "duration_ms", res->duration_ms);
-	finish_output(c, "stdout", res->out, res->out_len, output_max);
-	finish_output(c, "stderr", res->err, res->err_len, output_max);
-	call_arg(c, "field", "output_bytes");
-	call_argf(c, "value", "%llu", (unsigned long long)res->output_bytes);
-	finish_number(c, "truncated", res->truncated);
-	finish_field(c, "host", util_hostname());
-	finish_field(c, "error", error);
+	f->outcome = outcome;
+	f->backoff_ms = outcome != JOB_FAIL ? 0 :
+	    util_backoff_ms(j->h->backoff_base_ms, j->h->backoff_cap_ms,
+	    (int)j->attempt, util_random01());
+	f->res = *res;
+	f->res.out = f->res.err = NULL;		/* the runner's, not ours */
+	f->res.setup_stage = NULL;
+	f->out = finish_clean(res->out, res->out_len, output_max, &f->out_len);
+	f->err = finish_clean(res->err, res->err_len, output_max, &f->err_len);
+	f->error = xstrdup(error);
 	TAILQ_INSERT_TAIL(&unsent, f, entry);
 	n_unsent++;
 	finish_flush();
@@ -239,10 +290,10 @@ finish_each(void (*fn)(const char *, long, void *), void *arg)
 		fn(f->job_id, f->attempt, arg);
 }
 
-/* Set up the retry timer; recorded is called after each finish lands. */
+/* Set up the retry timer and the hooks of the slot-filling fetch. */
 void
-finish_init(void (*recorded)(void))
+finish_init(const struct finish_hooks *h)
 {
-	recorded_hook = recorded;
+	hooks = *h;
 	ev_timer_init(&retry_timer, finish_on_retry, 1.0, 0.);
 }

@@ -87,6 +87,34 @@ static const char script_promote[] = NOW
 "return {moved, nextdue, now}\n";
 
 /*
+ * The fetch loop, shared by fetch and finish: from rooms, an iterator of
+ * handler names and their room, take up to want jobs into out.  Needs P,
+ * agent, now, lease (the deadline), want, out, and KEYS[lk], KEYS[rk] the
+ * leases and the agent's running set.
+ */
+#define FETCH_LOOP(lk, rk) \
+"for h, r in rooms do\n" \
+"  local room = tonumber(r)\n" \
+"  while room > 0 and #out < want do\n" \
+"    local jid = redis.call('RPOP', P .. 'ready:' .. h)\n" \
+"    if not jid then break end\n" \
+"    local jk = P .. 'job:' .. jid\n" \
+"    local f = redis.call('HMGET', jk, 'state', 'attempt', 'data',\n" \
+"      'max_attempts', 'event', 'event_id', 'created_ms')\n" \
+"    if f[1] == 'ready' then\n" \
+"      local attempt = (tonumber(f[2]) or 0) + 1\n" \
+"      redis.call('HSET', jk, 'attempt', attempt, 'state', 'running',\n" \
+"        'owner', agent, 'lease_ms', lease, 'started_ms', now)\n" \
+"      redis.call('ZADD', KEYS[" lk "], lease, jid)\n" \
+"      redis.call('SADD', KEYS[" rk "], jid)\n" \
+"      out[#out + 1] = {jid, h, attempt, f[3], f[4], f[5], f[6], f[7]}\n" \
+"      room = room - 1\n" \
+"    end\n" \
+"  end\n" \
+"  if #out >= want then break end\n" \
+"end\n"
+
+/*
  * fetch: take up to want ready jobs, at most room of each handler, in the
  * order given (the agent rotates it for fairness); bump each one's attempt
  * (the fencing token) and register its lease.
@@ -98,26 +126,12 @@ static const char script_promote[] = NOW
 static const char script_fetch[] = NOW
 "local P, agent = ARGV[1], ARGV[2]\n"
 "local lease, want, out = now + tonumber(ARGV[3]), tonumber(ARGV[4]), {}\n"
-"for i = 5, #ARGV, 2 do\n"
-"  local h, room = ARGV[i], tonumber(ARGV[i + 1])\n"
-"  while room > 0 and #out < want do\n"
-"    local jid = redis.call('RPOP', P .. 'ready:' .. h)\n"
-"    if not jid then break end\n"
-"    local jk = P .. 'job:' .. jid\n"
-"    if redis.call('HGET', jk, 'state') == 'ready' then\n"
-"      local attempt = redis.call('HINCRBY', jk, 'attempt', 1)\n"
-"      redis.call('HSET', jk, 'state', 'running', 'owner', agent,\n"
-"        'lease_ms', lease, 'started_ms', now)\n"
-"      redis.call('ZADD', KEYS[1], lease, jid)\n"
-"      redis.call('SADD', KEYS[2], jid)\n"
-"      local f = redis.call('HMGET', jk, 'data', 'max_attempts', 'event',\n"
-"        'event_id', 'created_ms')\n"
-"      out[#out + 1] = {jid, h, attempt, f[1], f[2], f[3], f[4], f[5]}\n"
-"      room = room - 1\n"
-"    end\n"
-"  end\n"
-"  if #out >= want then break end\n"
+"local i = 3\n"
+"local function rooms()\n"
+"  i = i + 2\n"
+"  if ARGV[i] then return ARGV[i], ARGV[i + 1] end\n"
 "end\n"
+FETCH_LOOP("1", "2")
 "return {now, out}\n";
 
 /*
@@ -193,19 +207,24 @@ static const char script_extend[] = NOW
  * remembers the last finish for remember_ms, and the same finish sent
  * again (its reply was lost with the connection) gets the first answer
  * and changes nothing.  A stale finish leaves the owner's record alone.
+ * The slot the run frees can be filled in the same call: with want > 0
+ * it then fetches as the fetch script does, from rooms, "handler room"
+ * pairs in one string, so a busy agent makes one call per job, not two.
  * KEYS: job:<jid> leases agent:<name>:running delayed dead results
  *   ready:<handler> fin:<jid>.
  * ARGV: jid agent attempt outcome(ok|fail|fatal|release) backoff_ms
- *   results_max dead_ttl_s remember_ms, then result fields as name value
- *   pairs.
- * Returns {outcome, stream_id}.
+ *   results_max dead_ttl_s remember_ms P lease_ms want rooms, then result
+ *   fields as name value pairs.
+ * Returns {outcome, stream_id, now_ms, {fetched jobs, as fetch's}}.
  */
 static const char script_finish[] = NOW
 "local jid, agent, att, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+"local P, lease, want = ARGV[9], now + tonumber(ARGV[10]), tonumber(ARGV[11])\n"
+"local rooms, out = string.gmatch(ARGV[12], '(%S+) (%d+)'), {}\n"
 "local seen = redis.call('GET', KEYS[8])\n"
 "if seen then\n"
 "  local a, g, st, sid = string.match(seen, '^(%S+) (%S+) (%S+) (%S+)$')\n"
-"  if a == att and g == agent then return {st, sid} end\n"
+"  if a == att and g == agent then return {st, sid, now, out} end\n"
 "end\n"
 "redis.call('SREM', KEYS[3], jid)\n"
 "local f = redis.call('HMGET', KEYS[1], 'owner', 'attempt', 'state',\n"
@@ -226,7 +245,7 @@ static const char script_finish[] = NOW
 "end\n"
 "local fields = {'job', jid, 'event', f[6] or '', 'event_id', f[8] or '',\n"
 "  'handler', f[7] or '', 'attempt', att, 'outcome', status, 'agent', agent}\n"
-"for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end\n"
+"for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end\n"
 "local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6], '*',\n"
 "  unpack(fields))\n"
 "if status ~= 'stale' then\n"
@@ -247,7 +266,8 @@ static const char script_finish[] = NOW
 "  redis.call('ZADD', KEYS[5], now, jid)\n"
 "  if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[7]) end\n"
 "end\n"
-"return {status, id}\n";
+FETCH_LOOP("2", "3")
+"return {status, id, now, out}\n";
 
 /*
  * recover: jobs whose lease expired (their agent died or lost Redis) are
@@ -576,7 +596,7 @@ const struct script scripts[SCRIPT_COUNT] = {
 	[SCRIPT_FINISH] = { "finish", script_finish,
 	    "job leases running delayed dead results ready fin",
 	    "jid agent attempt outcome backoff_ms results_max dead_ttl_s "
-	    "remember_ms [field value]" },
+	    "remember_ms P lease_ms want rooms [field value]" },
 	[SCRIPT_RECOVER] = { "recover", script_recover,
 	    "leases delayed dead results lock:recover",
 	    "P lock_ms limit grace_ms backoff_base_ms backoff_cap_ms "

@@ -93,12 +93,14 @@ class Lua:
                                K("results"), K("lock:events")], argv)
 
     def finish(self, jid, agent, attempt, outcome, handler="h1", backoff_ms=1000,
-               dead_ttl_s=3600, remember_ms=10000, fields=("exit", "0")):
+               dead_ttl_s=3600, remember_ms=10000, fields=("exit", "0"), want=0,
+               rooms=(), lease_ms=30000):
         return self("finish", [K("job:" + jid), K("leases"), K("agent:%s:running" % agent),
                                K("delayed"), K("dead"), K("results"), K("ready:" + handler),
                                K("fin:" + jid)],
                     [jid, agent, attempt, outcome, backoff_ms, 1000, dead_ttl_s,
-                     remember_ms] + list(fields))
+                     remember_ms, P, lease_ms, want,
+                     " ".join("%s %d" % hr for hr in rooms)] + list(fields))
 
     def recover(self, lock_ms=1000, limit=100, grace_ms=0, backoff_ms=1000,
                 backoff_cap_ms=60000, dead_ttl_s=3600, notify=""):
@@ -259,6 +261,24 @@ def test_promote_limit_and_empty_and_a_member_without_hash(lua, r):
     assert r.zcard(K("delayed")) == 0 and not r.exists(K("job:ghost"))
 
 
+def test_finish_fills_the_slot_it_frees_as_fetch_would(lua, r):
+    lua.enqueue("e1", [("j1", "h1"), ("k1", "h2")], event="a.b")
+    lua.enqueue("e2", [("j2", "h1"), ("k2", "h2")])
+    lua.enqueue("e3", [("j3", "h1")])
+    lua.fetch("a1", [("h1", 1)])
+    status, sid, now, jobs = lua.finish("j1", "a1", 1, "ok", want=2,
+                                        rooms=[("h2", 1), ("h1", 5)], lease_ms=5000)
+    assert status == "done"
+    assert [j[:3] for j in jobs] == [["k1", "h2", 1], ["j2", "h1", 1]]
+    assert jobs[0][3:7] == ['{"n":1}', "3", "a.b", "e1"]
+    assert r.zscore(K("leases"), "k1") == now + 5000
+    assert r.smembers(K("agent:a1:running")) == {"k1", "j2"}
+    assert r.hget(K("job:j2"), "owner") == "a1" and r.llen(K("ready:h1")) == 1
+    # a release is not fetched back by its own finish when the agent asks for none
+    assert lua.finish("k1", "a1", 1, "release", handler="h2")[0] == "released"
+    assert r.lrange(K("ready:h2"), 0, -1) == ["k2", "k1"]
+
+
 # --------------------------------------------------------------- fetch ----
 
 def test_fetch_takes_oldest_first_bumps_attempt_and_registers_lease(lua, r):
@@ -347,8 +367,9 @@ def test_finish_ok_records_done_deletes_the_job_and_remembers(lua, r):
     lua.enqueue("e1", [("j1", "h1")], event="a.b")
     lua.fetch("a1", [("h1", 1)])
     rep = lua.finish("j1", "a1", 1, "ok", fields=("exit", "0", "stdout", "hi"))
-    status, sid = rep
+    status, sid, now, fetched = rep
     assert status == "done" and isinstance(sid, str) and "-" in sid
+    assert isinstance(now, int) and fetched == []          # want 0: no fetch
     assert not r.exists(K("job:j1"))
     assert not r.zscore(K("leases"), "j1") and not r.smembers(K("agent:a1:running"))
     (e,) = results(r)
@@ -365,8 +386,10 @@ def test_finish_sent_again_gets_the_first_answer_and_is_recorded_once(lua, r, ra
     first = lua.finish("j1", "a1", 1, "fail")
     assert first[0] == "retry"
     before = snapshot(raw)
-    assert lua.finish("j1", "a1", 1, "fail") == first
-    assert lua.finish("j1", "a1", 1, "ok") == first       # any outcome: the first
+    assert lua.finish("j1", "a1", 1, "fail")[:2] == first[:2]
+    # any outcome: the first; and a repeat fetches nothing
+    assert lua.finish("j1", "a1", 1, "ok", want=1, rooms=[("h1", 1)])[1:4:2] == \
+        [first[1], []]
     assert snapshot(raw) == before
     assert len(results(r)) == 1
 
@@ -377,7 +400,7 @@ def test_finish_stale_attempt_is_recorded_as_stale_and_changes_nothing(lua, r):
     job = r.hgetall(K("job:j1"))
     lease = r.zscore(K("leases"), "j1")
     for agent, att in (("a1", 2), ("a2", 1)):             # wrong attempt, wrong owner
-        status, sid = lua.finish("j1", agent, att, "ok")
+        status, sid = lua.finish("j1", agent, att, "ok")[:2]
         assert status == "stale"
         assert results(r)[-1]["outcome"] == "stale" and results(r)[-1]["_id"] == sid
     assert r.hgetall(K("job:j1")) == job and r.zscore(K("leases"), "j1") == lease
