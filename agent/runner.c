@@ -105,6 +105,7 @@ static void	 runner_finish(struct run *);
 static sigset_t	 runner_reset;	/* signals a child must set to default */
 static int	 runner_dumpable;	/* the agent's PR_GET_DUMPABLE */
 static int	 runner_pidfd_off;	/* the kernel cannot signal by pidfd */
+static pid_t	 runner_self;		/* the agent's pid, asked once */
 static char	*runner_stack;		/* the children's, one at a time */
 
 #define CHILD_STACK	(256 * 1024)
@@ -272,6 +273,7 @@ runner_init(void)
 			sigaddset(&runner_reset, sig);
 	sigaddset(&runner_reset, SIGPIPE);
 	runner_dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+	runner_self = getpid();
 }
 
 /* Read what a stream has; keep up to the cap, count and drop the rest. */
@@ -475,7 +477,8 @@ runner_watch(struct run *r, struct capture *c, int fd, size_t cap)
 	c->run = r;
 	c->fd = fd;
 	c->cap = cap;
-	util_set_nonblock(fd);
+	/* a pipe's read end has no other status flag to keep */
+	fcntl(fd, F_SETFL, O_NONBLOCK);
 	ev_io_init(&c->io, runner_on_output, fd, EV_READ);
 	c->io.data = c;
 	ev_io_start(EV_DEFAULT_ &c->io);
@@ -487,11 +490,13 @@ runner_input(const char *input, size_t len)
 {
 	int	fd;
 	ssize_t	n;
+	off_t	off = 0;
 
 	if ((fd = memfd_create("dispatchd-job", MFD_CLOEXEC)) == -1)
 		return -1;
+	/* pwrite leaves the offset at 0, where the handler starts reading */
 	while (len > 0) {
-		if ((n = write(fd, input, len)) == -1) {
+		if ((n = pwrite(fd, input, len, off)) == -1) {
 			if (errno == EINTR)
 				continue;
 			close(fd);
@@ -499,10 +504,7 @@ runner_input(const char *input, size_t len)
 		}
 		input += n;
 		len -= (size_t)n;
-	}
-	if (lseek(fd, 0, SEEK_SET) == -1) {
-		close(fd);
-		return -1;
+		off += n;
 	}
 	return fd;
 }
@@ -521,7 +523,7 @@ runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
 	int		 in_fd, out[2] = { -1, -1 }, errp[2] = { -1, -1 };
 	int		 st[2] = { -1, -1 }, saved, pidfd = -1;
 	sigset_t	 all, old;
-	pid_t		 pid, parent = getpid();
+	pid_t		 pid, parent = runner_self ? runner_self : getpid();
 
 	if ((in_fd = runner_input(spec->input, spec->input_len)) == -1) {
 		snprintf(err, errlen, "memfd: %s", strerror(errno));
@@ -588,7 +590,7 @@ runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
 	close(out[1]);
 	close(errp[1]);
 	close(st[1]);
-	util_set_nonblock(st[0]);
+	fcntl(st[0], F_SETFL, O_NONBLOCK);
 
 	r = xcalloc(1, sizeof *r);
 	r->pid = pid;

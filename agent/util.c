@@ -214,6 +214,28 @@ util_wall_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/*
+ * n bytes of kernel randomness, taken from a pool filled 4 KiB at a time:
+ * every event and job id needs some, and a getrandom call for each was a
+ * system call or two on every job's path.  Bytes are used once.
+ */
+static void
+util_random_bytes(void *out, size_t n)
+{
+	static unsigned char	pool[4096];
+	static size_t		left;
+
+	if (n > left) {
+		if (getrandom(pool, sizeof pool, 0) != (ssize_t)sizeof pool)
+			fatal("getrandom");
+		left = sizeof pool;
+	}
+	memcpy(out, pool + sizeof pool - left, n);
+	/* what was handed out is not kept */
+	memset(pool + sizeof pool - left, 0, n);
+	left -= n;
+}
+
 /* Fill buf with 2*nbytes hex digits of kernel randomness and a NUL. */
 void
 util_random_hex(char *buf, size_t nbytes)
@@ -224,8 +246,7 @@ util_random_hex(char *buf, size_t nbytes)
 
 	if (nbytes > sizeof raw)
 		nbytes = sizeof raw;
-	if (getrandom(raw, nbytes, 0) != (ssize_t)nbytes)
-		fatal("getrandom");
+	util_random_bytes(raw, nbytes);
 	for (i = 0; i < nbytes; i++) {
 		buf[2 * i] = hex[raw[i] >> 4];
 		buf[2 * i + 1] = hex[raw[i] & 15];
@@ -239,8 +260,7 @@ util_random01(void)
 {
 	uint32_t	r;
 
-	if (getrandom(&r, sizeof r, 0) != sizeof r)
-		fatal("getrandom");
+	util_random_bytes(&r, sizeof r);
 	return r / 4294967296.0;
 }
 
