@@ -10,7 +10,6 @@
  */
 #include "config.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,18 +106,25 @@ call_start(enum script_id id)
 	return c;
 }
 
+/* Append the name of key k for id, as the next argument. */
+static void
+call_put_key(struct call *c, enum schema_key k, const char *id)
+{
+	size_t	n;
+
+	n = schema_format(NULL, 0, k, id);
+	schema_format(call_room(c, n), n + 1, k, id);
+}
+
 /* Add key k (for id, or NULL for the namespace's own keys). */
 void
 call_key(struct call *c, enum schema_key k, const char *id)
 {
-	size_t	n;
-
 	if (c->nkeys >= 0)
 		fatalx("script %s: key %s after the arguments",
 		    scripts[c->script].name, schema_name(k));
 	call_check(c, schema_name(k));
-	n = schema_format(NULL, 0, k, id);
-	schema_format(call_room(c, n), n + 1, k, id);
+	call_put_key(c, k, id);
 }
 
 /* The keys are all given: go on to the arguments. */
@@ -157,12 +163,9 @@ void
 call_key_arg(struct call *c, const char *name, enum schema_key k,
     const char *id)
 {
-	size_t	n;
-
 	call_keys_done(c);
 	call_check(c, name);
-	n = schema_format(NULL, 0, k, id);
-	schema_format(call_room(c, n), n + 1, k, id);
+	call_put_key(c, k, id);
 }
 
 /* Add the argument name: a number. */
@@ -172,25 +175,6 @@ call_int(struct call *c, const char *name, long long v)
 	char	num[24];
 
 	call_argn(c, name, num, (size_t)snprintf(num, sizeof num, "%lld", v));
-}
-
-/* Add the argument name, printf-formatted. */
-void
-call_argf(struct call *c, const char *name, const char *fmt, ...)
-{
-	va_list	 ap;
-	int	 n;
-
-	call_keys_done(c);
-	call_check(c, name);
-	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		fatal("vsnprintf");
-	va_start(ap, fmt);
-	vsnprintf(call_room(c, (size_t)n), (size_t)n + 1, fmt, ap);
-	va_end(ap);
 }
 
 /*

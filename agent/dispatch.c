@@ -462,22 +462,16 @@ dispatch_fetch(void)
 	call_free(c);
 }
 
-/* A room text being built: "handler room ...". */
-struct rooms {
-	char	*text;
-};
-
-/* Add a handler and its room to a room text. */
+/* Add a handler and its room to a room text, "handler room ...". */
 static void
 dispatch_room_text(const char *name, int room, void *arg)
 {
-	struct rooms	*r = arg;
-	char		*s;
+	char	**text = arg, *s;
 
-	xasprintf(&s, "%s%s%s %d", r->text ? r->text : "", r->text ? " " : "",
+	xasprintf(&s, "%s%s%s %d", *text ? *text : "", *text ? " " : "",
 	    name, room);
-	free(r->text);
-	r->text = s;
+	free(*text);
+	*text = s;
 }
 
 /*
@@ -488,16 +482,16 @@ dispatch_room_text(const char *name, int room, void *arg)
 static char *
 dispatch_fill(long *want)
 {
-	struct rooms	r = { NULL };
-	int		free_slots;
+	char	*rooms = NULL;
+	int	 free_slots;
 
 	if ((free_slots = dispatch_free_slots()) == 0)
 		return NULL;
-	if (dispatch_rooms(free_slots, dispatch_room_text, &r) == 0)
+	if (dispatch_rooms(free_slots, dispatch_room_text, &rooms) == 0)
 		return NULL;
 	*want = free_slots;
 	fetching = 1;
-	return r.text;
+	return rooms;
 }
 
 /* Idle watcher: fetch once the loop has nothing else to do. */

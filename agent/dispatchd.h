@@ -360,6 +360,7 @@ enum schema_key {
 	KEY_ROUTES,		/* hash routes:<name> */
 	KEY_COUNT
 };
+#define SCHEMA_DEAD_TTL_S	(7 * 86400)	/* how long dead jobs are kept */
 const char	*schema_name(enum schema_key);
 size_t		 schema_format(char *, size_t, enum schema_key, const char *);
 char		*schema_key(enum schema_key, const char *);
@@ -597,8 +598,6 @@ struct call	*call_start(enum script_id);
 void	 call_key(struct call *, enum schema_key, const char *);
 void	 call_arg(struct call *, const char *, const char *);
 void	 call_argn(struct call *, const char *, const char *, size_t);
-void	 call_argf(struct call *, const char *, const char *, ...)
-	    __attribute__((format(printf, 3, 4)));
 void	 call_int(struct call *, const char *, long long);
 void	 call_key_arg(struct call *, const char *, enum schema_key,
 	    const char *);

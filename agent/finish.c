@@ -27,8 +27,6 @@
 
 #include "dispatchd.h"
 
-#define DEAD_TTL_S	(7 * 86400)
-
 /* A finish waiting for Redis: what the call is built from. */
 struct finish {
 	TAILQ_ENTRY(finish) entry;
@@ -102,7 +100,7 @@ finish_call(const struct finish *f, long want, const char *rooms)
 	call_arg(c, "outcome", job_outcome_name(f->outcome));
 	call_int(c, "backoff_ms", f->backoff_ms);
 	call_int(c, "results_max", cfg->results_max);
-	call_int(c, "dead_ttl_s", DEAD_TTL_S);
+	call_int(c, "dead_ttl_s", SCHEMA_DEAD_TTL_S);
 	/* a resend comes after a reconnect: two leases is ample for that */
 	call_int(c, "remember_ms", cfg->lease_ms * 2);
 	call_arg(c, "P", cfg->prefix);
@@ -125,8 +123,7 @@ finish_call(const struct finish *f, long want, const char *rooms)
 	finish_number(c, "duration_ms", res->duration_ms);
 	finish_field(c, "stdout", f->out, f->out_len);
 	finish_field(c, "stderr", f->err, f->err_len);
-	call_arg(c, "field", "output_bytes");
-	call_argf(c, "value", "%llu", (unsigned long long)res->output_bytes);
+	finish_number(c, "output_bytes", (long long)res->output_bytes);
 	finish_number(c, "truncated", res->truncated);
 	finish_field(c, "host", util_hostname(), strlen(util_hostname()));
 	finish_field(c, "error", f->error, strlen(f->error));

@@ -23,7 +23,6 @@
 #define RECOVER_S	2.0
 #define RECOVER_LIMIT	500
 #define RECOVER_GRACE_MS 1000
-#define DEAD_TTL_S	(7 * 86400)
 
 static struct heartbeat_hooks	 hooks;
 static ev_timer		 beat_timer;
@@ -158,7 +157,7 @@ heartbeat_on_recover(EV_P_ ev_timer *w, int revents)
 	call_int(c, "backoff_base_ms", 5000);
 	call_int(c, "backoff_cap_ms", 3600 * 1000);
 	call_int(c, "results_max", cfg->results_max);
-	call_int(c, "dead_ttl_s", DEAD_TTL_S);
+	call_int(c, "dead_ttl_s", SCHEMA_DEAD_TTL_S);
 	call_key_arg(c, "notify_channel", KEY_NOTIFY, NULL);
 	call_send_free(c, heartbeat_on_recovered, NULL);
 }
@@ -172,8 +171,9 @@ heartbeat_on_claimed(const struct redisReply *reply, void *arg)
 	claiming = 0;
 	if (reply == NULL)
 		return;		/* lost the connection: claim again on return */
-	if (!call_reply_is(reply, "i*") || (reply->element[0]->integer < 0 ?
-	    !call_reply_is(reply, "isi") : !call_reply_is(reply, "isii"))) {
+	/* {reclaimed, "", 0, leader}, or {-1, the other token, its ttl} */
+	if (!call_reply_is(reply, "i*") || !call_reply_is(reply,
+	    reply->element[0]->integer < 0 ? "isi" : "isii")) {
 		/* MOVED: a Cluster node that does not hold the keys; we move */
 		log_msg(reply->type == REDIS_REPLY_ERROR &&
 		    strncmp(reply->str, "MOVED", 5) == 0 ? LOG_INFO : LOG_ERR,
