@@ -86,14 +86,18 @@ admin_done(struct pending_admin *pa)
 	free(pa);
 }
 
-/* A reply that is NULL or an error: answer unavailable and say so. */
+/*
+ * A reply that is NULL, an error, or not an array of the shape given
+ * (call_reply_is; NULL: any array): answer unavailable and say so.
+ */
 static int
 admin_bad_reply(struct pending_admin *pa, const struct redisReply *r,
-    int type)
+    const char *shape)
 {
 	char	msg[300];
 
-	if (r != NULL && r->type == type)
+	if (r != NULL && r->type == REDIS_REPLY_ARRAY &&
+	    (shape == NULL || call_reply_is(r, shape)))
 		return 0;
 	snprintf(msg, sizeof msg, "redis: %s", r == NULL ?
 	    "the connection was lost" : r->type == REDIS_REPLY_ERROR ?
@@ -198,8 +202,7 @@ admin_on_status(const struct redisReply *r, void *arg)
 	int			 mismatch;
 	const redisReply	*t;
 
-	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY) ||
-	    !call_reply_is(r, "iaaiii")) {
+	if (admin_bad_reply(pa, r, NULL) || !call_reply_is(r, "iaaiii")) {
 		if (r != NULL && r->type == REDIS_REPLY_ARRAY)
 			admin_fail(pa->cb, pa->arg, "unavailable",
 			    "unexpected status reply"), admin_done(pa);
@@ -267,22 +270,6 @@ admin_script(struct pending_admin *pa, struct call *c, redis_cb done)
 	}
 }
 
-/* A call of script id with the first keys most read-only scripts take. */
-static struct call *
-admin_call(enum script_id id, int with_results)
-{
-	struct call	*c;
-
-	c = call_start(id);
-	call_key(c, KEY_DELAYED, NULL);
-	if (id != SCRIPT_ADMIN)
-		call_key(c, KEY_LEASES, NULL);
-	call_key(c, KEY_DEAD, NULL);
-	if (with_results)
-		call_key(c, KEY_RESULTS, NULL);
-	return c;
-}
-
 /* status: per-handler queues, agents. */
 static void
 admin_status(struct pending_admin *pa, const struct request *req)
@@ -297,7 +284,11 @@ admin_status(struct pending_admin *pa, const struct request *req)
 		admin_done(pa);
 		return;
 	}
-	c = admin_call(SCRIPT_STATUS, 1);
+	c = call_start(SCRIPT_STATUS);
+	call_key(c, KEY_DELAYED, NULL);
+	call_key(c, KEY_LEASES, NULL);
+	call_key(c, KEY_DEAD, NULL);
+	call_key(c, KEY_RESULTS, NULL);
 	call_key(c, KEY_AGENTS, NULL);
 	call_arg(c, "P", cfg->prefix);
 	call_int(c, "limit", SCAN_LIMIT);
@@ -318,7 +309,7 @@ admin_on_jobs(const struct redisReply *r, void *arg)
 	json_t			*jobs;
 	size_t			 i;
 
-	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY))
+	if (admin_bad_reply(pa, r, NULL))
 		return;
 	jobs = json_array();
 	for (i = 0; i < r->elements; i++)
@@ -334,7 +325,10 @@ admin_jobs(struct pending_admin *pa, const struct request *req)
 	struct call	*c;
 	size_t		 i;
 
-	c = admin_call(SCRIPT_JOBS, 0);
+	c = call_start(SCRIPT_JOBS);
+	call_key(c, KEY_DELAYED, NULL);
+	call_key(c, KEY_LEASES, NULL);
+	call_key(c, KEY_DEAD, NULL);
 	call_arg(c, "P", cfg->prefix);
 	call_arg(c, "state", req->state ? req->state : "ready");
 	call_arg(c, "handler_or_empty", req->handler ? req->handler : "");
@@ -354,13 +348,8 @@ admin_on_job(const struct redisReply *r, void *arg)
 	json_t			*res;
 	size_t			 i;
 
-	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY))
+	if (admin_bad_reply(pa, r, "aa"))
 		return;
-	if (!call_reply_is(r, "aa")) {
-		admin_fail(pa->cb, pa->arg, "unavailable", "unexpected reply");
-		admin_done(pa);
-		return;
-	}
 	res = json_array();
 	for (i = 0; i < r->element[1]->elements; i++)
 		json_array_append_new(res, admin_entry(r->element[1]->element[i]));
@@ -394,13 +383,8 @@ admin_on_changed(const struct redisReply *r, void *arg)
 {
 	struct pending_admin	*pa = arg;
 
-	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY))
+	if (admin_bad_reply(pa, r, "is"))
 		return;
-	if (!call_reply_is(r, "is")) {
-		admin_fail(pa->cb, pa->arg, "unavailable", "unexpected reply");
-		admin_done(pa);
-		return;
-	}
 	if (r->element[0]->integer == 0 && (pa->op == OP_CANCEL ||
 	    (pa->op == OP_RETRY && strcmp(r->element[1]->str, "ok") != 0)))
 		admin_fail(pa->cb, pa->arg, strcmp(r->element[1]->str,
@@ -429,7 +413,10 @@ admin_change(struct pending_admin *pa, const struct request *req)
 		action = req->dead ? "retry_dead" : "retry";
 	else
 		action = "purge";
-	c = admin_call(SCRIPT_ADMIN, 1);
+	c = call_start(SCRIPT_ADMIN);
+	call_key(c, KEY_DELAYED, NULL);
+	call_key(c, KEY_DEAD, NULL);
+	call_key(c, KEY_RESULTS, NULL);
 	call_arg(c, "P", cfg->prefix);
 	call_arg(c, "action", action);
 	call_arg(c, "target", req->id ? req->id : req->handler ? req->handler :
@@ -453,7 +440,7 @@ admin_on_results(const struct redisReply *r, void *arg)
 	size_t			 i;
 	long			 n = 0;
 
-	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY))
+	if (admin_bad_reply(pa, r, NULL))
 		return;
 	res = json_array();
 	/* XREVRANGE gives newest first; the reply lists oldest first */
@@ -480,7 +467,7 @@ admin_on_results_after(const struct redisReply *r, void *arg)
 	const char		*last = NULL;
 	size_t			 i;
 
-	if (admin_bad_reply(pa, r, REDIS_REPLY_ARRAY))
+	if (admin_bad_reply(pa, r, NULL))
 		return;
 	res = json_array();
 	for (i = 0; i < r->elements; i++)
