@@ -253,7 +253,22 @@ config_agent_key(struct parse *p, const char *key, const char *value)
 	size_t			 size, i;
 	long			 n;
 	int			 level;
+	char			 bad[256];
 
+	switch (limits_set(&p->conf->limits, key, value, p->file, p->line,
+	    bad, sizeof bad)) {
+	case 0:
+		return 1;
+	case -1:
+		return config_fail(p, "[agent] %s: %s", key, bad);
+	}
+	if (strcmp(key, "cgroup") == 0) {
+		if (strcmp(value, "auto") != 0 && strcmp(value, "off") != 0)
+			return config_fail(p, "[agent] cgroup: '%s' is not "
+			    "auto or off", value);
+		p->conf->cgroup = strcmp(value, "auto") == 0;
+		return 1;
+	}
 	for (i = 0; i < sizeof agent_keys / sizeof agent_keys[0]; i++)
 		if (strcmp(agent_keys[i].name, key) == 0)
 			break;
@@ -526,6 +541,7 @@ config_load(const char *path, char *err, size_t errlen)
 	conf->lease_ms = 30 * 1000;
 	conf->drain_ms = 30 * 1000;
 	conf->kill_grace_ms = 10 * 1000;
+	conf->cgroup = 1;
 	conf->dedup_ms = 24 * 3600 * 1000;
 	conf->route_grace_ms = 3600 * 1000;
 	conf->inbox_claim_ms = 60 * 1000;
@@ -581,6 +597,7 @@ config_free(struct config *conf)
 	free(conf->socket_group);
 	access_free(conf->emit, conf->n_emit);
 	access_free(conf->admin, conf->n_admin);
+	limits_free(&conf->limits);
 	free(conf);
 }
 

@@ -41,6 +41,27 @@ struct redisReply;
 #define EXIT_TEMPFAIL		75
 #define EXIT_CONFIG		78
 
+/* What a job may use: [agent] defaults, [handler] values (limits.c). */
+enum limit_kind {
+	LIMIT_MEMORY,			/* memory_max */
+	LIMIT_SWAP,			/* memory_swap_max */
+	LIMIT_TASKS,			/* tasks_max */
+	LIMIT_CPU,			/* cpu_max */
+	LIMIT_IO,			/* io_weight */
+	LIMIT_LEFTOVERS,		/* leftovers = kill | wait */
+	LIMIT_COUNT
+};
+struct job_limits {
+	unsigned	 set;		/* 1 << kind for each key given */
+	char		*at[LIMIT_COUNT];	/* "file:line" of each */
+	size_t		 memory_max;	/* bytes */
+	size_t		 swap_max;
+	long		 tasks_max;
+	int		 cpu_pct;	/* 100: one whole CPU */
+	int		 io_weight;	/* 1-10000 */
+	int		 leftovers_wait; /* let the handler's children finish */
+};
+
 /* One [handler NAME] section. */
 struct handler {
 	char		 *name;
@@ -73,6 +94,7 @@ struct handler {
 	long		  limit_nproc;
 	size_t		  limit_as;
 	int64_t		  limit_cpu_ms;
+	struct job_limits limits;	/* enforced by the job's cgroup */
 	int		  refs;		/* the config, plus each running job */
 };
 
@@ -129,6 +151,8 @@ struct config {
 	char		 *spool;	/* directory, or NULL when off */
 	char		 *metrics_listen;	/* ADDR:PORT, or NULL */
 	size_t		  spool_max;
+	int		  cgroup;	/* 1: a cgroup per job where possible */
+	struct job_limits limits;	/* the handlers' defaults */
 	struct handler	**handlers;
 	size_t		  n_handlers;
 };
@@ -247,6 +271,13 @@ void	 access_free(struct access_rule *, size_t);
 int	 access_may_emit(const struct config *, const struct peer *,
 	    const char *);
 int	 access_may_admin(const struct config *, const struct peer *);
+
+/* limits.c */
+const char	*limits_name(enum limit_kind);
+int		 limits_set(struct job_limits *, const char *, const char *,
+		    const char *, int, char *, size_t);
+void		 limits_inherit(struct job_limits *, const struct job_limits *);
+void		 limits_free(struct job_limits *);
 
 /* handler.c */
 struct handler	*handler_new(const char *, const char *, int);
@@ -453,6 +484,49 @@ extern const double	 counters_bucket_s[COUNTERS_BUCKETS];
 void	 counters_job(const char *, enum job_fate, int64_t);
 const struct handler_stats *counters_handlers(size_t *);
 
+/* cgroup.c */
+/* The hierarchies a job's cgroup can live in: v2, then v1 controllers. */
+enum cgroup_hier {
+	CG_V2,
+	CG_MEMORY,
+	CG_PIDS,
+	CG_CPU,
+	CG_BLKIO,
+	CG_COUNT
+};
+int		 cgroup_read(int, const char *, char *, size_t);
+int		 cgroup_write(int, const char *, const char *);
+long long	 cgroup_keyed(const char *, const char *);
+int		 cgroup_init(const char *, int, int);
+const char	*cgroup_mode(void);
+int		 cgroup_on(void);
+int		 cgroup_tree(enum cgroup_hier, const char **);
+int		 cgroup_in_v2(enum limit_kind);
+enum cgroup_hier cgroup_where(enum limit_kind);
+void		 cgroup_sweep(enum cgroup_hier);
+int		 cgroup_check(const struct job_limits *, const char *, char *,
+		    size_t);
+void		 cgroup_exit(void);
+
+/* jobcg.c */
+struct jobcg;
+/* What the kernel counted for one run; -1 for what it did not count. */
+struct job_usage {
+	int64_t		 cpu_user_us;
+	int64_t		 cpu_system_us;
+	int64_t		 memory_peak;	/* bytes */
+	int64_t		 oom_kills;
+	int64_t		 tasks_peak;
+};
+struct jobcg	*jobcg_new(const char *, const struct job_limits *, char *,
+		    size_t);
+int		 jobcg_procs(const struct jobcg *, int *, int);
+void		 jobcg_started(struct jobcg *);
+void		 jobcg_signal(struct jobcg *, int);
+int		 jobcg_on_empty(struct jobcg *, void (*)(void *), void *);
+void		 jobcg_usage(const struct jobcg *, struct job_usage *);
+void		 jobcg_free(struct jobcg *);
+
 /* runner.c */
 struct run_spec {
 	char *const	*argv;
@@ -472,6 +546,8 @@ struct run_spec {
 	long		 limit_nproc;
 	size_t		 limit_as;
 	int64_t		 limit_cpu_ms;
+	const struct job_limits *limits;	/* for the job's cgroup */
+	char		 cgroup_name[128];	/* job-ID-ATTEMPT */
 };
 struct run_result {
 	int		 exited;	/* exited normally, with code */
@@ -490,6 +566,8 @@ struct run_result {
 	size_t		 err_len;
 	uint64_t	 output_bytes;	/* all bytes written, kept or not */
 	int		 truncated;
+	int		 leftovers;	/* processes outlived the handler */
+	struct job_usage usage;		/* from its cgroup */
 };
 typedef void (*run_done_cb)(const struct run_result *, void *);
 void		 runner_init(void);

@@ -78,6 +78,14 @@ finish_number(struct call *c, const char *name, long long value)
 	call_int(c, "value", value);
 }
 
+/* Add a figure the kernel counted, if it counted it. */
+static void
+finish_usage(struct call *c, const char *name, int64_t value)
+{
+	if (value >= 0)
+		finish_number(c, name, (long long)value);
+}
+
 /* The call of finish f, asking for want jobs from rooms ("" for none). */
 static struct call *
 finish_call(const struct finish *f, long want, const char *rooms)
@@ -126,6 +134,13 @@ finish_call(const struct finish *f, long want, const char *rooms)
 	finish_number(c, "output_bytes", (long long)res->output_bytes);
 	finish_number(c, "truncated", res->truncated);
 	finish_field(c, "host", util_hostname(), strlen(util_hostname()));
+	finish_usage(c, "cpu_user_us", res->usage.cpu_user_us);
+	finish_usage(c, "cpu_system_us", res->usage.cpu_system_us);
+	finish_usage(c, "memory_peak", res->usage.memory_peak);
+	finish_usage(c, "oom_kills", res->usage.oom_kills);
+	finish_usage(c, "tasks_peak", res->usage.tasks_peak);
+	if (res->leftovers)
+		finish_number(c, "leftovers", 1);
 	finish_field(c, "error", f->error, strlen(f->error));
 	return c;
 }

@@ -325,7 +325,15 @@ handler_set(struct handler *h, const char *key, const char *value,
 	int64_t			 ms;
 	size_t			 size, i;
 	long			 n;
+	char			 why[256];
 
+	switch (limits_set(&h->limits, key, value, file, line, why,
+	    sizeof why)) {
+	case 0:
+		return 0;
+	case -1:
+		return handler_fail(&at, "%s", why);
+	}
 	for (i = 0; i < sizeof handler_keys / sizeof handler_keys[0]; i++)
 		if (strcmp(handler_keys[i].name, key) == 0)
 			break;
@@ -503,6 +511,7 @@ handler_finish(struct handler *h, const struct config *conf, char *err,
 	}
 	if (h->concurrency == 0 || h->concurrency > conf->workers)
 		h->concurrency = conf->workers;
+	limits_inherit(&h->limits, &conf->limits);
 	if (handler_resolve_user(conf, h, err, errlen) == -1 ||
 	    handler_check_owner(h, err, errlen) == -1)
 		return -1;
@@ -536,6 +545,7 @@ handler_free(struct handler *h)
 	free(h->workdir);
 	free(h->name);
 	free(h->file);
+	limits_free(&h->limits);
 	free(h);
 }
 

@@ -148,9 +148,15 @@ job_spec(struct run_spec *spec, const struct job_info *j, char **envp,
 	spec->limit_nproc = h->limit_nproc;
 	spec->limit_as = h->limit_as;
 	spec->limit_cpu_ms = h->limit_cpu_ms;
+	spec->limits = &h->limits;
+	snprintf(spec->cgroup_name, sizeof spec->cgroup_name, "job-%s-%ld",
+	    j->id, j->attempt);
 }
 
-/* The error text of a run that failed before its program started, or "". */
+/*
+ * The error text of a run that failed before its program started, or
+ * that the kernel killed for memory; "" otherwise.
+ */
 void
 job_setup_error(const struct job_info *j, const struct run_result *res,
     char *error, size_t errlen)
@@ -158,6 +164,12 @@ job_setup_error(const struct job_info *j, const struct run_result *res,
 	const char	*hint = "";
 
 	error[0] = '\0';
+	if (res->usage.oom_kills > 0) {
+		snprintf(error, errlen, "killed by the kernel: out of memory "
+		    "in the job's cgroup (memory_max %zu bytes, peak %lld)",
+		    j->h->limits.memory_max, (long long)res->usage.memory_peak);
+		return;
+	}
 	if (res->setup_stage == NULL)
 		return;
 	/* the kernel says ENOENT for a script whose #! interpreter is gone */

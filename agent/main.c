@@ -147,6 +147,19 @@ main_on_stop(EV_P_ ev_signal *w, int revents)
  * handler settings they started with (they hold a reference); the socket
  * and the Redis connections stay up.
  */
+/* Every handler's limits can be enforced here; else -1 with err. */
+static int
+main_check_limits(const struct config *conf, char *err, size_t errlen)
+{
+	size_t	i;
+
+	for (i = 0; i < conf->n_handlers; i++)
+		if (cgroup_check(&conf->handlers[i]->limits,
+		    conf->handlers[i]->name, err, errlen) == -1)
+			return -1;
+	return 0;
+}
+
 static void
 main_on_hup(EV_P_ ev_signal *w, int revents)
 {
@@ -154,7 +167,9 @@ main_on_hup(EV_P_ ev_signal *w, int revents)
 	char		 err[1024];
 
 	notify_send("RELOADING=1");
-	if ((next = config_load(cfg->path, err, sizeof err)) == NULL) {
+	if ((next = config_load(cfg->path, err, sizeof err)) == NULL ||
+	    main_check_limits(next, err, sizeof err) == -1) {
+		config_free(next);
 		log_errx("reload: %s; keeping the configuration in force", err);
 		notify_send("READY=1\nSTATUS=reload failed: %s", err);
 		return;
@@ -313,6 +328,12 @@ main(int argc, char **argv)
 		return EXIT_CONFIG;
 	}
 	if (check) {
+		/* what this host can enforce, found without changing it */
+		cgroup_init(cfg->name, cfg->cgroup, 1);
+		if (main_check_limits(cfg, err, sizeof err) == -1) {
+			fprintf(stderr, "%s\n", err);
+			return EXIT_CONFIG;
+		}
 		printf("%s: configuration OK (%zu handlers)\n", path,
 		    cfg->n_handlers);
 		return 0;
@@ -335,6 +356,12 @@ main(int argc, char **argv)
 	if (state_lock(rundir, cfg->name, err, sizeof err) == -1) {
 		log_errx("%s", err);
 		return EXIT_UNAVAILABLE;
+	}
+	/* the lock held: no twin of this agent uses the same subtree */
+	cgroup_init(cfg->name, cfg->cgroup, 0);
+	if (main_check_limits(cfg, err, sizeof err) == -1) {
+		log_errx("%s", err);
+		return EXIT_CONFIG;
 	}
 	notify_init();
 	if ((fd = notify_listen_fd()) != -1)
@@ -382,6 +409,7 @@ main(int argc, char **argv)
 	inbox_stop();
 	redis_close(rsub);
 	redis_close(rcmd);
+	cgroup_exit();
 	config_free(cfg);
 	return 0;
 }

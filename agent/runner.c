@@ -12,10 +12,18 @@
  * its pipes are closed; a grandchild that holds the pipes open gets a short
  * drain and is then killed with the rest of the group.
  *
- * The group is signalled through a pidfd of its leader where the kernel
- * can (Linux 6.9): the pidfd names that group itself, so once the leader
- * is reaped a signal reaches only what is left of it, never a later group
- * that got the same number.  Elsewhere kill(-pgid) is the fallback.
+ * Where the agent has cgroups (cgroup.c), the handler joins its job's
+ * cgroup before exec and every signal goes to the whole cgroup, so a
+ * child that left the session (setsid, a double fork) is reached too.
+ * When the handler exits and others are still in its cgroup, they get
+ * SIGTERM and, after the grace, the kill (leftovers = kill), or the run
+ * goes on until they are done or the timeout (leftovers = wait); the run
+ * is over when the cgroup is empty and the pipes are closed.
+ *
+ * Without cgroups, the group is signalled through a pidfd of its leader
+ * where the kernel can (Linux 6.9): the pidfd names that group itself, so
+ * once the leader is reaped a signal reaches only what is left of it,
+ * never a later group that got the same number.  Elsewhere kill(-pgid).
  *
  * This module knows nothing of Redis or JSON.
  */
@@ -72,6 +80,10 @@ struct run {
 	int64_t		 started_mono;
 	int64_t		 ended_mono;
 	int64_t		 kill_grace_ms;
+	struct jobcg	*cg;		/* its cgroup, or NULL */
+	int		 leftovers_wait;
+	int		 leftovers;	/* something outlived the handler */
+	int		 cg_empty;	/* nothing is left in the cgroup */
 	struct capture	 out;
 	struct capture	 err;
 	ev_child	 child;
@@ -90,14 +102,15 @@ struct setup_report {
 
 /* The steps of the child's set-up that can fail, for the error text. */
 enum setup_stage {
-	STAGE_LIMITS = 1,
+	STAGE_CGROUP = 1,
+	STAGE_LIMITS,
 	STAGE_USER,
 	STAGE_CHDIR,
 	STAGE_EXEC,
 };
 
 static const char *const stage_names[] = {
-	"", "setrlimit", "switch user", "chdir", "exec"
+	"", "join cgroup", "setrlimit", "switch user", "chdir", "exec"
 };
 
 static void	 runner_finish(struct run *);
@@ -122,16 +135,23 @@ static char	*runner_stack;		/* the children's, one at a time */
 #endif
 #endif
 
-/* Report a set-up failure to the parent and exit 75 (tempfail). */
+/* Report a set-up failure on fd to the parent and exit 75 (tempfail). */
 static void __attribute__((noreturn))
-runner_child_fail(int stage)
+runner_child_fail_to(int fd, int stage)
 {
 	struct setup_report	r = { stage, errno };
 	ssize_t			n;
 
-	n = write(3, &r, sizeof r);
+	n = write(fd, &r, sizeof r);
 	(void)n;
 	_exit(EXIT_TEMPFAIL);
+}
+
+/* Report a set-up failure once the status pipe is fd 3. */
+static void __attribute__((noreturn))
+runner_child_fail(int stage)
+{
+	runner_child_fail_to(3, stage);
 }
 
 /* Set one resource limit, soft and hard, if asked for. */
@@ -176,6 +196,8 @@ struct child_args {
 	int			 out_fd;
 	int			 err_fd;
 	int			 status_fd;
+	int			 cg_procs[CG_COUNT];	/* to join */
+	int			 n_cg_procs;
 	pid_t			 parent;
 };
 
@@ -186,7 +208,8 @@ struct child_args {
  * are changed with raw system calls, because the C library's wrappers
  * would try to change them in every thread of the agent too.
  *
- * The order matters: own session first, then the descriptors, the limits,
+ * The order matters: own session and cgroups first, then the descriptors,
+ * the limits,
  * the groups before the user, the parent-death signal after them (a change
  * of ids clears it), then the signal state, then exec.
  */
@@ -200,6 +223,10 @@ runner_child(void *arg)
 	int			 sig, status_fd = a->status_fd;
 
 	setsid();
+	/* "0" is the writer itself: a process can only move as a whole */
+	for (sig = 0; sig < a->n_cg_procs; sig++)
+		if (write(a->cg_procs[sig], "0", 1) != 1)
+			runner_child_fail_to(status_fd, STAGE_CGROUP);
 	/* move the status pipe out of the way of 0-2 before the dup2s */
 	if (status_fd < 3) {
 		status_fd = fcntl(status_fd, F_DUPFD_CLOEXEC, 3);
@@ -332,7 +359,8 @@ runner_on_output(EV_P_ ev_io *w, int revents)
 	if (runner_read(c) == 0)
 		return;
 	runner_close_capture(c);
-	if (r->reaped && r->out.fd == -1 && r->err.fd == -1)
+	if (r->reaped && r->out.fd == -1 && r->err.fd == -1 &&
+	    (r->cg == NULL || r->cg_empty))
 		runner_finish(r);
 }
 
@@ -340,6 +368,10 @@ runner_on_output(EV_P_ ev_io *w, int revents)
 static void
 runner_signal(struct run *r, int sig)
 {
+	if (r->cg != NULL) {
+		jobcg_signal(r->cg, sig);
+		return;
+	}
 #ifdef SYS_pidfd_send_signal
 	if (r->pidfd != -1 && !runner_pidfd_off) {
 		if (syscall(SYS_pidfd_send_signal, r->pidfd, sig, NULL,
@@ -370,7 +402,8 @@ runner_on_grace(EV_P_ ev_timer *w, int revents)
 static void
 runner_terminate(struct run *r)
 {
-	if (r->reaped || ev_is_active(&r->grace))
+	if (ev_is_active(&r->grace) || (r->reaped && (r->cg == NULL ||
+	    r->cg_empty)))
 		return;
 	runner_signal(r, SIGTERM);
 	ev_timer_set(&r->grace, (double)r->kill_grace_ms / 1000.0, 0.);
@@ -403,7 +436,28 @@ runner_on_drain(EV_P_ ev_timer *w, int revents)
 	runner_finish(r);
 }
 
-/* The handler process was reaped. */
+/* Nothing is left in the job's cgroup (or there is none): end the run. */
+static void
+runner_on_empty(void *arg)
+{
+	struct run	*r = arg;
+
+	r->cg_empty = 1;
+	ev_timer_stop(EV_DEFAULT_ &r->timeout);
+	ev_timer_stop(EV_DEFAULT_ &r->grace);
+	if (r->out.fd == -1 && r->err.fd == -1) {
+		runner_finish(r);
+		return;
+	}
+	/* held open from outside the cgroup, or by a group without one */
+	ev_timer_set(&r->drain, DRAIN_AFTER_EXIT, 0.);
+	ev_timer_start(EV_DEFAULT_ &r->drain);
+}
+
+/*
+ * The handler process was reaped.  What it left in its cgroup is told to
+ * go, or, with leftovers = wait, waited for within the timeout.
+ */
 static void
 runner_on_child(EV_P_ ev_child *w, int revents)
 {
@@ -413,14 +467,15 @@ runner_on_child(EV_P_ ev_child *w, int revents)
 	r->reaped = 1;
 	r->wstatus = w->rstatus;
 	r->ended_mono = util_mono_ms();
-	ev_timer_stop(EV_A_ &r->timeout);
-	ev_timer_stop(EV_A_ &r->grace);
-	if (r->out.fd == -1 && r->err.fd == -1) {
-		runner_finish(r);
+	if (r->cg == NULL || jobcg_on_empty(r->cg, runner_on_empty, r)) {
+		runner_on_empty(r);
 		return;
 	}
-	ev_timer_set(&r->drain, DRAIN_AFTER_EXIT, 0.);
-	ev_timer_start(EV_A_ &r->drain);
+	r->leftovers = 1;
+	if (!r->leftovers_wait && !r->stopped && !r->timed_out) {
+		ev_timer_stop(EV_A_ &r->grace);
+		runner_terminate(r);
+	}
 }
 
 /*
@@ -434,11 +489,20 @@ runner_finish(struct run *r)
 	struct setup_report	 rep;
 	ssize_t			 n;
 
+	memset(&res, 0, sizeof res);
 	ev_timer_stop(EV_DEFAULT_ &r->drain);
-	runner_signal(r, SIGKILL);
+	ev_timer_stop(EV_DEFAULT_ &r->timeout);
+	ev_timer_stop(EV_DEFAULT_ &r->grace);
+	res.usage.cpu_user_us = res.usage.cpu_system_us = -1;
+	res.usage.memory_peak = res.usage.oom_kills = -1;
+	res.usage.tasks_peak = -1;
+	if (r->cg != NULL) {
+		jobcg_usage(r->cg, &res.usage);
+		jobcg_free(r->cg);	/* and whatever is in it */
+	} else
+		runner_signal(r, SIGKILL);
 	if (r->pidfd != -1)
 		close(r->pidfd);
-	memset(&res, 0, sizeof res);
 	n = read(r->status_fd, &rep, sizeof rep);
 	close(r->status_fd);
 	if (n == (ssize_t)sizeof rep && rep.stage >= STAGE_LIMITS &&
@@ -464,6 +528,7 @@ runner_finish(struct run *r)
 	res.output_bytes = r->out.total + r->err.total;
 	res.truncated = r->out.total > r->out.len ||
 	    r->err.total > r->err.len;
+	res.leftovers = r->leftovers;
 	r->done(&res, r->arg);
 	free(r->out.buf);
 	free(r->err.buf);
@@ -524,9 +589,16 @@ runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
 	int		 st[2] = { -1, -1 }, saved, pidfd = -1;
 	sigset_t	 all, old;
 	pid_t		 pid, parent = runner_self ? runner_self : getpid();
+	struct jobcg	*cg = NULL;
 
+	if (cgroup_on() && spec->limits != NULL &&
+	    (cg = jobcg_new(spec->cgroup_name, spec->limits, err, errlen)) ==
+	    NULL)
+		return NULL;
 	if ((in_fd = runner_input(spec->input, spec->input_len)) == -1) {
 		snprintf(err, errlen, "memfd: %s", strerror(errno));
+		if (cg != NULL)
+			jobcg_free(cg);
 		return NULL;
 	}
 	if (pipe2(out, O_CLOEXEC) == -1 || pipe2(errp, O_CLOEXEC) == -1 ||
@@ -545,6 +617,7 @@ runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
 	ca.out_fd = out[1];
 	ca.err_fd = errp[1];
 	ca.status_fd = st[1];
+	ca.n_cg_procs = cg ? jobcg_procs(cg, ca.cg_procs, CG_COUNT) : 0;
 	ca.parent = parent;
 	/*
 	 * No signal handler of the agent may run in the child.  The child
@@ -591,6 +664,8 @@ runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
 	close(errp[1]);
 	close(st[1]);
 	fcntl(st[0], F_SETFL, O_NONBLOCK);
+	if (cg != NULL)
+		jobcg_started(cg);
 
 	r = xcalloc(1, sizeof *r);
 	r->pid = pid;
@@ -599,6 +674,9 @@ runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
 	r->started_ms = util_wall_ms();
 	r->started_mono = util_mono_ms();
 	r->kill_grace_ms = spec->kill_grace_ms;
+	r->cg = cg;
+	r->leftovers_wait = spec->limits != NULL &&
+	    spec->limits->leftovers_wait;
 	r->done = done;
 	r->arg = arg;
 	runner_watch(r, &r->out, out[0], spec->output_max);
@@ -616,6 +694,8 @@ runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
 	r->drain.data = r;
 	return r;
 fail:
+	if (cg != NULL)
+		jobcg_free(cg);
 	close(in_fd);
 	if (out[0] != -1) {
 		close(out[0]);
