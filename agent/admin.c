@@ -28,6 +28,7 @@ struct pending_admin {
 	void		*arg;
 	enum request_op	 op;
 	long		 limit;
+	char		*id;		/* cancel: the job */
 	char		*handler;	/* results filter */
 	char		*event;
 };
@@ -35,7 +36,7 @@ struct pending_admin {
 static const char *const job_fields[] = {
 	"id", "handler", "event", "event_id", "state", "attempt", "failures",
 	"max_attempts", "created_ms", "due_ms", "owner", "lease_ms",
-	"died_ms", "last_error", "data"
+	"died_ms", "last_error", "cancel", "data"
 };
 #define N_JOB_FIELDS	(sizeof job_fields / sizeof job_fields[0])
 
@@ -81,6 +82,7 @@ admin_fail(enqueue_cb cb, void *arg, const char *code, const char *msg)
 static void
 admin_done(struct pending_admin *pa)
 {
+	free(pa->id);
 	free(pa->handler);
 	free(pa->event);
 	free(pa);
@@ -138,6 +140,7 @@ admin_job(const redisReply *f, int with_data)
 		} else if (strcmp(job_fields[i], "attempt") == 0 ||
 		    strcmp(job_fields[i], "failures") == 0 ||
 		    strcmp(job_fields[i], "max_attempts") == 0 ||
+		    strcmp(job_fields[i], "cancel") == 0 ||
 		    strstr(job_fields[i], "_ms") != NULL) {
 			if (e->len > 0)
 				json_object_set_new(o, job_fields[i],
@@ -377,18 +380,31 @@ admin_job_op(struct pending_admin *pa, const struct request *req)
 	admin_script(pa, c, admin_on_job);
 }
 
-/* cancel, retry or purge answered {count, message}. */
+/*
+ * cancel, retry or purge answered {count, message}; a cancel of a running
+ * job {1, "cancelling", the agent running it}, which stops it.
+ */
 static void
 admin_on_changed(const struct redisReply *r, void *arg)
 {
 	struct pending_admin	*pa = arg;
+	int			 running;
 
-	if (admin_bad_reply(pa, r, "is"))
+	running = pa->op == OP_CANCEL && r != NULL &&
+	    r->type == REDIS_REPLY_ARRAY && r->elements == 3;
+	if (admin_bad_reply(pa, r, running ? "iss" : "is"))
 		return;
-	if (r->element[0]->integer == 0 && (pa->op == OP_CANCEL ||
+	if (running) {
+		log_notice("admin: cancel: job %s runs on agent %s; asked it to "
+		    "stop", pa->id, r->element[2]->str);
+		admin_reply(pa->cb, pa->arg, json_pack("{s:I, s:b, s:o}",
+		    "count", (json_int_t)r->element[0]->integer,
+		    "cancelling", 1, "agent", admin_str(r->element[2]->str,
+		    r->element[2]->len)));
+	} else if (r->element[0]->integer == 0 && (pa->op == OP_CANCEL ||
 	    (pa->op == OP_RETRY && strcmp(r->element[1]->str, "ok") != 0)))
-		admin_fail(pa->cb, pa->arg, strcmp(r->element[1]->str,
-		    "no such job") == 0 ? "not_found" : "conflict",
+		admin_fail(pa->cb, pa->arg, strncmp(r->element[1]->str,
+		    "no such job", 11) == 0 ? "not_found" : "conflict",
 		    r->element[1]->str);
 	else {
 		log_notice("admin: %s: %lld jobs", pa->op == OP_CANCEL ?
@@ -413,6 +429,7 @@ admin_change(struct pending_admin *pa, const struct request *req)
 		action = req->dead ? "retry_dead" : "retry";
 	else
 		action = "purge";
+	pa->id = req->id ? xstrdup(req->id) : NULL;
 	c = call_start(SCRIPT_ADMIN);
 	call_key(c, KEY_DELAYED, NULL);
 	call_key(c, KEY_DEAD, NULL);

@@ -40,6 +40,7 @@ struct job {
 	int64_t		 renewed_mono;	/* when Redis last confirmed the lease */
 	int		 lost;		/* the lease went to someone else */
 	int		 release;	/* stopped by the drain */
+	int		 cancel;	/* cancelled by an administrator */
 };
 TAILQ_HEAD(jobs, job);
 
@@ -142,6 +143,7 @@ dispatch_log_outcome(const struct job *j, const struct run_result *res,
 	log_msg(outcome == JOB_OK ? LOG_INFO : LOG_NOTICE,
 	    "job %s event %s handler %s attempt %ld: %s, %s, %lld ms",
 	    j->info.id, j->info.event, j->info.h->name, j->info.attempt,
+	    j->cancel && outcome != JOB_OK ? "cancelled" :
 	    job_outcome_said(outcome), how, (long long)res->duration_ms);
 }
 
@@ -554,6 +556,30 @@ dispatch_lease_lost(const char *jid)
 			j->lost = 1;
 			runner_stop(j->run);
 		}
+}
+
+/*
+ * An administrator cancelled job jid while it ran (how: the notify hint,
+ * or the heartbeat's report of the mark): stop its handler if it runs
+ * here.  The finish script reads the mark in Redis and records the run
+ * as cancelled; nothing here changes the outcome the agent reports.
+ */
+void
+dispatch_cancel(const char *jid, const char *how)
+{
+	struct job	*j;
+
+	TAILQ_FOREACH(j, &running, entry) {
+		if (strcmp(j->info.id, jid) != 0 || j->cancel)
+			continue;
+		j->cancel = 1;
+		/* stopped already, for a drain or a lost lease */
+		if (j->lost || j->release)
+			continue;
+		log_notice("job %s: cancelled by an administrator (%s); "
+		    "stopping its handler", j->info.id, how);
+		runner_stop(j->run);
+	}
 }
 
 /* Redis renewed the leases asked for at asked_mono. */

@@ -515,7 +515,7 @@ ctl_job(const struct ctl_args *a)
 static int
 ctl_change(const struct ctl_args *a)
 {
-	const char	*op = a->name;
+	const char	*op = a->name, *agent;
 
 	if (a->argc == 1 && (a->dead || a->handler || a->limit))
 		die(EXIT_USAGE, "%s: give a job id or --dead [--handler H], "
@@ -541,7 +541,15 @@ ctl_change(const struct ctl_args *a)
 	}
 	ctl_call();
 	ctl_check();
-	if (!json_output)
+	if (json_output)
+		exit(0);
+	/* a running job: its agent stops it, and its finish records it */
+	agent = json_string_value(json_object_get(reply, "agent"));
+	if (json_is_true(json_object_get(reply, "cancelling")))
+		printf("cancelling job %s: it is running on agent %s, which "
+		    "stops it within a second (dispatchctl job %s shows the "
+		    "outcome)\n", a->argv[0], agent ? agent : "?", a->argv[0]);
+	else
 		printf("%s: %lld job%s\n", a->cmd == OP_CANCEL ?
 		    "cancelled" : a->cmd == OP_RETRY ? "queued again" :
 		    "purged", (long long)json_integer_value(json_object_get(

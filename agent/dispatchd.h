@@ -353,6 +353,7 @@ enum job_fate {
 	FATE_DEAD,
 	FATE_STALE,		/* the lease had gone to another agent */
 	FATE_RELEASED,
+	FATE_CANCELLED,		/* by an administrator while it ran */
 	JOB_NFATES
 };
 struct run_spec;
@@ -737,6 +738,7 @@ int	 dispatch_running(void);
 int	 dispatch_fetching(void);
 void	 dispatch_each_lease(void (*)(const char *, long, void *), void *);
 void	 dispatch_lease_lost(const char *);
+void	 dispatch_cancel(const char *, const char *);
 void	 dispatch_leases_renewed(int64_t);
 void	 dispatch_guard_leases(void);
 typedef void (*run_now_cb)(const struct run_result *, const char *,

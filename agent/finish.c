@@ -203,6 +203,9 @@ finish_on_reply(const struct redisReply *reply, void *arg)
 		if (fate == FATE_STALE)
 			log_warnx("job %s: finished after its lease was lost; "
 			    "recorded as stale", f->what);
+		else if (fate == FATE_CANCELLED)
+			log_notice("job %s: cancelled by an administrator; "
+			    "recorded and deleted", f->what);
 		else if (fate == FATE_RETRY)
 			promote_kick();	/* re-arm for the retry's due time */
 		counters_job(f->handler, fate, f->res.duration_ms);

@@ -52,17 +52,21 @@ heartbeat_add_lease(const char *jid, long attempt, void *arg)
 	call_int(c, "attempt", attempt);
 }
 
-/* The extend script answered {leader, the jobs whose lease we lost}. */
+/*
+ * The extend script answered {leader, the jobs whose lease we lost, the
+ * jobs we hold that an administrator cancelled}.
+ */
 static void
 heartbeat_on_extended(const struct redisReply *reply, void *arg)
 {
 	int64_t			*asked = arg;
-	const redisReply	*lost;
+	const redisReply	*lost, *cancel;
 	size_t			 i;
 	int			 lead;
 
-	if (!call_reply_is(reply, "ia") ||
-	    !call_reply_strings(reply->element[1])) {
+	if (!call_reply_is(reply, "iaa") ||
+	    !call_reply_strings(reply->element[1]) ||
+	    !call_reply_strings(reply->element[2])) {
 		free(asked);
 		return;
 	}
@@ -78,6 +82,11 @@ heartbeat_on_extended(const struct redisReply *reply, void *arg)
 	lost = reply->element[1];
 	for (i = 0; i < lost->elements; i++)
 		dispatch_lease_lost(lost->element[i]->str);
+	/* the notify hint may have been lost: the mark is in Redis */
+	cancel = reply->element[2];
+	for (i = 0; i < cancel->elements; i++)
+		dispatch_cancel(cancel->element[i]->str,
+		    "reported by the heartbeat");
 	/* the leases of the others run from when we asked */
 	dispatch_leases_renewed(*asked);
 	free(asked);

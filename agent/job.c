@@ -36,6 +36,7 @@ static const char *const fate_names[JOB_NFATES] = {
 	[FATE_DEAD] = "dead",
 	[FATE_STALE] = "stale",
 	[FATE_RELEASED] = "released",
+	[FATE_CANCELLED] = "cancelled",
 };
 
 /*
@@ -233,7 +234,7 @@ job_fate_parse(const char *s, enum job_fate *fate)
 	return -1;
 }
 
-/* A fate's name: done, retry, dead, stale, released. */
+/* A fate's name: done, retry, dead, stale, released, cancelled. */
 const char *
 job_fate_name(enum job_fate fate)
 {

@@ -55,7 +55,7 @@ const struct proto_op proto_ops[OP_COUNT] = {
 		.name = "cancel", .flags = PROTO_ADMIN,
 		.fields = "id", .required = "id",
 		.min_args = 1, .max_args = 1, .options = "", .synopsis = "ID",
-		.help = "delete a waiting or dead job" },
+		.help = "delete a waiting or dead job, stop a running one" },
 	[OP_RETRY] = {
 		.name = "retry", .flags = PROTO_ADMIN,
 		.fields = "id dead handler limit", .required = "id|dead",

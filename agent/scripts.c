@@ -10,6 +10,9 @@
 
 #include "dispatchd.h"
 
+/* The error of a results entry for a job cancelled while it ran. */
+#define CANCEL_TEXT	"'cancelled by an administrator while running'"
+
 #define NOW \
 	"local t = redis.call('TIME')\n" \
 	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -147,8 +150,12 @@ FETCH_LOOP("1", "2")
  * ARGV: P agent lease_ms heartbeat_ttl_ms token version host reconcile
  *   results_max leader_ttl_ms, then pairs jid attempt.  Agents silent for
  *   a day are forgotten.
+ * A job an administrator cancelled while it ran (the admin script marks
+ * it) and whose lease this agent still holds is reported too: the
+ * fallback when the notify hint was lost.  With reconcile, such a job is
+ * deleted as cancelled rather than put back.
  * Returns {leader (0 or 1), {jids whose lease this agent no longer
- * holds}}.
+ * holds}, {jids it holds that are marked cancelled}}.
  */
 static const char script_extend[] = NOW
 "local P, agent = ARGV[1], ARGV[2]\n"
@@ -157,7 +164,7 @@ static const char script_extend[] = NOW
 "redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 86400000)\n"
 "redis.call('HSET', KEYS[4], 'version', ARGV[6], 'host', ARGV[7])\n"
 "redis.call('PEXPIRE', KEYS[4], 86400000)\n"
-"local lost, lease, mine = {}, now + tonumber(ARGV[3]), {}\n"
+"local lost, lease, mine, cancel = {}, now + tonumber(ARGV[3]), {}, {}\n"
 "local leader = 0\n"
 "if tonumber(ARGV[10]) > 0 then\n"
 "  local cur = redis.call('GET', KEYS[7])\n"
@@ -169,10 +176,11 @@ static const char script_extend[] = NOW
 "  local jid, att = ARGV[i], ARGV[i + 1]\n"
 "  mine[jid] = true\n"
 "  local jk = P .. 'job:' .. jid\n"
-"  local f = redis.call('HMGET', jk, 'owner', 'attempt', 'state')\n"
+"  local f = redis.call('HMGET', jk, 'owner', 'attempt', 'state', 'cancel')\n"
 "  if f[1] == agent and f[2] == att and f[3] == 'running' then\n"
 "    redis.call('ZADD', KEYS[1], 'XX', lease, jid)\n"
 "    redis.call('HSET', jk, 'lease_ms', lease)\n"
+"    if f[4] then cancel[#cancel + 1] = jid end\n"
 "  else lost[#lost + 1] = jid end\n"
 "end\n"
 "if ARGV[8] == '1' then\n"
@@ -180,33 +188,43 @@ static const char script_extend[] = NOW
 "    if not mine[jid] then\n"
 "      local jk = P .. 'job:' .. jid\n"
 "      local f = redis.call('HMGET', jk, 'owner', 'state', 'handler',\n"
-"        'attempt', 'event', 'event_id')\n"
+"        'attempt', 'event', 'event_id', 'cancel')\n"
 "      redis.call('SREM', KEYS[5], jid)\n"
 "      if f[1] == agent and f[2] == 'running' then\n"
+"        local st, err = 'released', 'fetched on a lost connection; put back'\n"
 "        redis.call('ZREM', KEYS[1], jid)\n"
-"        redis.call('HSET', jk, 'state', 'ready', 'owner', '')\n"
-"        redis.call('RPUSH', P .. 'ready:' .. f[3], jid)\n"
+"        if f[7] then\n"
+"          st = 'cancelled'\n"
+"          err = 'cancelled by an administrator before it ran'\n"
+"          redis.call('DEL', jk)\n"
+"        else\n"
+"          redis.call('HSET', jk, 'state', 'ready', 'owner', '')\n"
+"          redis.call('RPUSH', P .. 'ready:' .. f[3], jid)\n"
+"        end\n"
 "        redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[9], '*',\n"
 "          'job', jid, 'event', f[5], 'event_id', f[6], 'handler', f[3],\n"
-"          'attempt', f[4], 'outcome', 'released', 'agent', agent,\n"
+"          'attempt', f[4], 'outcome', st, 'agent', agent,\n"
 "          'exit', '', 'signal', '', 'timed_out', '0', 'started_ms', '',\n"
 "          'duration_ms', '', 'stdout', '', 'stderr', '',\n"
 "          'output_bytes', '0', 'truncated', '0', 'host', '',\n"
-"          'error', 'fetched on a lost connection; put back')\n"
+"          'error', err)\n"
 "      end\n"
 "    end\n"
 "  end\n"
 "end\n"
-"return {leader, lost}\n";
+"return {leader, lost, cancel}\n";
 
 /*
  * finish: record one attempt's outcome in the results stream, then mark
  * the job done, retry it after a backoff, send it to dead, or release it.
  * A finish from an agent that no longer holds the lease is 'stale' and
- * changes nothing but the stream.  Each run is recorded once: fin:<jid>
- * remembers the last finish for remember_ms, and the same finish sent
- * again (its reply was lost with the connection) gets the first answer
- * and changes nothing.  A stale finish leaves the owner's record alone.
+ * changes nothing but the stream.  A job an administrator cancelled while
+ * it ran (marked by the admin script) is 'cancelled' and deleted whatever
+ * the run's outcome, unless the run had succeeded: then it is done.  Each
+ * run is recorded once: fin:<jid> remembers the last finish for
+ * remember_ms, and the same finish sent again (its reply was lost with the
+ * connection) gets the first answer and changes nothing.  A stale finish
+ * leaves the owner's record alone.
  * The slot the run frees can be filled in the same call: with want > 0
  * it then fetches as the fetch script does, from rooms, "handler room"
  * pairs in one string, so a busy agent makes one call per job, not two.
@@ -228,13 +246,14 @@ static const char script_finish[] = NOW
 "end\n"
 "redis.call('SREM', KEYS[3], jid)\n"
 "local f = redis.call('HMGET', KEYS[1], 'owner', 'attempt', 'state',\n"
-"  'failures', 'max_attempts', 'event', 'handler', 'event_id')\n"
+"  'failures', 'max_attempts', 'event', 'handler', 'event_id', 'cancel')\n"
 "local status\n"
 "if not (f[1] == agent and f[2] == att and f[3] == 'running') then\n"
 "  status = 'stale'\n"
 "else\n"
 "  redis.call('ZREM', KEYS[2], jid)\n"
 "  if outcome == 'ok' then status = 'done'\n"
+"  elseif f[9] then status = 'cancelled'\n"
 "  elseif outcome == 'release' then status = 'released'\n"
 "  else\n"
 "    local failures = tonumber(f[4]) + 1\n"
@@ -245,14 +264,23 @@ static const char script_finish[] = NOW
 "end\n"
 "local fields = {'job', jid, 'event', f[6] or '', 'event_id', f[8] or '',\n"
 "  'handler', f[7] or '', 'attempt', att, 'outcome', status, 'agent', agent}\n"
-"for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end\n"
+"local why = status == 'cancelled' and " CANCEL_TEXT "\n"
+"for i = 13, #ARGV - 1, 2 do\n"
+"  local v = ARGV[i + 1]\n"
+"  if why and ARGV[i] == 'error' then\n"
+"    if v ~= '' then v = why .. '; ' .. v else v = why end\n"
+"    why = nil\n"
+"  end\n"
+"  fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = v\n"
+"end\n"
+"if why then fields[#fields + 1] = 'error'; fields[#fields + 1] = why end\n"
 "local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6], '*',\n"
 "  unpack(fields))\n"
 "if status ~= 'stale' then\n"
 "  redis.call('SET', KEYS[8], att .. ' ' .. agent .. ' ' .. status .. ' ' ..\n"
 "    id, 'PX', ARGV[8])\n"
 "end\n"
-"if status == 'done' then\n"
+"if status == 'done' or status == 'cancelled' then\n"
 "  redis.call('DEL', KEYS[1])\n"
 "elseif status == 'released' then\n"
 "  redis.call('HSET', KEYS[1], 'state', 'ready', 'owner', '')\n"
@@ -273,6 +301,8 @@ FETCH_LOOP("2", "3")
  * recover: jobs whose lease expired (their agent died or lost Redis) are
  * retried with a failure counted, or sent to dead after max_attempts; the
  * count is what stops a job that kills its agent from looping forever.
+ * A job an administrator cancelled while it ran is not retried: it is
+ * deleted and recorded 'cancelled'.
  * One agent at a time runs it: the lock key.
  * KEYS: leases delayed dead results lock:recover.
  * ARGV: P lock_ms limit grace_ms backoff_base_ms backoff_cap_ms
@@ -294,19 +324,25 @@ static const char script_recover[] = NOW
 "  local jk = P .. 'job:' .. jid\n"
 "  local f = redis.call('HMGET', jk, 'owner', 'attempt', 'state',\n"
 "    'failures', 'max_attempts', 'event', 'handler', 'event_id',\n"
-"    'backoff_ms', 'backoff_cap_ms')\n"
+"    'backoff_ms', 'backoff_cap_ms', 'cancel')\n"
 "  if f[3] == 'running' then\n"
 "    if f[1] and f[1] ~= '' then\n"
 "      redis.call('SREM', P .. 'agent:' .. f[1] .. ':running', jid) end\n"
 "    local failures, status = tonumber(f[4]) + 1, 'retry'\n"
-"    redis.call('HSET', jk, 'failures', failures, 'owner', '',\n"
-"      'last_error', 'lease expired')\n"
-"    if failures >= tonumber(f[5]) then\n"
-"      status = 'dead'\n"
+"    local err = 'lease expired'\n"
+"    if f[11] then\n"
+"      status, err = 'cancelled', " CANCEL_TEXT " .. '; lease expired'\n"
+"      redis.call('DEL', jk)\n"
+"    else\n"
+"      redis.call('HSET', jk, 'failures', failures, 'owner', '',\n"
+"        'last_error', err)\n"
+"      if failures >= tonumber(f[5]) then status = 'dead' end\n"
+"    end\n"
+"    if status == 'dead' then\n"
 "      redis.call('HSET', jk, 'state', 'dead', 'died_ms', now)\n"
 "      redis.call('ZADD', KEYS[3], now, jid)\n"
 "      if tonumber(ARGV[8]) > 0 then redis.call('EXPIRE', jk, ARGV[8]) end\n"
-"    else\n"
+"    elseif status == 'retry' then\n"
 "      local base = tonumber(f[9] or ARGV[5]) or tonumber(ARGV[5])\n"
 "      local cap = tonumber(f[10] or ARGV[6]) or tonumber(ARGV[6])\n"
 "      local b = math.min(cap, base * 2 ^ (failures - 1))\n"
@@ -318,7 +354,7 @@ static const char script_recover[] = NOW
 "      'attempt', f[2] or '', 'outcome', status, 'agent', f[1] or '',\n"
 "      'exit', '', 'signal', '', 'timed_out', '0', 'started_ms', '',\n"
 "      'duration_ms', '', 'stdout', '', 'stderr', '', 'output_bytes', '0',\n"
-"      'truncated', '0', 'host', '', 'error', 'lease expired')\n"
+"      'truncated', '0', 'host', '', 'error', err)\n"
 "    n = n + 1\n"
 "  end\n"
 "end\n"
@@ -425,7 +461,7 @@ static const char script_status[] = NOW
 #define JOB_FIELDS \
 	"'id', 'handler', 'event', 'event_id', 'state', 'attempt', " \
 	"'failures', 'max_attempts', 'created_ms', 'due_ms', 'owner', " \
-	"'lease_ms', 'died_ms', 'last_error', 'data'"
+	"'lease_ms', 'died_ms', 'last_error', 'cancel', 'data'"
 
 /*
  * jobs: list jobs in one state, oldest first, read-only.
@@ -485,8 +521,11 @@ static const char script_job[] =
 
 /*
  * admin: change jobs on a person's request.
- *   cancel JID: delete a ready, delayed or dead job (not a running one),
- *     with a 'cancelled' entry in the results stream;
+ *   cancel JID: delete a ready, delayed or dead job, with a 'cancelled'
+ *     entry in the results stream; a running one is marked (the field
+ *     cancel, its state and lease unchanged) and "c JID" published on the
+ *     notify channel, for its agent to stop it: its finish, or lease
+ *     recovery, then deletes and records it;
  *   retry JID: a dead or delayed job goes to its ready list now, its
  *     failures reset;
  *   retry_dead HANDLER_OR_EMPTY: retry up to limit dead jobs;
@@ -494,7 +533,8 @@ static const char script_job[] =
  *     than older_ms ago.
  * KEYS: delayed dead results.
  * ARGV: P action target older_ms limit results_max notify_channel.
- * Returns {count, message}.
+ * Returns {count, message}; a running job cancelled: {1, "cancelling",
+ * the agent that runs it}.
  */
 static const char script_admin[] = NOW
 "local P, action, target = ARGV[1], ARGV[2], ARGV[3]\n"
@@ -515,9 +555,15 @@ static const char script_admin[] = NOW
 "if action == 'cancel' then\n"
 "  local jk = P .. 'job:' .. target\n"
 "  local f = redis.call('HMGET', jk, 'state', 'handler', 'event',\n"
-"    'event_id', 'attempt')\n"
-"  if not f[1] then return {0, 'no such job'} end\n"
-"  if f[1] == 'running' then return {0, 'the job is running now'} end\n"
+"    'event_id', 'attempt', 'owner')\n"
+"  if not f[1] then\n"
+"    return {0, 'no such job: it finished, was cancelled or never existed'}\n"
+"  end\n"
+"  if f[1] == 'running' then\n"
+"    redis.call('HSET', jk, 'cancel', 1)\n"
+"    if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], 'c ' .. target) end\n"
+"    return {1, 'cancelling', f[6] or ''}\n"
+"  end\n"
 "  redis.call('LREM', P .. 'ready:' .. f[2], 0, target)\n"
 "  redis.call('ZREM', KEYS[1], target)\n"
 "  redis.call('ZREM', KEYS[2], target)\n"

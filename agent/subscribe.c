@@ -4,7 +4,9 @@
  * never fatal.  The notify channel carries wake-up hints from enqueues and
  * promotions: "r" means a job is ready, "d" that a delayed one was added,
  * "a" that an agent wrote its routes (it claimed its name or reloaded),
- * "h" is a heartbeat that proves the subscription still works.
+ * "c JID" that an administrator cancelled job JID while it runs (the agent
+ * running it stops it), "h" is a heartbeat that proves the subscription
+ * still works.
  */
 #include "config.h"
 
@@ -56,7 +58,7 @@ static void
 subscribe_on_message(const char *channel, const char *msg, size_t len)
 {
 	struct event	ev;
-	char		err[300], shown[400];
+	char		err[300], shown[400], *jid;
 
 	if (strcmp(channel, notify) == 0) {
 		if (len == 1 && msg[0] == 'd')
@@ -65,6 +67,11 @@ subscribe_on_message(const char *channel, const char *msg, size_t len)
 			dispatch_kick();
 		else if (len == 1 && msg[0] == 'a')
 			routes_refresh();
+		else if (len > 2 && msg[0] == 'c' && msg[1] == ' ') {
+			jid = xstrndup(msg + 2, len - 2);
+			dispatch_cancel(jid, "heard on pub/sub");
+			free(jid);
+		}
 		return;		/* "h": a heartbeat, heard is all it is for */
 	}
 	if (len > cfg->max_message) {

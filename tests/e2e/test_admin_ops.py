@@ -300,20 +300,23 @@ def test_cancel_ready_delayed_dead_running_unknown(dispatchd, bindir, release):
     assert agent.redis.client().zscore(agent.key("delayed"), delayed) is None
     assert agent.redis.client().zscore(agent.key("dead"), dead) is None
 
-    p = ctl(*sock_args(agent), "cancel", running)
-    assert p.returncode == 1 and "conflict" in p.stderr, (p.returncode, p.stderr)
-    p, rep = ctl_json(agent.sock, "cancel", running)
-    assert p.returncode == 1 and rep == {"ok": False, "code": "conflict", "error": rep["error"]}
-    assert [j["id"] for j in jobs_of(agent, "--state", "running")] == [running]
-
     p = ctl(*sock_args(agent), "cancel", "0123456789abcdef0123456789abcdef")
     assert p.returncode == 1 and "not_found" in p.stderr, (p.returncode, p.stderr)
     p = ctl(*sock_args(agent), "cancel")
     assert p.returncode == 64, p
 
-    # the cancelled ready job never runs; the running one finishes normally
+    # a running job is stopped by its agent and recorded cancelled
+    # (tests/e2e/test_cancel_running.py has the rest)
+    p, rep = ctl_json(agent.sock, "cancel", running)
+    assert p.returncode == 0 and rep == {"ok": True, "count": 1, "cancelling": True,
+                                         "agent": agent.name}, rep
+    rs = wait_for(lambda: [r for r in agent.job_results(running)
+                           if r["outcome"] == "cancelled"], 5, what="running job cancelled")
+    assert [r["outcome"] for r in agent.job_results(running)] == ["cancelled"], rs
+    assert jobs_of(agent, "--state", "running") == []
+
+    # the cancelled ready job never runs
     release.touch()
-    assert agent.wait_final(running)[-1]["outcome"] == "done"
     assert stays(lambda: agent.job_results(ready)[-1]["outcome"] == "cancelled", 0.5)
 
 

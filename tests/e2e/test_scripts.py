@@ -21,7 +21,8 @@ P = "{t}:"
 # The job hash fields the read-only scripts (jobs, job) return, in order.
 JOB_FIELDS = ["id", "handler", "event", "event_id", "state", "attempt", "failures",
               "max_attempts", "created_ms", "due_ms", "owner", "lease_ms", "died_ms",
-              "last_error", "data"]
+              "last_error", "cancel", "data"]
+CANCEL_TEXT = "cancelled by an administrator while running"
 
 
 def K(suffix):
@@ -326,7 +327,7 @@ def test_extend_renews_held_leases_reports_lost_ones_and_heartbeats(lua, r):
     old = r.zscore(K("leases"), "j2")
     rep = lua.extend("a1", [("j1", 1), ("j2", 2), ("nope", 1)], token="T1",
                      lease_ms=60000, heartbeat_ttl_ms=7000, version="1.2", host="hx")
-    assert rep == [0, ["j2", "nope"]]                     # j2: wrong attempt
+    assert rep == [0, ["j2", "nope"], []]                 # j2: wrong attempt
     now = lua.now()
     assert now + 50000 < r.zscore(K("leases"), "j1") <= now + 60000
     assert r.hget(K("job:j1"), "lease_ms") == str(int(r.zscore(K("leases"), "j1")))
@@ -338,7 +339,7 @@ def test_extend_renews_held_leases_reports_lost_ones_and_heartbeats(lua, r):
 
 
 def test_extend_takes_the_events_lead_only_if_free(lua, r):
-    assert lua.extend("a1", leader_ttl_ms=0) == [0, []]
+    assert lua.extend("a1", leader_ttl_ms=0) == [0, [], []]
     assert not r.exists(K("lock:events"))
     assert lua.extend("a1", leader_ttl_ms=5000)[0] == 1
     assert lua.extend("a2", leader_ttl_ms=5000)[0] == 0
@@ -350,7 +351,7 @@ def test_extend_reconcile_puts_back_jobs_the_agent_does_not_know(lua, r):
     lua.enqueue("e1", [("j1", "h1"), ("j2", "h2")])
     lua.enqueue("e2", [("j3", "h1")])
     lua.fetch("a1", [("h1", 1), ("h2", 1)])               # j1 and j2
-    assert lua.extend("a1", [("j2", 1)], reconcile=1) == [0, []]
+    assert lua.extend("a1", [("j2", 1)], reconcile=1) == [0, [], []]
     j = r.hgetall(K("job:j1"))
     assert (j["state"], j["owner"], j["attempt"]) == ("ready", "", "1")
     assert r.rpop(K("ready:h1")) == "j1"                  # put back to run next
@@ -359,6 +360,29 @@ def test_extend_reconcile_puts_back_jobs_the_agent_does_not_know(lua, r):
     (e,) = results(r)
     assert (e["job"], e["outcome"], e["attempt"], e["agent"]) == ("j1", "released", "1", "a1")
     assert e["error"] == "fetched on a lost connection; put back"
+
+
+def test_extend_reports_the_held_jobs_an_administrator_cancelled(lua, r):
+    lua.enqueue("e1", [("j1", "h1"), ("j2", "h2"), ("j3", "h3")])
+    lua.fetch("a1", [("h1", 1), ("h2", 1), ("h3", 1)])
+    for jid in ("j1", "j3"):
+        assert lua.admin("cancel", jid) == [1, "cancelling", "a1"]
+    # held and marked: renewed as any other, and reported
+    rep = lua.extend("a1", [("j1", 1), ("j2", 1)], lease_ms=60000)
+    assert rep == [0, [], ["j1"]]
+    assert r.zscore(K("leases"), "j1") > lua.now() + 50000
+    assert r.hget(K("job:j1"), "state") == "running"
+    # not held (wrong attempt, another agent): lost, not reported
+    assert lua.extend("a1", [("j1", 2)]) == [0, ["j1"], []]
+    assert lua.extend("a2", [("j1", 1)]) == [0, ["j1"], []]
+    # reconcile: a marked job the agent does not know of is never started:
+    # deleted as cancelled, not put back
+    assert lua.extend("a1", [("j1", 1), ("j2", 1)], reconcile=1) == [0, [], ["j1"]]
+    assert not r.exists(K("job:j3")) and not r.zscore(K("leases"), "j3")
+    assert not r.exists(K("ready:h3")) and r.smembers(K("agent:a1:running")) == {"j1", "j2"}
+    (e,) = results(r)
+    assert (e["job"], e["outcome"], e["attempt"], e["agent"], e["error"]) == \
+        ("j3", "cancelled", "1", "a1", "cancelled by an administrator before it ran")
 
 
 # -------------------------------------------------------------- finish ----
@@ -441,6 +465,50 @@ def test_finish_fatal_is_dead_at_once_and_release_requeues_without_failure(lua, 
     assert r.rpop(K("ready:h2")) == "j2"                  # ahead of j3: runs next
 
 
+def test_finish_of_a_cancelled_job_records_cancelled_and_deletes_it(lua, r, raw):
+    lua.enqueue("e1", [("j1", "h1", 0, 5), ("j2", "h1", 0, 5), ("j3", "h1", 0, 5),
+                       ("j4", "h1", 0, 5), ("j5", "h1", 0, 5)])
+    lua.fetch("a1", [("h1", 5)])
+    for jid in ("j1", "j2", "j3", "j4", "j5"):
+        assert lua.admin("cancel", jid) == [1, "cancelling", "a1"]
+    # a stale finish (wrong attempt) changes nothing, the mark stays
+    job, lease = r.hgetall(K("job:j1")), r.zscore(K("leases"), "j1")
+    assert lua.finish("j1", "a1", 2, "fail")[0] == "stale"
+    assert r.hgetall(K("job:j1")) == job and r.zscore(K("leases"), "j1") == lease
+    assert job["cancel"] == "1"
+    # stopped by a signal (fail): cancelled, not retried, no failure counted
+    status, sid, _, _ = lua.finish("j1", "a1", 1, "fail",
+                                   fields=("signal", "15", "error", ""))
+    assert status == "cancelled"
+    assert not r.exists(K("job:j1")) and not r.zscore(K("leases"), "j1")
+    assert not r.zscore(K("delayed"), "j1") and "j1" not in r.smembers(K("agent:a1:running"))
+    e = results(r)[-1]
+    assert (e["_id"], e["job"], e["outcome"], e["signal"], e["error"]) == \
+        (sid, "j1", "cancelled", "15", CANCEL_TEXT)
+    assert r.get(K("fin:j1")) == "1 a1 cancelled " + sid
+    before = snapshot(raw)
+    assert lua.finish("j1", "a1", 1, "fail")[:2] == ["cancelled", sid]   # sent again
+    assert snapshot(raw) == before
+    # a release (the drain stopped it), a fatal exit: cancelled too; an error
+    # the run had is kept after the cancel's; no error field: one is added
+    assert lua.finish("j2", "a1", 1, "release")[0] == "cancelled"
+    assert lua.finish("j3", "a1", 1, "fatal", fields=("error", "exec x: gone"))[0] == \
+        "cancelled"
+    assert results(r)[-1]["error"] == CANCEL_TEXT + "; exec x: gone"
+    assert results(r)[-2]["error"] == CANCEL_TEXT
+    # it had succeeded before the cancel reached it: done
+    assert lua.finish("j4", "a1", 1, "ok")[0] == "done"
+    assert not any(r.exists(K("job:" + j)) for j in ("j2", "j3", "j4"))
+    assert r.zcard(K("delayed")) == 0 and r.zcard(K("dead")) == 0
+    assert not r.exists(K("ready:h1"))
+    assert [e["outcome"] for e in results(r)] == ["stale", "cancelled", "cancelled",
+                                                  "cancelled", "done"]
+    # an unmarked job released by a drain is still released
+    lua.enqueue("e2", [("k1", "h1")])
+    lua.fetch("a1", [("h1", 1)])
+    assert lua.finish("k1", "a1", 1, "release")[0] == "released"
+
+
 # ------------------------------------------------------------- recover ----
 
 def test_recover_moves_expired_leases_with_a_failure_counted(lua, r):
@@ -479,6 +547,23 @@ def test_recover_sends_the_last_attempt_to_dead(lua, r):
     assert r.hget(K("job:j1"), "state") == "dead" and r.zscore(K("dead"), "j1")
     assert 0 < r.ttl(K("job:j1")) <= 600
     assert results(r)[0]["outcome"] == "dead"
+
+
+def test_recover_of_a_cancelled_job_records_cancelled_and_does_not_retry(lua, r):
+    lua.enqueue("e1", [("j1", "h1", 0, 5), ("j2", "h1", 0, 5)])
+    lua.fetch("a1", [("h1", 2)])
+    assert lua.admin("cancel", "j1") == [1, "cancelling", "a1"]
+    r.zadd(K("leases"), {"j1": 0, "j2": 0})               # a1 died
+    assert lua.recover() == 2
+    assert not r.exists(K("job:j1")) and not r.zscore(K("delayed"), "j1")
+    assert r.smembers(K("agent:a1:running")) == set()
+    assert r.hget(K("job:j2"), "state") == "delayed"      # unmarked: retried
+    out = {e["job"]: e for e in results(r)}
+    assert (out["j1"]["outcome"], out["j1"]["agent"], out["j1"]["attempt"]) == \
+        ("cancelled", "a1", "1")
+    assert out["j1"]["error"] == CANCEL_TEXT + "; lease expired"
+    assert out["j2"]["outcome"] == "retry"
+    assert lua.finish("j1", "a1", 1, "fail")[0] == "stale"   # a1's late finish
 
 
 # --------------------------------------------------------------- claim ----
@@ -588,7 +673,7 @@ def test_job_returns_fields_and_its_results_oldest_first(lua, r, raw):
 
 # --------------------------------------------------------------- admin ----
 
-def test_admin_cancel_deletes_a_waiting_job_not_a_running_one(lua, r):
+def test_admin_cancel_deletes_a_waiting_job_and_marks_a_running_one(lua, r):
     lua.enqueue("e1", [("j1", "h1"), ("j2", "h2")])
     lua.fetch("a1", [("h2", 1)])
     assert lua.admin("cancel", "j1") == [1, "cancelled"]
@@ -596,9 +681,26 @@ def test_admin_cancel_deletes_a_waiting_job_not_a_running_one(lua, r):
     (e,) = results(r)
     assert (e["job"], e["outcome"], e["handler"], e["error"]) == \
         ("j1", "cancelled", "h1", "cancelled by an administrator")
-    assert lua.admin("cancel", "j2") == [0, "the job is running now"]
-    assert r.hget(K("job:j2"), "state") == "running"
-    assert lua.admin("cancel", "nope") == [0, "no such job"]
+    # running: marked, its state and lease left for its agent's finish
+    p = r.pubsub(ignore_subscribe_messages=True)
+    p.subscribe(K("notify"))
+    wait_for(lambda: r.pubsub_numsub(K("notify"))[0][1] == 1, 5, what="subscription")
+    job, lease = r.hgetall(K("job:j2")), r.zscore(K("leases"), "j2")
+    assert lua.admin("cancel", "j2", notify=K("notify")) == [1, "cancelling", "a1"]
+    after = r.hgetall(K("job:j2"))
+    assert after.pop("cancel") == "1" and after == job
+    assert r.zscore(K("leases"), "j2") == lease and len(results(r)) == 1
+    m = wait_for(lambda: p.get_message(timeout=0.1), 5, what="the cancel hint")
+    assert m["data"] == "c j2"
+    # again: the same answer (and hint), still nothing recorded
+    assert lua.admin("cancel", "j2") == [1, "cancelling", "a1"]
+    assert len(results(r)) == 1
+    assert p.get_message(timeout=0.3) is None             # no channel: no hint
+    p.close()
+    fields, _ = lua.job("j2")
+    assert dict(zip(JOB_FIELDS, fields))["cancel"] == "1"
+    assert lua.admin("cancel", "nope") == \
+        [0, "no such job: it finished, was cancelled or never existed"]
 
 
 def test_admin_retry_requeues_a_dead_job_with_failures_reset(lua, r):

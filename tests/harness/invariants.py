@@ -21,12 +21,13 @@ tests/README.md states the same list.  Structures are the namespace's keys
     twice in one ready list;
   * no job is stuck: a hash in state ready/delayed/dead is in its structure;
   * every job created by the test has exactly one terminal result (outcome
-    done or dead) in the results stream, unless the test says it may still
-    be legitimately pending (then it must be in a live state);
+    done, dead or cancelled) in the results stream, unless the test says it
+    may still be legitimately pending (then it must be in a live state);
   * per (job, attempt) at most one non-stale result (released results keep
     their attempt; the next run gets attempt+1), non-stale attempts never go
     backwards, nothing non-stale follows a terminal result;
-  * a done job has no hash left; a dead job's hash (if any) is state=dead.
+  * a done or cancelled job has no hash left; a dead job's hash (if any) is
+    state=dead.
 """
 
 import json
@@ -81,7 +82,7 @@ for _, k in ipairs(scan(P .. '*')) do snap.keys[#snap.keys + 1] = k end
 return cjson.encode(snap)
 """
 
-TERMINAL = ("done", "dead")
+TERMINAL = ("done", "dead", "cancelled")
 
 
 class InvariantError(AssertionError):
@@ -93,6 +94,7 @@ class Report:
         self.jobs_checked = 0
         self.done = 0
         self.dead = 0
+        self.cancelled = 0
         self.pending = 0
         self.reruns = 0            # extra runs (distinct attempts - 1), summed
         self.rerun_jobs = []       # jobs that ran more than once
@@ -106,9 +108,9 @@ class Report:
         self.by_job = {}
 
     def summary(self):
-        return ("jobs checked %d: done %d, dead %d, pending %d; reruns %d "
+        return ("jobs checked %d: done %d, dead %d, cancelled %d, pending %d; reruns %d "
                 "(in %d jobs); results %d (retry %d, lease expired %d, stale %d, "
-                "released %d)" % (self.jobs_checked, self.done, self.dead,
+                "released %d)" % (self.jobs_checked, self.done, self.dead, self.cancelled,
                                   self.pending, self.reruns, len(self.rerun_jobs),
                                   self.results, self.retries, self.lease_expired,
                                   self.stale, self.released))
@@ -271,10 +273,14 @@ def check(r, ns, job_ids=None, pending_ok=(), all_pending_ok=False,
             rep.reruns += len(attempts_seen) - 1
             rep.rerun_jobs.append(jid)
         j = jobs.get(jid)
-        if term and term[0]["outcome"] == "done":
-            rep.done += 1
+        if term and term[0]["outcome"] in ("done", "cancelled"):
+            if term[0]["outcome"] == "done":
+                rep.done += 1
+            else:
+                rep.cancelled += 1
             if j is not None:
-                bad.append("job %s is done but its hash remains (state %r)" % (jid, j.get("state")))
+                bad.append("job %s is %s but its hash remains (state %r)"
+                           % (jid, term[0]["outcome"], j.get("state")))
         elif term:
             rep.dead += 1
             if j is not None and j.get("state") != "dead":
