@@ -258,6 +258,7 @@ admin_on_status(const struct redisReply *r, void *arg)
 	    "delayed_total", (json_int_t)r->element[4]->integer,
 	    "dead_total", (json_int_t)r->element[5]->integer,
 	    "spool_waiting", (json_int_t)spool_count());
+	json_object_set_new(o, "cgroup", json_string(cgroup_mode()));
 	admin_reply(pa->cb, pa->arg, o);
 	admin_done(pa);
 }
@@ -282,8 +283,9 @@ admin_status(struct pending_admin *pa, const struct request *req)
 	size_t		 i, n;
 
 	if (!redis_ready(rcmd)) {
-		admin_reply(pa->cb, pa->arg, json_pack("{s:b, s:I}", "redis", 0,
-		    "spool_waiting", (json_int_t)spool_count()));
+		admin_reply(pa->cb, pa->arg, json_pack("{s:b, s:I, s:s}",
+		    "redis", 0, "spool_waiting", (json_int_t)spool_count(),
+		    "cgroup", cgroup_mode()));
 		admin_done(pa);
 		return;
 	}

@@ -258,48 +258,14 @@ ctl_ping(const struct ctl_args *a)
 	exit(0);
 }
 
-/* A JSON value as short text for a table cell. */
-static const char *
-ctl_cell(json_t *o, const char *key, char *buf, size_t len)
+/* Where the agent runs its jobs, from a status reply. */
+static void
+ctl_print_cgroups(void)
 {
-	json_t	*v = json_object_get(o, key);
+	json_t	*v = json_object_get(reply, "cgroup");
 
-	if (v == NULL || json_is_null(v))
-		snprintf(buf, len, "-");
-	else if (json_is_string(v))
-		snprintf(buf, len, "%s", json_string_value(v));
-	else if (json_is_integer(v))
-		snprintf(buf, len, "%lld", (long long)json_integer_value(v));
-	else if (json_is_real(v))
-		snprintf(buf, len, "%.4g", json_real_value(v));
-	else if (json_is_boolean(v))
-		snprintf(buf, len, "%s", json_is_true(v) ? "yes" : "no");
-	else
-		snprintf(buf, len, "...");
-	return buf;
-}
-
-/* A Unix time in ms as local time, for people. */
-static const char *
-ctl_when(json_t *o, const char *key, char *buf, size_t len)
-{
-	json_t		*v = json_object_get(o, key);
-	time_t		 t;
-	struct tm	 tm;
-
-	long long	 ms;
-
-	/* job fields are numbers; results stream fields are strings */
-	ms = json_is_integer(v) ? (long long)json_integer_value(v) :
-	    json_is_string(v) ? strtoll(json_string_value(v), NULL, 10) : 0;
-	if (ms <= 0) {
-		snprintf(buf, len, "%-19s", "-");
-		return buf;
-	}
-	t = (time_t)(ms / 1000);
-	localtime_r(&t, &tm);
-	strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm);
-	return buf;
+	if (json_is_string(v))
+		printf("cgroups: %s\n", json_string_value(v));
 }
 
 /* dispatchctl status. */
@@ -319,6 +285,7 @@ ctl_status(const struct ctl_args *a)
 		printf("Redis: NOT reachable from the agent (%s events waiting "
 		    "in the spool)\n", ctl_cell(reply, "spool_waiting", b[0],
 		    sizeof b[0]));
+		ctl_print_cgroups();
 		exit(0);
 	}
 	printf("%-20s %8s %8s %8s %8s %9s %9s %12s  %s\n", "HANDLER", "READY",
@@ -362,6 +329,7 @@ ctl_status(const struct ctl_args *a)
 	    ctl_cell(reply, "dead_total", b[1], sizeof b[1]),
 	    json_is_true(json_object_get(reply, "truncated")) ?
 	    " (per-handler counts are partial: large queues)" : "");
+	ctl_print_cgroups();
 	exit(0);
 }
 
@@ -397,36 +365,6 @@ ctl_jobs(const struct ctl_args *a)
 		    ctl_when(j, json_object_get(j, "died_ms") ? "died_ms" :
 		    "due_ms", b[6], sizeof b[6]));
 	exit(0);
-}
-
-/* Print one results entry for people. */
-static void
-ctl_print_result(json_t *r)
-{
-	char	 b[10][96];
-	json_t	*v;
-
-	printf("%s  %-8s %-16s %-20s job %s attempt %s",
-	    ctl_when(r, "started_ms", b[0], sizeof b[0]),
-	    ctl_cell(r, "outcome", b[1], sizeof b[1]),
-	    ctl_cell(r, "handler", b[2], sizeof b[2]),
-	    ctl_cell(r, "event", b[3], sizeof b[3]),
-	    ctl_cell(r, "job", b[4], sizeof b[4]),
-	    ctl_cell(r, "attempt", b[5], sizeof b[5]));
-	if ((v = json_object_get(r, "exit")) && json_string_length(v))
-		printf(" exit %s", json_string_value(v));
-	if ((v = json_object_get(r, "signal")) && json_string_length(v))
-		printf(" signal %s", json_string_value(v));
-	if ((v = json_object_get(r, "timed_out")) &&
-	    strcmp(json_string_value(v) ? json_string_value(v) : "", "1") == 0)
-		printf(" timed out");
-	if ((v = json_object_get(r, "duration_ms")) && json_string_length(v))
-		printf(" %s ms", json_string_value(v));
-	if ((v = json_object_get(r, "agent")) && json_string_length(v))
-		printf(" on %s", json_string_value(v));
-	if ((v = json_object_get(r, "error")) && json_string_length(v))
-		printf(" (%s)", json_string_value(v));
-	printf("\n");
 }
 
 /* dispatchctl results [--handler H] [--event E] [-n N] [--follow]. */

@@ -421,6 +421,11 @@ struct script {
 };
 extern const struct script scripts[SCRIPT_COUNT];
 
+/* ctl_print.c (dispatchctl only) */
+const char	*ctl_cell(struct json_t *, const char *, char *, size_t);
+const char	*ctl_when(struct json_t *, const char *, char *, size_t);
+void		 ctl_print_result(struct json_t *);
+
 /* ctl_args.c (dispatchctl only) */
 #define CTL_DEFAULT_SOCKET	"/run/dispatchd/dispatchd.sock"
 /* A dispatchctl command line, checked; NULL or 0: the option was not given. */
