@@ -1,7 +1,7 @@
 /*
  * cgroup.c: the agent's subtree of cgroups, where jobs get theirs.
  *
- * The agent keeps its jobs in a subtree of its own, dispatchd.<name>,
+ * The agent keeps its jobs in a subtree of its own, dispatchd.NAME.HASH,
  * made beside itself: under its own cgroup v2 (the packaged unit has
  * Delegate=yes), where it first moves itself into the leaf "agent" (a
  * cgroup with processes may not give its children controllers).  A job's
@@ -192,14 +192,14 @@ cgroup_subtree(enum cgroup_hier h, const char *name)
 	char			*path, *tail;
 	size_t			 len;
 
-	xasprintf(&tail, "/dispatchd.%s/agent", name);
+	xasprintf(&tail, "/%s/agent", name);
 	len = strlen(t->own);
 	if (len > strlen(tail) && strcmp(t->own + len - strlen(tail), tail)
 	    == 0)
 		xasprintf(&path, "%s%.*s", t->mount,
 		    (int)(len - strlen("/agent")), t->own);
 	else
-		xasprintf(&path, "%s%s/dispatchd.%s", t->mount,
+		xasprintf(&path, "%s%s/%s", t->mount,
 		    strcmp(t->own, "/") == 0 ? "" : t->own, name);
 	free(tail);
 	return path;
@@ -332,22 +332,53 @@ cgroup_sweep(enum cgroup_hier h)
 }
 
 /*
+ * The subtree's name: dispatchd.NAME.HASH, HASH from the socket's path
+ * (FNV-1a), so that two agents of one name on a host (for two Redis
+ * servers, say) never meet, while a restart finds its previous life's.
+ */
+static char *
+cgroup_tree_name(const char *agent, const char *socket)
+{
+	uint32_t	 hash = 2166136261u;
+	const char	*p;
+	char		*name;
+
+	for (p = socket; *p != '\0'; p++)
+		hash = (hash ^ (unsigned char)*p) * 16777619u;
+	xasprintf(&name, "dispatchd.%s.%08x", agent, hash);
+	return name;
+}
+
+/*
  * Set up at start: find the hierarchies, make the subtree, move in, and
  * clear what a previous life left.  Returns 1 if jobs get cgroups, 0 if
  * not (mode says why); want 0 is `cgroup = off`.  With check set, only
  * find out what the agent could do, for `dispatchd -t`.
  */
 int
-cgroup_init(const char *name, int want, int check)
+cgroup_init(const char *agent, const char *socket, int want, int check)
 {
 	struct tree	*t = &trees[CG_V2];
-	char		 pid[32], *leaf = NULL, *own_path = NULL;
+	char		 pid[32], *leaf = NULL, *own_path = NULL, *name;
 	int		 agent_fd = -1;
 	enum cgroup_hier	 h;
 	enum limit_kind	 kind;
 
-	for (h = 0; h < CG_COUNT; h++)
+	if (on && !dry)
+		return 1;		/* once a life */
+	/* a dry look may come first: start afresh */
+	for (h = 0; h < CG_COUNT; h++) {
+		/* fd is 0 before the first call: base says it is open */
+		if (trees[h].base != NULL && trees[h].fd != -1)
+			close(trees[h].fd);
+		free(trees[h].mount);
+		free(trees[h].own);
+		free(trees[h].base);
+		memset(&trees[h], 0, sizeof trees[h]);
 		trees[h].fd = -1;
+	}
+	v2_ctl = v1_ctl = 0;
+	on = 0;
 	dry = check;
 	if (!want) {
 		snprintf(mode, sizeof mode, "off (cgroup = off): process "
@@ -356,6 +387,7 @@ cgroup_init(const char *name, int want, int check)
 	}
 	cgroup_find_mounts();
 	cgroup_find_own();
+	name = cgroup_tree_name(agent, socket);
 	if (t->mount == NULL || t->own == NULL) {
 		snprintf(mode, sizeof mode, "off: no cgroup v2 hierarchy is "
 		    "mounted; jobs are process groups");
@@ -400,6 +432,7 @@ cgroup_init(const char *name, int want, int check)
 		    strlen(mode) - 1);
 	if (!dry)
 		log_info("cgroup: jobs in %s", mode);
+	free(name);
 	return 1;
 off:
 	free(leaf);
@@ -411,6 +444,7 @@ off:
 	}
 	if (!dry)
 		log_notice("cgroup: %s", mode);
+	free(name);
 	return 0;
 }
 

@@ -503,7 +503,7 @@ enum cgroup_hier {
 int		 cgroup_read(int, const char *, char *, size_t);
 int		 cgroup_write(int, const char *, const char *);
 long long	 cgroup_keyed(const char *, const char *);
-int		 cgroup_init(const char *, int, int);
+int		 cgroup_init(const char *, const char *, int, int);
 const char	*cgroup_mode(void);
 int		 cgroup_on(void);
 int		 cgroup_tree(enum cgroup_hier, const char **);

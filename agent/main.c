@@ -247,6 +247,18 @@ main_on_redis(int up)
 static void
 main_on_claimed(void)
 {
+	char	err[1024];
+
+	/*
+	 * Only now, with the name held in Redis, may the agent take its
+	 * cgroup subtree: a twin refused the name must not sweep the jobs
+	 * of the agent that holds it.
+	 */
+	cgroup_init(cfg->name, cfg->socket, cfg->cgroup, 0);
+	if (main_check_limits(cfg, err, sizeof err) == -1) {
+		log_errx("%s", err);
+		exit(EXIT_CONFIG);
+	}
 	state_claim_done();
 	dispatch_open();
 	inbox_claim_start();
@@ -329,7 +341,7 @@ main(int argc, char **argv)
 	}
 	if (check) {
 		/* what this host can enforce, found without changing it */
-		cgroup_init(cfg->name, cfg->cgroup, 1);
+		cgroup_init(cfg->name, cfg->socket, cfg->cgroup, 1);
 		if (main_check_limits(cfg, err, sizeof err) == -1) {
 			fprintf(stderr, "%s\n", err);
 			return EXIT_CONFIG;
@@ -357,8 +369,8 @@ main(int argc, char **argv)
 		log_errx("%s", err);
 		return EXIT_UNAVAILABLE;
 	}
-	/* the lock held: no twin of this agent uses the same subtree */
-	cgroup_init(cfg->name, cfg->cgroup, 0);
+	/* what this host can enforce; the cgroups come with the claim */
+	cgroup_init(cfg->name, cfg->socket, cfg->cgroup, 1);
 	if (main_check_limits(cfg, err, sizeof err) == -1) {
 		log_errx("%s", err);
 		return EXIT_CONFIG;
