@@ -136,9 +136,13 @@ jobcg_limit(enum cgroup_hier h, int dir, const struct job_limits *l,
 static int
 jobcg_make(struct jobcg *j, enum cgroup_hier h)
 {
-	int	dir;
+	int	dir, rc;
 
-	if (mkdirat(cgroup_tree(h, NULL), j->name, 0755) == -1) {
+	/* a v1 memory cgroup takes long enough to make for SIGCHLD to come */
+	while ((rc = mkdirat(cgroup_tree(h, NULL), j->name, 0755)) == -1 &&
+	    errno == EINTR)
+		;
+	if (rc == -1) {
 		if (errno != EEXIST)
 			return -1;
 		/* a leftover of an earlier run of this very attempt */
@@ -158,13 +162,15 @@ static int
 jobcg_remove(struct jobcg *j)
 {
 	enum cgroup_hier	h;
-	int		left = 0;
+	int		left = 0, rc;
 
 	for (h = 0; h < CG_COUNT; h++) {
 		if (!j->in[h])
 			continue;
-		if (unlinkat(cgroup_tree(h, NULL), j->name, AT_REMOVEDIR) == 0 ||
-		    errno == ENOENT)
+		while ((rc = unlinkat(cgroup_tree(h, NULL), j->name,
+		    AT_REMOVEDIR)) == -1 && errno == EINTR)
+			;
+		if (rc == 0 || errno == ENOENT)
 			j->in[h] = 0;
 		else
 			left++;
