@@ -531,6 +531,7 @@ void		 jobcg_started(struct jobcg *);
 void		 jobcg_signal(struct jobcg *, int);
 int		 jobcg_on_empty(struct jobcg *, void (*)(void *), void *);
 void		 jobcg_usage(const struct jobcg *, struct job_usage *);
+int		 jobcg_done(struct jobcg *, struct job_usage *);
 void		 jobcg_free(struct jobcg *);
 
 /* runner.c */

@@ -49,7 +49,8 @@ static struct jobcg	*dying;		/* waiting to be removed */
 
 #define RMDIR_TRIES	50		/* one every 100 ms */
 
-static int	 jobcg_populated(const struct jobcg *);
+static int	 jobcg_populated(struct jobcg *);
+static void	 jobcg_unwatch(struct jobcg *);
 
 /* The agent's v2 subtree, where every job's cgroup is. */
 static const char *
@@ -59,6 +60,42 @@ jobcg_base(void)
 
 	cgroup_tree(CG_V2, &path);
 	return path;
+}
+
+/*
+ * The path of file in the job's cgroup, relative to its hierarchy's
+ * subtree: kernfs opens cost, and going through the subtree's descriptor
+ * saves one for the job's directory each time.
+ */
+static const char *
+jobcg_path(const struct jobcg *j, const char *file, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%s", j->name, file);
+	return buf;
+}
+
+/* Write s to file of the job's cgroup in h. */
+static int
+jobcg_write(const struct jobcg *j, enum cgroup_hier h, const char *file,
+    const char *s)
+{
+	char	path[PATH_MAX];
+
+	return cgroup_write(cgroup_tree(h, NULL), jobcg_path(j, file, path,
+	    sizeof path), s);
+}
+
+/* Open file of the job's cgroup in h. */
+static int
+jobcg_open(const struct jobcg *j, enum cgroup_hier h, const char *file,
+    int flags)
+{
+	char	path[PATH_MAX];
+
+	if (!j->in[h])
+		return -1;
+	return openat(cgroup_tree(h, NULL), jobcg_path(j, file, path,
+	    sizeof path), flags | O_CLOEXEC);
 }
 
 /* Something changed in a watched job's cgroup.events. */
@@ -86,57 +123,57 @@ jobcg_on_inotify(EV_P_ ev_io *w, int revents)
 
 /* Write a limit, as the hierarchy spells it, into a job's cgroup dir. */
 static int
-jobcg_limit(enum cgroup_hier h, int dir, const struct job_limits *l,
-    enum limit_kind kind)
+jobcg_limit(const struct jobcg *j, enum cgroup_hier h,
+    const struct job_limits *l, enum limit_kind kind)
 {
 	char	v[64];
 
 	switch (kind) {
 	case LIMIT_MEMORY:
 		snprintf(v, sizeof v, "%zu", l->memory_max);
-		return cgroup_write(dir, h == CG_V2 ? "memory.max" :
+		return jobcg_write(j, h, h == CG_V2 ? "memory.max" :
 		    "memory.limit_in_bytes", v);
 	case LIMIT_SWAP:
 		if (h == CG_V2) {
 			snprintf(v, sizeof v, "%zu", l->swap_max);
-			return cgroup_write(dir, "memory.swap.max", v);
+			return jobcg_write(j, h, "memory.swap.max", v);
 		}
 		/* v1 limits memory and swap together */
 		snprintf(v, sizeof v, "%zu", l->memory_max + l->swap_max);
-		return cgroup_write(dir, "memory.memsw.limit_in_bytes", v);
+		return jobcg_write(j, h, "memory.memsw.limit_in_bytes", v);
 	case LIMIT_TASKS:
 		snprintf(v, sizeof v, "%ld", l->tasks_max);
-		return cgroup_write(dir, "pids.max", v);
+		return jobcg_write(j, h, "pids.max", v);
 	case LIMIT_CPU:
 		if (h == CG_V2) {
 			snprintf(v, sizeof v, "%d 100000", l->cpu_pct * 1000);
-			return cgroup_write(dir, "cpu.max", v);
+			return jobcg_write(j, h, "cpu.max", v);
 		}
 		snprintf(v, sizeof v, "%d", l->cpu_pct * 1000);
-		if (cgroup_write(dir, "cpu.cfs_period_us", "100000") == -1)
+		if (jobcg_write(j, h, "cpu.cfs_period_us", "100000") == -1)
 			return -1;
-		return cgroup_write(dir, "cpu.cfs_quota_us", v);
+		return jobcg_write(j, h, "cpu.cfs_quota_us", v);
 	case LIMIT_IO:
 		if (h == CG_V2) {
 			snprintf(v, sizeof v, "default %d", l->io_weight);
-			return cgroup_write(dir, "io.weight", v);
+			return jobcg_write(j, h, "io.weight", v);
 		}
 		/* v1 weights go from 1 to 1000 */
 		snprintf(v, sizeof v, "%d", l->io_weight >= 10 ?
 		    l->io_weight / 10 : 1);
-		if (cgroup_write(dir, "blkio.bfq.weight", v) == 0)
+		if (jobcg_write(j, h, "blkio.bfq.weight", v) == 0)
 			return 0;
-		return cgroup_write(dir, "blkio.weight", v);
+		return jobcg_write(j, h, "blkio.weight", v);
 	default:
 		return 0;
 	}
 }
 
-/* Make the job's cgroup in hierarchy h, open it; -1 with errno if not. */
+/* Make the job's cgroup in hierarchy h; -1 with errno if not. */
 static int
 jobcg_make(struct jobcg *j, enum cgroup_hier h)
 {
-	int	dir, rc;
+	int	rc;
 
 	/* a v1 memory cgroup takes long enough to make for SIGCHLD to come */
 	while ((rc = mkdirat(cgroup_tree(h, NULL), j->name, 0755)) == -1 &&
@@ -151,10 +188,7 @@ jobcg_make(struct jobcg *j, enum cgroup_hier h)
 			return -1;
 	}
 	j->in[h] = 1;
-	if ((dir = openat(cgroup_tree(h, NULL), j->name, O_RDONLY | O_DIRECTORY |
-	    O_CLOEXEC)) == -1)
-		return -1;
-	return dir;
+	return 0;
 }
 
 /* Remove the job's cgroups; 0 when all are gone. */
@@ -200,10 +234,10 @@ struct jobcg *
 jobcg_new(const char *name, const struct job_limits *l, char *err,
     size_t errlen)
 {
-	struct jobcg	*j;
+	struct jobcg		*j;
 	enum limit_kind		 kind;
-	enum cgroup_hier		 h;
-	int			 dir[CG_COUNT], saved;
+	enum cgroup_hier	 h;
+	int			 saved;
 	size_t			 i;
 
 	j = xcalloc(1, sizeof *j);
@@ -212,50 +246,36 @@ jobcg_new(const char *name, const struct job_limits *l, char *err,
 		if (j->name[i] == '/' || j->name[i] == '\n')
 			j->name[i] = '_';
 	for (h = 0; h < CG_COUNT; h++)
-		j->procs[h] = dir[h] = -1;
+		j->procs[h] = -1;
 	j->events = j->wd = -1;
-	if ((dir[CG_V2] = jobcg_make(j, CG_V2)) == -1)
+	if (jobcg_make(j, CG_V2) == -1)
 		goto fail;
 	for (kind = 0; kind < LIMIT_LEFTOVERS; kind++) {
 		if (!(l->set & (1U << kind)) ||
 		    (h = cgroup_where(kind)) == CG_COUNT)
 			continue;
-		if (dir[h] == -1 && (dir[h] = jobcg_make(j, h)) == -1)
+		if (!j->in[h] && jobcg_make(j, h) == -1)
 			goto fail;
 		/* v1 memory+swap is one limit: write memory's first */
-		if (kind == LIMIT_SWAP && h == CG_MEMORY &&
-		    jobcg_limit(h, dir[h], l, LIMIT_MEMORY) == -1)
-			goto fail;
-		if (jobcg_limit(h, dir[h], l, kind) == -1) {
+		if ((kind == LIMIT_SWAP && h == CG_MEMORY &&
+		    jobcg_limit(j, h, l, LIMIT_MEMORY) == -1) ||
+		    jobcg_limit(j, h, l, kind) == -1) {
 			saved = errno;
-			snprintf(err, errlen, "cgroup: %s = %s: %s",
+			snprintf(err, errlen, "cgroup: %s (%s): %s",
 			    limits_name(kind), l->at[kind], strerror(saved));
-			errno = saved;
 			goto undo;
 		}
 	}
-	for (h = 0; h < CG_COUNT; h++) {
-		if (dir[h] == -1)
-			continue;
-		if ((j->procs[h] = openat(dir[h], "cgroup.procs", O_WRONLY |
-		    O_CLOEXEC)) == -1)
+	for (h = 0; h < CG_COUNT; h++)
+		if (j->in[h] && (j->procs[h] = jobcg_open(j, h,
+		    "cgroup.procs", O_WRONLY)) == -1)
 			goto fail;
-		if (h == CG_V2 && (j->events = openat(dir[h], "cgroup.events",
-		    O_RDONLY | O_CLOEXEC)) == -1)
-			goto fail;
-		close(dir[h]);
-		dir[h] = -1;
-	}
 	return j;
 fail:
 	saved = errno;
 	snprintf(err, errlen, "cgroup %s/%s: %s", jobcg_base(), j->name,
 	    strerror(saved));
 undo:
-	saved = errno;
-	for (h = 0; h < CG_COUNT; h++)
-		if (dir[h] != -1)
-			close(dir[h]);
 	jobcg_remove(j);
 	jobcg_release(j);
 	errno = saved;
@@ -290,25 +310,21 @@ jobcg_started(struct jobcg *j)
 
 /* 1 if any process is still in the job's cgroup. */
 static int
-jobcg_populated(const struct jobcg *j)
+jobcg_populated(struct jobcg *j)
 {
 	char	buf[256];
 	ssize_t	n;
 
+	if (!j->in[CG_V2])
+		return 0;
+	/* opened only once a job leaves something behind */
+	if (j->events == -1 && (j->events = jobcg_open(j, CG_V2,
+	    "cgroup.events", O_RDONLY)) == -1)
+		return 0;
 	if ((n = pread(j->events, buf, sizeof buf - 1, 0)) <= 0)
 		return 0;
 	buf[n] = '\0';
 	return cgroup_keyed(buf, "populated") == 1;
-}
-
-/* Open the job's v2 cgroup; -1 if it is gone. */
-static int
-jobcg_dir(const struct jobcg *j, enum cgroup_hier h)
-{
-	if (!j->in[h])
-		return -1;
-	return openat(cgroup_tree(h, NULL), j->name, O_RDONLY | O_DIRECTORY |
-	    O_CLOEXEC);
 }
 
 /*
@@ -320,19 +336,17 @@ void
 jobcg_signal(struct jobcg *j, int sig)
 {
 	char	 buf[8192], *p, *end;
-	int	 dir, fd, frozen = 0;
+	int	 fd, frozen = 0;
 	ssize_t	 n;
 	long	 pid;
 
-	if ((dir = jobcg_dir(j, CG_V2)) == -1)
+	if (!j->in[CG_V2])
 		return;
-	if (sig == SIGKILL && cgroup_write(dir, "cgroup.kill", "1") == 0) {
-		close(dir);
+	if (sig == SIGKILL && jobcg_write(j, CG_V2, "cgroup.kill", "1") == 0)
 		return;
-	}
 	if (sig == SIGKILL)
-		frozen = cgroup_write(dir, "cgroup.freeze", "1") == 0;
-	if ((fd = openat(dir, "cgroup.procs", O_RDONLY | O_CLOEXEC)) != -1) {
+		frozen = jobcg_write(j, CG_V2, "cgroup.freeze", "1") == 0;
+	if ((fd = jobcg_open(j, CG_V2, "cgroup.procs", O_RDONLY)) != -1) {
 		while ((n = read(fd, buf, sizeof buf - 1)) > 0) {
 			buf[n] = '\0';
 			for (p = buf; *p != '\0'; p = end) {
@@ -350,8 +364,7 @@ jobcg_signal(struct jobcg *j, int sig)
 		close(fd);
 	}
 	if (frozen)
-		cgroup_write(dir, "cgroup.freeze", "0");
-	close(dir);
+		jobcg_write(j, CG_V2, "cgroup.freeze", "0");
 }
 
 /*
@@ -389,8 +402,8 @@ jobcg_on_empty(struct jobcg *j, void (*cb)(void *), void *arg)
 	j->empty_arg = arg;
 	/* it may have emptied before the watch was there */
 	if (!jobcg_populated(j)) {
-		jobcg_on_inotify(EV_DEFAULT_ &inotify_io, 0);
-		return 0;
+		jobcg_unwatch(j);
+		return 1;
 	}
 	return 0;
 }
@@ -417,16 +430,12 @@ static long long
 jobcg_stat(const struct jobcg *j, enum cgroup_hier h, const char *name,
     const char *key)
 {
-	char		 buf[4096];
-	long long	 v = -1;
-	int		 dir;
+	char	 buf[4096], path[PATH_MAX];
 
-	if ((dir = jobcg_dir(j, h)) == -1)
+	if (!j->in[h] || cgroup_read(cgroup_tree(h, NULL), jobcg_path(j, name,
+	    path, sizeof path), buf, sizeof buf) == -1)
 		return -1;
-	if (cgroup_read(dir, name, buf, sizeof buf) == 0)
-		v = key ? cgroup_keyed(buf, key) : strtoll(buf, NULL, 10);
-	close(dir);
-	return v;
+	return key ? cgroup_keyed(buf, key) : strtoll(buf, NULL, 10);
 }
 
 /* What the kernel counted for the job; -1 for what it did not count. */
@@ -434,9 +443,15 @@ void
 jobcg_usage(const struct jobcg *j, struct job_usage *u)
 {
 	enum cgroup_hier	h;
+	char			buf[4096], path[PATH_MAX];
 
-	u->cpu_user_us = jobcg_stat(j, CG_V2, "cpu.stat", "user_usec");
-	u->cpu_system_us = jobcg_stat(j, CG_V2, "cpu.stat", "system_usec");
+	/* one read for both figures */
+	u->cpu_user_us = u->cpu_system_us = -1;
+	if (cgroup_read(cgroup_tree(CG_V2, NULL), jobcg_path(j, "cpu.stat",
+	    path, sizeof path), buf, sizeof buf) == 0) {
+		u->cpu_user_us = cgroup_keyed(buf, "user_usec");
+		u->cpu_system_us = cgroup_keyed(buf, "system_usec");
+	}
 	u->memory_peak = u->oom_kills = u->tasks_peak = -1;
 	if (cgroup_in_v2(LIMIT_MEMORY)) {
 		u->memory_peak = jobcg_stat(j, CG_V2, "memory.peak", NULL);
@@ -477,6 +492,30 @@ jobcg_on_dying(EV_P_ ev_timer *w, int revents)
 }
 
 /*
+ * The handler has exited: if nothing else is in the job's cgroup, read
+ * what the kernel counted into u, remove the cgroups, free j and return
+ * 1.  Else return 0 and change nothing.  The removal is the test: the
+ * kernel refuses to remove a cgroup that has processes, and one system
+ * call less per job is worth it.
+ */
+int
+jobcg_done(struct jobcg *j, struct job_usage *u)
+{
+	int	rc;
+
+	jobcg_usage(j, u);
+	while ((rc = unlinkat(cgroup_tree(CG_V2, NULL), j->name,
+	    AT_REMOVEDIR)) == -1 && errno == EINTR)
+		;
+	if (rc == -1 && errno == EBUSY)
+		return 0;
+	if (rc == 0 || errno == ENOENT)
+		j->in[CG_V2] = 0;
+	jobcg_free(j);
+	return 1;
+}
+
+/*
  * The run is over: kill whatever is left and remove the cgroups, now or,
  * if the kernel is still taking the last processes away, a little later.
  */
@@ -485,7 +524,7 @@ jobcg_free(struct jobcg *j)
 {
 	jobcg_unwatch(j);
 	jobcg_started(j);
-	if (jobcg_populated(j))
+	if (j->in[CG_V2] && jobcg_populated(j))
 		jobcg_signal(j, SIGKILL);
 	if (jobcg_remove(j) == 0) {
 		jobcg_release(j);

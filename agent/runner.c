@@ -84,6 +84,7 @@ struct run {
 	int		 leftovers_wait;
 	int		 leftovers;	/* something outlived the handler */
 	int		 cg_empty;	/* nothing is left in the cgroup */
+	struct job_usage usage;		/* what the kernel counted */
 	struct capture	 out;
 	struct capture	 err;
 	ev_child	 child;
@@ -467,6 +468,8 @@ runner_on_child(EV_P_ ev_child *w, int revents)
 	r->reaped = 1;
 	r->wstatus = w->rstatus;
 	r->ended_mono = util_mono_ms();
+	if (r->cg != NULL && jobcg_done(r->cg, &r->usage))
+		r->cg = NULL;		/* gone with nothing left in it */
 	if (r->cg == NULL || jobcg_on_empty(r->cg, runner_on_empty, r)) {
 		runner_on_empty(r);
 		return;
@@ -493,14 +496,13 @@ runner_finish(struct run *r)
 	ev_timer_stop(EV_DEFAULT_ &r->drain);
 	ev_timer_stop(EV_DEFAULT_ &r->timeout);
 	ev_timer_stop(EV_DEFAULT_ &r->grace);
-	res.usage.cpu_user_us = res.usage.cpu_system_us = -1;
-	res.usage.memory_peak = res.usage.oom_kills = -1;
-	res.usage.tasks_peak = -1;
 	if (r->cg != NULL) {
-		jobcg_usage(r->cg, &res.usage);
+		jobcg_usage(r->cg, &r->usage);
 		jobcg_free(r->cg);	/* and whatever is in it */
+		r->cg = NULL;
 	} else
 		runner_signal(r, SIGKILL);
+	res.usage = r->usage;
 	if (r->pidfd != -1)
 		close(r->pidfd);
 	n = read(r->status_fd, &rep, sizeof rep);
@@ -675,6 +677,8 @@ runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
 	r->started_mono = util_mono_ms();
 	r->kill_grace_ms = spec->kill_grace_ms;
 	r->cg = cg;
+	r->usage.cpu_user_us = r->usage.cpu_system_us = -1;
+	r->usage.memory_peak = r->usage.oom_kills = r->usage.tasks_peak = -1;
 	r->leftovers_wait = spec->limits != NULL &&
 	    spec->limits->leftovers_wait;
 	r->done = done;
