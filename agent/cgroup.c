@@ -297,7 +297,7 @@ cgroup_v1_tree(enum cgroup_hier h, const char *name, unsigned kinds)
 }
 
 /* Kill and remove what a previous life of this agent left in tree h. */
-void
+static void
 cgroup_sweep(enum cgroup_hier h)
 {
 	struct tree	*t = &trees[h];

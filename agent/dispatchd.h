@@ -509,7 +509,6 @@ int		 cgroup_on(void);
 int		 cgroup_tree(enum cgroup_hier, const char **);
 int		 cgroup_in_v2(enum limit_kind);
 enum cgroup_hier cgroup_where(enum limit_kind);
-void		 cgroup_sweep(enum cgroup_hier);
 int		 cgroup_check(const struct job_limits *, const char *, char *,
 		    size_t);
 void		 cgroup_exit(void);

@@ -179,14 +179,12 @@ jobcg_make(struct jobcg *j, enum cgroup_hier h)
 	while ((rc = mkdirat(cgroup_tree(h, NULL), j->name, 0755)) == -1 &&
 	    errno == EINTR)
 		;
-	if (rc == -1) {
-		if (errno != EEXIST)
-			return -1;
-		/* a leftover of an earlier run of this very attempt */
-		cgroup_sweep(h);
-		if (mkdirat(cgroup_tree(h, NULL), j->name, 0755) == -1)
-			return -1;
-	}
+	/*
+	 * EEXIST too: the same attempt of a job cannot run twice, and the
+	 * refusal puts the job back for a fresh attempt with another name.
+	 */
+	if (rc == -1)
+		return -1;
 	j->in[h] = 1;
 	return 0;
 }
