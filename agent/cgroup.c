@@ -80,7 +80,8 @@ cgroup_write(int dir, const char *name, const char *s)
 
 	if ((fd = openat(dir, name, O_WRONLY | O_CLOEXEC)) == -1)
 		return -1;
-	n = write(fd, s, strlen(s));
+	while ((n = write(fd, s, strlen(s))) == -1 && errno == EINTR)
+		;
 	saved = errno;
 	close(fd);
 	errno = saved;
