@@ -443,6 +443,9 @@ runner_on_empty(void *arg)
 	struct run	*r = arg;
 
 	r->cg_empty = 1;
+	/* what outlived the handler was part of the run: so is its time */
+	if (r->leftovers)
+		r->ended_mono = util_mono_ms();
 	ev_timer_stop(EV_DEFAULT_ &r->timeout);
 	ev_timer_stop(EV_DEFAULT_ &r->grace);
 	if (r->out.fd == -1 && r->err.fd == -1) {
