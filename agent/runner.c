@@ -508,7 +508,7 @@ runner_finish(struct run *r)
 		close(r->pidfd);
 	n = read(r->status_fd, &rep, sizeof rep);
 	close(r->status_fd);
-	if (n == (ssize_t)sizeof rep && rep.stage >= STAGE_LIMITS &&
+	if (n == (ssize_t)sizeof rep && rep.stage >= STAGE_CGROUP &&
 	    rep.stage <= STAGE_EXEC) {
 		res.setup_errno = rep.error;
 		res.setup_stage = stage_names[rep.stage];
