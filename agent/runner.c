@@ -444,6 +444,9 @@ runner_on_empty(void *arg)
 	struct run	*r = arg;
 
 	r->cg_empty = 1;
+	/* what outlived the handler was part of the run: so is its time */
+	if (r->leftovers)
+		r->ended_mono = util_mono_ms();
 	ev_timer_stop(EV_DEFAULT_ &r->timeout);
 	ev_timer_stop(EV_DEFAULT_ &r->grace);
 	if (r->out.fd == -1 && r->err.fd == -1) {
@@ -507,7 +510,7 @@ runner_finish(struct run *r)
 		close(r->pidfd);
 	n = read(r->status_fd, &rep, sizeof rep);
 	close(r->status_fd);
-	if (n == (ssize_t)sizeof rep && rep.stage >= STAGE_LIMITS &&
+	if (n == (ssize_t)sizeof rep && rep.stage >= STAGE_CGROUP &&
 	    rep.stage <= STAGE_EXEC) {
 		res.setup_errno = rep.error;
 		res.setup_stage = stage_names[rep.stage];

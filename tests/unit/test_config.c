@@ -1,7 +1,8 @@
 /*
  * test_config.c: the configuration loader, each error path with its
  * file:line, defaults, conf.d order, every [handler] key (good and bad
- * values, each error word for word) and event matching.
+ * values, each error word for word), the job cgroup's limits and event
+ * matching.
  */
 #include "config.h"
 
@@ -164,6 +165,56 @@ test_handler_keys(const char *prog)
 		    "agent" },
 		{ "colour", NULL, "blue",
 		    "[handler h] colour: unknown key" },
+		/* the job cgroup's limits (limits.c) */
+		{ "memory_max", "1m", "lots",
+		    "[handler h] memory_max: 'lots' is not a size of at least "
+		    "1m (like 512m, 2g)" },
+		{ "memory_max", "2g", "1023k",
+		    "[handler h] memory_max: '1023k' is not a size of at least "
+		    "1m (like 512m, 2g)" },
+		{ "memory_max", "512MiB", "-1m",
+		    "[handler h] memory_max: '-1m' is not a size of at least "
+		    "1m (like 512m, 2g)" },
+		{ "memory_swap_max", "0", "lots",
+		    "[handler h] memory_swap_max: 'lots' is not a size (like "
+		    "512m, 2g)" },
+		{ "tasks_max", "1", "0",
+		    "[handler h] tasks_max: '0' is not a number of tasks from 1 "
+		    "to 4194304" },
+		{ "tasks_max", "4194304", "4194305",
+		    "[handler h] tasks_max: '4194305' is not a number of tasks "
+		    "from 1 to 4194304" },
+		{ "tasks_max", "20", "many",
+		    "[handler h] tasks_max: 'many' is not a number of tasks "
+		    "from 1 to 4194304" },
+		{ "cpu_max", "50%", "0%",
+		    "[handler h] cpu_max: '0%' is not a share of CPU (like 50% "
+		    "of one, or 2 for two CPUs)" },
+		{ "cpu_max", "1%", "0.5%",
+		    "[handler h] cpu_max: '0.5%' is not a share of CPU (like "
+		    "50% of one, or 2 for two CPUs)" },
+		{ "cpu_max", "1.5", "half",
+		    "[handler h] cpu_max: 'half' is not a share of CPU (like "
+		    "50% of one, or 2 for two CPUs)" },
+		{ "cpu_max", "100", "101",
+		    "[handler h] cpu_max: '101' is not a share of CPU (like 50% "
+		    "of one, or 2 for two CPUs)" },
+		{ "cpu_max", "10000%", "50 %",
+		    "[handler h] cpu_max: '50 %' is not a share of CPU (like "
+		    "50% of one, or 2 for two CPUs)" },
+		{ "cpu_max", "2", "-1",
+		    "[handler h] cpu_max: '-1' is not a share of CPU (like 50% "
+		    "of one, or 2 for two CPUs)" },
+		{ "io_weight", "1", "0",
+		    "[handler h] io_weight: '0' is not a weight from 1 to 10000 "
+		    "(100 is the default)" },
+		{ "io_weight", "10000", "10001",
+		    "[handler h] io_weight: '10001' is not a weight from 1 to "
+		    "10000 (100 is the default)" },
+		{ "leftovers", "kill", "maybe",
+		    "[handler h] leftovers: 'maybe' is not kill or wait" },
+		{ "leftovers", "wait", "Wait",
+		    "[handler h] leftovers: 'Wait' is not kill or wait" },
 	};
 	const struct key_case	*k;
 	struct passwd		*pw;
@@ -262,6 +313,166 @@ test_handler_keys(const char *prog)
 	ok(c && c->n_handlers == 1 && c->handlers[0]->line == 1 &&
 	    c->handlers[0]->n_on == 1, "a section named again adds to it");
 	config_free(c);
+}
+
+/* The path:line a limit says it was set at is line of the test file. */
+static int
+limit_at(const struct job_limits *l, enum limit_kind kind, int line)
+{
+	char	want[256];
+
+	snprintf(want, sizeof want, "%s:%d", path, line);
+	if (l->at[kind] == NULL || strcmp(l->at[kind], want) != 0) {
+		printf("# %s at %s, want %s\n", limits_name(kind),
+		    l->at[kind] ? l->at[kind] : "(unset)", want);
+		return 0;
+	}
+	return 1;
+}
+
+/*
+ * The job cgroup's keys (limits.c): each value lands in its field with
+ * the line it was set on (the "cannot be enforced" error names it),
+ * [agent] gives the defaults a handler's own values beat, and cgroup =
+ * auto | off.  Which limits the host can enforce is cgroup.c's, checked
+ * end to end (tests/e2e/test_cgroup.py).
+ */
+static void
+test_limits(const char *prog)
+{
+	struct job_limits	 l;
+	struct config		*c;
+	struct handler		*h;
+	char			 text[2048], why[256];
+	enum limit_kind		 kind;
+
+	/* every key at once, lines 4 to 9 */
+	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n"
+	    "memory_max = 50m\nmemory_swap_max = 16m\ntasks_max = 20\n"
+	    "cpu_max = 1.5\nio_weight = 500\nleftovers = wait\n", prog);
+	c = load(text);
+	h = c ? handler_find(c, "h") : NULL;
+	ok(h != NULL, "every limit key at once loads%s%s", c ? "" : ": ",
+	    c ? "" : err);
+	if (h != NULL) {
+		ok(h->limits.memory_max == 50 * 1024 * 1024 &&
+		    h->limits.swap_max == 16 * 1024 * 1024 &&
+		    h->limits.tasks_max == 20 && h->limits.cpu_pct == 150 &&
+		    h->limits.io_weight == 500 && h->limits.leftovers_wait == 1,
+		    "each limit in its field, cpu_max 1.5 as 150%%");
+		ok(h->limits.set == (1U << LIMIT_COUNT) - 1, "all marked set");
+		for (kind = 0; kind < LIMIT_COUNT; kind++)
+			ok(limit_at(&h->limits, kind, 4 + (int)kind),
+			    "%s remembers its line", limits_name(kind));
+	}
+	config_free(c);
+
+	/* cpu_max: a share of one CPU, or CPUs; rounded to whole percent */
+	{
+		static const struct {
+			const char	*value;
+			int		 pct;
+		} cpus[] = {
+			{ "50%", 50 }, { "1%", 1 }, { "2", 200 },
+			{ "0.5", 50 }, { "1.5%", 2 }, { "100", 10000 },
+			{ "10000%", 10000 }, { "0.01", 1 },
+		};
+		size_t	i;
+
+		for (i = 0; i < sizeof cpus / sizeof cpus[0]; i++) {
+			snprintf(text, sizeof text, "[handler h]\non = x\n"
+			    "exec = %s\ncpu_max = %s\n", prog, cpus[i].value);
+			c = load(text);
+			h = c ? handler_find(c, "h") : NULL;
+			ok(h && h->limits.cpu_pct == cpus[i].pct,
+			    "cpu_max = %s is %d%% of one CPU (got %d)",
+			    cpus[i].value, cpus[i].pct, h ? h->limits.cpu_pct :
+			    -1);
+			config_free(c);
+		}
+	}
+
+	/* none given: none set, leftovers kill */
+	snprintf(text, sizeof text, "[handler h]\non = x\nexec = %s\n", prog);
+	c = load(text);
+	h = c ? handler_find(c, "h") : NULL;
+	ok(h && h->limits.set == 0 && h->limits.leftovers_wait == 0 &&
+	    c->cgroup == 1 && c->limits.set == 0,
+	    "no limits by default, leftovers kill, cgroup auto");
+	config_free(c);
+
+	/* [agent] defaults; a handler's own value wins, with its line */
+	snprintf(text, sizeof text, "[agent]\nmemory_max = 64m\n"
+	    "cpu_max = 50%%\nleftovers = wait\n[handler h]\non = x\n"
+	    "exec = %s\nmemory_max = 32m\n[handler g]\non = y\nexec = %s\n",
+	    prog, prog);
+	c = load(text);
+	h = c ? handler_find(c, "h") : NULL;
+	ok(h != NULL, "[agent] limits load%s%s", c ? "" : ": ", c ? "" : err);
+	if (h != NULL) {
+		ok(h->limits.memory_max == 32 * 1024 * 1024 &&
+		    limit_at(&h->limits, LIMIT_MEMORY, 8),
+		    "a handler's memory_max beats [agent]'s and says its line");
+		ok(h->limits.cpu_pct == 50 && h->limits.leftovers_wait == 1 &&
+		    limit_at(&h->limits, LIMIT_CPU, 3) &&
+		    limit_at(&h->limits, LIMIT_LEFTOVERS, 4),
+		    "[agent] cpu_max and leftovers inherited, with [agent]'s "
+		    "lines");
+		ok(!(h->limits.set & (1U << LIMIT_TASKS)) &&
+		    !(h->limits.set & (1U << LIMIT_SWAP)) &&
+		    !(h->limits.set & (1U << LIMIT_IO)),
+		    "what neither gives stays unset");
+		h = handler_find(c, "g");
+		ok(h && h->limits.memory_max == 64 * 1024 * 1024 &&
+		    limit_at(&h->limits, LIMIT_MEMORY, 2),
+		    "a handler without its own takes [agent]'s");
+	}
+	config_free(c);
+
+	/* [agent] refuses bad values as handlers do, and cgroup */
+	ok(fails_with("[agent]\nname = a\nmemory_max = lots\n", 3,
+	    "[agent] memory_max: 'lots' is not a size of at least 1m (like "
+	    "512m, 2g)"), "[agent] memory_max = lots: its error");
+	ok(fails_with("[agent]\ntasks_max = 0\n", 2,
+	    "[agent] tasks_max: '0' is not a number of tasks from 1 to "
+	    "4194304"), "[agent] tasks_max = 0: its error");
+	ok(fails_with("[agent]\ncpu_max = 0%\n", 2,
+	    "[agent] cpu_max: '0%' is not a share of CPU (like 50% of one, or "
+	    "2 for two CPUs)"), "[agent] cpu_max = 0%%: its error");
+	ok(fails_with("[agent]\nleftovers = maybe\n", 2,
+	    "[agent] leftovers: 'maybe' is not kill or wait"),
+	    "[agent] leftovers = maybe: its error");
+	ok(fails_with("[agent]\n\ncgroup = yes\n", 3,
+	    "[agent] cgroup: 'yes' is not auto or off"),
+	    "[agent] cgroup = yes: its error");
+	ok(fails_with("[agent]\ncgroup = Off\n", 2,
+	    "[agent] cgroup: 'Off' is not auto or off"),
+	    "[agent] cgroup takes lower case words only");
+	c = load("[agent]\ncgroup = off\n");
+	ok(c && c->cgroup == 0, "cgroup = off");
+	config_free(c);
+	c = load("[agent]\ncgroup = off\ncgroup = auto\n");
+	ok(c && c->cgroup == 1, "cgroup = auto, the last one wins");
+	config_free(c);
+
+	/* limits_set itself */
+	memset(&l, 0, sizeof l);
+	ok(limits_set(&l, "timeout", "5s", "f", 1, why, sizeof why) == 1 &&
+	    l.set == 0, "a key that is not a limit is left to the caller");
+	ok(limits_set(&l, "memory_max", "8m", "f", 2, why, sizeof why) == 0 &&
+	    limits_set(&l, "memory_max", "9m", "g", 7, why, sizeof why) == 0 &&
+	    l.memory_max == 9 * 1024 * 1024 && strcmp(l.at[LIMIT_MEMORY],
+	    "g:7") == 0, "a later value replaces, and moves its line");
+	ok(limits_set(&l, "memory_max", "x", "f", 3, why, sizeof why) == -1 &&
+	    strcmp(why, "'x' is not a size of at least 1m (like 512m, 2g)") ==
+	    0 && l.memory_max == 9 * 1024 * 1024 &&
+	    strcmp(l.at[LIMIT_MEMORY], "g:7") == 0,
+	    "a bad value says why and changes nothing");
+	limits_free(&l);
+	ok(l.at[LIMIT_MEMORY] == NULL, "limits_free");
+	for (kind = 0; kind < LIMIT_COUNT; kind++)
+		ok(limits_name(kind) != NULL, "limit %d is named %s", (int)kind,
+		    limits_name(kind));
 }
 
 int
@@ -396,6 +607,7 @@ main(void)
 	    "workdir = /nonexistent\n", prog);
 	ok(fails(text, 4, "workdir"), "missing workdir");
 	test_handler_keys(prog);
+	test_limits(prog);
 	ok(fails("[agent]\n\n[handler h]\non = x\n", 3, "exec"),
 	    "handler without exec names its section line");
 	ok(fails("[agent]\nthis line has no equals\n", 2, "syntax"),
