@@ -154,6 +154,7 @@ cgroup_find_own(void)
 	FILE		*fp;
 	char		 line[4096], *ctl, *path, *tok, *save;
 	enum cgroup_hier	 h;
+	size_t		 len;
 
 	if ((fp = fopen("/proc/self/cgroup", "re")) == NULL)
 		return;
@@ -166,6 +167,14 @@ cgroup_find_own(void)
 		*path++ = '\0';
 		ctl++;
 		if (*ctl == '\0') {
+			/*
+			 * systemd runs a delegated unit's ExecStartPre= (our
+			 * own -t) in its .control child: the unit's cgroup is
+			 * the one the agent will have.
+			 */
+			len = strlen(path);
+			if (len > 9 && strcmp(path + len - 9, "/.control") == 0)
+				path[len - 9] = '\0';
 			free(trees[CG_V2].own);
 			trees[CG_V2].own = xstrdup(path);
 			continue;
@@ -246,13 +255,22 @@ cgroup_v2_controllers(const char *own_path, int base)
 		{ "cpu", 1U << LIMIT_CPU },
 		{ "io", 1U << LIMIT_IO },
 	};
-	char	 have[512], word[32];
+	char	 have[512], word[32], procs[64];
 	size_t	 i;
-	int	 own;
+	int	 own, shared;
 
 	if ((own = open(own_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
 		return;
-	for (i = 0; i < sizeof ctls / sizeof ctls[0]; i++) {
+	/*
+	 * A dry look cannot move the agent out, so it asks the question the
+	 * kernel will: does the agent's cgroup (unless the root) hold other
+	 * processes, which would keep its children from getting controllers?
+	 */
+	snprintf(word, sizeof word, "%ld\n", (long)getpid());
+	shared = dry && strcmp(trees[CG_V2].own, "/") != 0 &&
+	    cgroup_read(own, "cgroup.procs", procs, sizeof procs) == 0 &&
+	    strcmp(procs, word) != 0 && strcmp(procs, "") != 0;
+	for (i = 0; i < sizeof ctls / sizeof ctls[0] && !shared; i++) {
 		snprintf(word, sizeof word, "+%s", ctls[i].name);
 		if (cgroup_read(own, "cgroup.controllers", have, sizeof have)
 		    == -1 || strstr(have, ctls[i].name) == NULL)
@@ -294,6 +312,10 @@ cgroup_v1_tree(enum cgroup_hier h, const char *name, unsigned kinds)
 	}
 	t->base = path;
 	v1_ctl |= kinds & ~v2_ctl;
+	/* swap limits need the kernel's swap accounting */
+	if (h == CG_MEMORY && faccessat(t->fd, "memory.memsw.limit_in_bytes",
+	    F_OK, 0) == -1)
+		v1_ctl &= ~(1U << LIMIT_SWAP);
 }
 
 /* Kill and remove what a previous life of this agent left in tree h. */
@@ -382,8 +404,10 @@ cgroup_init(const char *agent, const char *socket, int want, int check)
 	on = 0;
 	dry = check;
 	if (!want) {
-		snprintf(mode, sizeof mode, "off (cgroup = off): process "
-		    "groups");
+		snprintf(mode, sizeof mode, "off (cgroup = off): jobs are "
+		    "process groups");
+		if (!check)
+			log_notice("cgroup: %s", mode);
 		return 0;
 	}
 	cgroup_find_mounts();

@@ -165,7 +165,8 @@ job_setup_error(const struct job_info *j, const struct run_result *res,
 	const char	*hint = "";
 
 	error[0] = '\0';
-	if (res->usage.oom_kills > 0) {
+	/* a child killed for memory does not fail a handler that coped */
+	if (res->usage.oom_kills > 0 && !(res->exited && res->code == 0)) {
 		snprintf(error, errlen, "killed by the kernel: out of memory "
 		    "in the job's cgroup (memory_max %zu bytes, peak %lld)",
 		    j->h->limits.memory_max, (long long)res->usage.memory_peak);

@@ -718,7 +718,6 @@ def test_swap_limit_on_v1_needs_memory_max(need_cgroups, cg_dispatchd, workdir, 
     assert job_cgroups(agent.name) == []
 
 
-@pytest.mark.xfail(reason="status field lands on main")
 def test_status_shows_the_cgroup_mode(cg_dispatchd, workdir, procs):
     off = cg_dispatchd({"h": {"on": "x", "exec": "/bin/true"}}, agent_opts={"cgroup": "off"})
     auto = cg_dispatchd({"h": {"on": "x", "exec": "/bin/true"}})
