@@ -121,6 +121,7 @@ static int	 runner_dumpable;	/* the agent's PR_GET_DUMPABLE */
 static int	 runner_pidfd_off;	/* the kernel cannot signal by pidfd */
 static pid_t	 runner_self;		/* the agent's pid, asked once */
 static char	*runner_stack;		/* the children's, one at a time */
+static struct jobcg *volatile runner_cloning;	/* in clone: see there */
 
 #define CHILD_STACK	(256 * 1024)
 
@@ -631,6 +632,12 @@ runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
 	 */
 	sigfillset(&all);
 	sigprocmask(SIG_SETMASK, &all, &old);
+	/*
+	 * Under valgrind the child is a copy running on its own stack, and
+	 * a child that fails to exec would report the cgroup record, known
+	 * only to this frame, as leaked: a static holds it meanwhile.
+	 */
+	runner_cloning = cg;
 #ifdef RUNNER_FORK
 	if ((pid = fork()) == 0)
 		runner_child(&ca);
@@ -652,6 +659,7 @@ runner_start(const struct run_spec *spec, run_done_cb done, void *arg,
 	}
 #endif
 	saved = errno;
+	runner_cloning = NULL;
 	/*
 	 * A change of ids marks the memory the child shared with us as not
 	 * dumpable, for as long as the child had it: until its exec, which
