@@ -127,7 +127,9 @@ def test_07_handler_ignores_or_slowly_reads_stdin(env):
         time.sleep(0.05)
     env.wait_final([j1, j2], 20)
     print("worst ping latency while the slow reader waited: %.3fs" % worst)
-    assert worst < 0.5
+    # a stall would last the reader's 2 s; under the sanitizer on a busy
+    # 2-core machine a single ping has taken 0.55 s
+    assert worst < 1.0
     got = json.loads(out.read_text())
     assert got["id"] == j2 and got["data"]["big"] == big
     for j in (j1, j2):
