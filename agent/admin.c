@@ -230,6 +230,13 @@ admin_on_status(const struct redisReply *r, void *arg)
 		if (oldest >= 0)
 			json_object_set_new(h, "oldest_ready_s",
 			    json_real((double)(now - oldest) / 1000.0));
+		if (t->elements > 8 && t->element[8]->type ==
+		    REDIS_REPLY_INTEGER && t->element[8]->integer >= 0) {
+			json_object_set_new(h, "paused", json_true());
+			if (t->element[8]->integer > 0)
+				json_object_set_new(h, "paused_until_ms",
+				    json_integer(t->element[8]->integer));
+		}
 		json_object_set_new(h, "agents",
 		    routes_agents(t->element[0]->str, &mismatch));
 		json_object_set_new(h, "exec_mismatch",
@@ -295,6 +302,7 @@ admin_status(struct pending_admin *pa, const struct request *req)
 	call_key(c, KEY_DEAD, NULL);
 	call_key(c, KEY_RESULTS, NULL);
 	call_key(c, KEY_AGENTS, NULL);
+	call_key(c, KEY_PAUSED, NULL);
 	call_arg(c, "P", cfg->prefix);
 	call_int(c, "limit", SCAN_LIMIT);
 	for (i = 0; i < cfg->n_handlers; i++)
@@ -665,6 +673,14 @@ admin_metrics(struct pending_admin *pa, const struct request *req)
 	metrics_render(admin_on_metrics, pa);
 }
 
+/* pause, resume: admin_flow.c serves them. */
+static void
+admin_flow(struct pending_admin *pa, const struct request *req)
+{
+	admin_flow_request(req, pa->cb, pa->arg);
+	admin_done(pa);
+}
+
 /* The ops served here, by op; control.c serves the others. */
 static void (*const admin_ops[OP_COUNT])(struct pending_admin *,
     const struct request *) = {
@@ -678,6 +694,8 @@ static void (*const admin_ops[OP_COUNT])(struct pending_admin *,
 	[OP_HANDLERS] = admin_handlers,
 	[OP_RUN] = admin_run,
 	[OP_METRICS] = admin_metrics,
+	[OP_PAUSE] = admin_flow,
+	[OP_RESUME] = admin_flow,
 };
 
 /* Is op one of those served here? */

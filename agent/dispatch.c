@@ -61,12 +61,14 @@ static int		 draining;
 static size_t		 rotate;		/* fairness among handlers */
 static int64_t		 fetch_paused_until;	/* after a failed start */
 static ev_timer		 poll_timer;
+static ev_timer		 wake_timer;	/* a pause, or a rate, ends */
 static ev_idle		 kick_idle;
 static void		(*drained)(void);
 
 static void	 dispatch_fetch(void);
 static void	 dispatch_check_drained(void);
-static void	 dispatch_on_filled(int64_t, const struct redisReply *, long);
+static void	 dispatch_on_filled(int64_t, const struct redisReply *, int64_t,
+		    long);
 static char	*dispatch_fill(long *);
 
 /* What the finish outbox tells the loop, and asks of it. */
@@ -309,6 +311,34 @@ dispatch_field(const redisReply *e, const char *def)
 	return e->type == REDIS_REPLY_STRING ? e->str : def;
 }
 
+/*
+ * A fetch said that a handler it skipped may start at wake (Redis's
+ * clock, now its time): fetch then, unless a wake-up comes sooner.
+ */
+static void
+dispatch_wake_at(int64_t now, int64_t wake)
+{
+	double	after, at;
+
+	if (wake < 0 || draining)
+		return;
+	after = (double)(wake > now ? wake - now : 0) / 1000.0 + 0.002;
+	at = ev_now(EV_DEFAULT) + after;
+	if (ev_is_active(&wake_timer) &&
+	    ev_now(EV_DEFAULT) + ev_timer_remaining(EV_DEFAULT_ &wake_timer) <= at)
+		return;
+	ev_timer_stop(EV_DEFAULT_ &wake_timer);
+	ev_timer_set(&wake_timer, after, 0.);
+	ev_timer_start(EV_DEFAULT_ &wake_timer);
+}
+
+/* The wake timer: what held a handler has ended; fetch. */
+static void
+dispatch_on_wake(EV_P_ ev_timer *w, int revents)
+{
+	dispatch_fetch();
+}
+
 /* Start each job a fetch took, on Redis's clock now. */
 static void
 dispatch_start_jobs(int64_t now, const struct redisReply *jobs, long asked)
@@ -348,8 +378,8 @@ dispatch_start_jobs(int64_t now, const struct redisReply *jobs, long asked)
 }
 
 /*
- * The fetch script answered {now, jobs}.  A drain waits for it too: its
- * jobs hold leases, and are put back rather than started.
+ * The fetch script answered {now, jobs, wake}.  A drain waits for it too:
+ * its jobs hold leases, and are put back rather than started.
  */
 static void
 dispatch_on_fetched(const struct redisReply *reply, void *arg)
@@ -357,19 +387,25 @@ dispatch_on_fetched(const struct redisReply *reply, void *arg)
 	fetching = 0;
 	if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
 		log_warnx("fetch: %s", reply->str);
-	else if (call_reply_is(reply, "ia"))
+	else if (call_reply_is(reply, "iai")) {
+		dispatch_wake_at(reply->element[0]->integer,
+		    reply->element[2]->integer);
 		dispatch_start_jobs(reply->element[0]->integer,
 		    reply->element[1], (long)(intptr_t)arg);
+	}
 	dispatch_check_drained();
 }
 
 /* A finish's fetch is over: its jobs, or NULL when it did not happen. */
 static void
-dispatch_on_filled(int64_t now, const struct redisReply *jobs, long asked)
+dispatch_on_filled(int64_t now, const struct redisReply *jobs, int64_t wake,
+    long asked)
 {
 	fetching = 0;
-	if (jobs != NULL)
+	if (jobs != NULL) {
+		dispatch_wake_at(now, wake);
 		dispatch_start_jobs(now, jobs, asked);
+	}
 	dispatch_check_drained();
 }
 
@@ -454,6 +490,7 @@ dispatch_fetch(void)
 	c = call_start(SCRIPT_FETCH);
 	call_key(c, KEY_LEASES, NULL);
 	call_key(c, KEY_RUNNING, cfg->name);
+	call_key(c, KEY_PAUSED, NULL);
 	call_arg(c, "P", cfg->prefix);
 	call_arg(c, "agent", cfg->name);
 	call_int(c, "lease_ms", cfg->lease_ms);
@@ -630,6 +667,7 @@ dispatch_start(void)
 	finish_init(&finish_hooks);
 	ev_idle_init(&kick_idle, dispatch_on_kick);
 	ev_timer_init(&poll_timer, dispatch_on_poll, POLL_S, POLL_S);
+	ev_timer_init(&wake_timer, dispatch_on_wake, 0., 0.);
 	ev_timer_start(EV_DEFAULT_ &poll_timer);
 }
 
@@ -682,6 +720,7 @@ dispatch_drain(void (*done)(void))
 		draining = 1;
 		drained = done;
 		ev_timer_stop(EV_DEFAULT_ &poll_timer);
+		ev_timer_stop(EV_DEFAULT_ &wake_timer);
 		ev_idle_stop(EV_DEFAULT_ &kick_idle);
 		dispatch_check_drained();
 		return;

@@ -310,6 +310,11 @@ ctl_status(const struct ctl_args *a)
 		if (json_array_size(json_object_get(h, "agents")) == 0)
 			printf("(none alive: jobs wait)");
 		printf("\n");
+		if (json_is_true(json_object_get(h, "paused")))
+			printf("  PAUSED %s%s\n", json_object_get(h,
+			    "paused_until_ms") ? "until " : "until resumed",
+			    json_object_get(h, "paused_until_ms") ? ctl_when(h,
+			    "paused_until_ms", b[1], sizeof b[1]) : "");
 		if (json_is_true(json_object_get(h, "exec_mismatch")))
 			printf("  WARNING: %s has different exec lines on "
 			    "different agents\n", b[0]);
@@ -593,6 +598,31 @@ ctl_run(const struct ctl_args *a)
 	exit(status);
 }
 
+/* dispatchctl pause HANDLER [--for D], resume HANDLER. */
+static int
+ctl_flow(const struct ctl_args *a)
+{
+	char	b[64];
+
+	request = json_pack("{s:s, s:s}", "op", a->name, "handler",
+	    a->argv[0]);
+	if (a->for_s > 0)
+		json_object_set_new(request, "for", json_real(a->for_s));
+	ctl_call();
+	ctl_check();
+	if (json_output)
+		exit(0);
+	if (a->cmd == OP_RESUME)
+		printf("%s: %s\n", a->argv[0], json_is_true(json_object_get(
+		    reply, "was_paused")) ? "resumed" : "was not paused");
+	else if (json_object_get(reply, "until_ms"))
+		printf("%s: paused until %s\n", a->argv[0], ctl_when(reply,
+		    "until_ms", b, sizeof b));
+	else
+		printf("%s: paused until resumed\n", a->argv[0]);
+	exit(0);
+}
+
 /* dispatchctl metrics. */
 static int
 ctl_metrics(const struct ctl_args *a)
@@ -673,6 +703,8 @@ main(int argc, char **argv)
 		[OP_CHECK] = ctl_config_check,
 		[OP_RUN] = ctl_run,
 		[OP_METRICS] = ctl_metrics,
+		[OP_PAUSE] = ctl_flow,
+		[OP_RESUME] = ctl_flow,
 	};
 	static struct ctl_args	 args;	/* static: its argv stays reachable */
 	int			 i;

@@ -184,6 +184,8 @@ enum request_op {
 	OP_CHECK,	/* dispatchctl's own: never sent (PROTO_LOCAL) */
 	OP_RUN,
 	OP_METRICS,
+	OP_PAUSE,
+	OP_RESUME,
 	OP_COUNT
 };
 
@@ -200,6 +202,7 @@ struct request {
 	long		 limit;		/* jobs, results, retry, purge */
 	int		 limit_given;	/* else a per-op default */
 	int64_t		 older_ms;	/* purge */
+	int64_t		 for_ms;	/* pause: 0 until resumed */
 	int		 dead;		/* retry, purge: the dead jobs */
 };
 
@@ -390,6 +393,7 @@ enum schema_key {
 	KEY_RUNNING,		/* set agent:<name>:running */
 	KEY_INFO,		/* hash agent:<name>:info */
 	KEY_ROUTES,		/* hash routes:<name> */
+	KEY_PAUSED,		/* hash: handler -> paused until (ms) */
 	KEY_COUNT
 };
 #define SCHEMA_DEAD_TTL_S	(7 * 86400)	/* how long dead jobs are kept */
@@ -411,6 +415,7 @@ enum script_id {
 	SCRIPT_JOB,
 	SCRIPT_ADMIN,
 	SCRIPT_ROUTES,
+	SCRIPT_PAUSE,
 	SCRIPT_COUNT
 };
 struct script {
@@ -420,6 +425,17 @@ struct script {
 	const char	*args;		/* ARGV by name; [a b] repeats */
 };
 extern const struct script scripts[SCRIPT_COUNT];
+/* Redis's clock in ms as the Lua local now; every script that needs it. */
+#define SCRIPTS_NOW \
+	"local t = redis.call('TIME')\n" \
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+/* The error of a results entry for a job cancelled while it ran. */
+#define SCRIPTS_CANCEL_TEXT	"'cancelled by an administrator while running'"
+
+/* scripts_flow.c: the fetch path's scripts, and flow control's */
+extern const char scripts_flow_fetch[];
+extern const char scripts_flow_finish[];
+extern const char scripts_flow_pause[];
 
 /* ctl_print.c (dispatchctl only) */
 const char	*ctl_cell(struct json_t *, const char *, char *, size_t);
@@ -446,6 +462,7 @@ struct ctl_args {
 	const char	 *event;	/* --event */
 	long		  limit;	/* --limit, -n: 1-10000 */
 	double		  older_than;	/* --older-than, in seconds */
+	double		  for_s;	/* --for, in seconds */
 	int		  dead;		/* --dead */
 	int		  follow;	/* --follow, -f */
 };
@@ -724,7 +741,8 @@ void	 inbox_stop(void);
 struct finish_hooks {
 	void	(*recorded)(void);		/* a finish is in Redis */
 	char	*(*fill)(long *);		/* rooms to fill, or NULL */
-	void	(*fetched)(int64_t, const struct redisReply *, long);
+	void	(*fetched)(int64_t, const struct redisReply *, int64_t, long);
+					/* now, jobs, wake (-1), asked */
 };
 void	 finish_init(const struct finish_hooks *);
 void	 finish_queue(const struct job_info *, const struct run_result *,
@@ -783,6 +801,9 @@ int	 metrics_listen(const char *);
 /* admin.c */
 int	 admin_serves(enum request_op);
 void	 admin_request(const struct request *, enqueue_cb, void *);
+
+/* admin_flow.c */
+void	 admin_flow_request(const struct request *, enqueue_cb, void *);
 
 /* control.c */
 int	 control_listen(const char *, int, size_t);

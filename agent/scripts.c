@@ -10,12 +10,8 @@
 
 #include "dispatchd.h"
 
-/* The error of a results entry for a job cancelled while it ran. */
-#define CANCEL_TEXT	"'cancelled by an administrator while running'"
-
-#define NOW \
-	"local t = redis.call('TIME')\n" \
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+#define CANCEL_TEXT	SCRIPTS_CANCEL_TEXT
+#define NOW		SCRIPTS_NOW
 
 /*
  * enqueue: fan one event out to its handlers, once per event id.
@@ -88,54 +84,6 @@ static const char script_promote[] = NOW
 "local nextdue = -1\n"
 "if nxt[2] then nextdue = tonumber(nxt[2]) end\n"
 "return {moved, nextdue, now}\n";
-
-/*
- * The fetch loop, shared by fetch and finish: from rooms, an iterator of
- * handler names and their room, take up to want jobs into out.  Needs P,
- * agent, now, lease (the deadline), want, out, and KEYS[lk], KEYS[rk] the
- * leases and the agent's running set.
- */
-#define FETCH_LOOP(lk, rk) \
-"for h, r in rooms do\n" \
-"  local room = tonumber(r)\n" \
-"  while room > 0 and #out < want do\n" \
-"    local jid = redis.call('RPOP', P .. 'ready:' .. h)\n" \
-"    if not jid then break end\n" \
-"    local jk = P .. 'job:' .. jid\n" \
-"    local f = redis.call('HMGET', jk, 'state', 'attempt', 'data',\n" \
-"      'max_attempts', 'event', 'event_id', 'created_ms')\n" \
-"    if f[1] == 'ready' then\n" \
-"      local attempt = (tonumber(f[2]) or 0) + 1\n" \
-"      redis.call('HSET', jk, 'attempt', attempt, 'state', 'running',\n" \
-"        'owner', agent, 'lease_ms', lease, 'started_ms', now)\n" \
-"      redis.call('ZADD', KEYS[" lk "], lease, jid)\n" \
-"      redis.call('SADD', KEYS[" rk "], jid)\n" \
-"      out[#out + 1] = {jid, h, attempt, f[3], f[4], f[5], f[6], f[7]}\n" \
-"      room = room - 1\n" \
-"    end\n" \
-"  end\n" \
-"  if #out >= want then break end\n" \
-"end\n"
-
-/*
- * fetch: take up to want ready jobs, at most room of each handler, in the
- * order given (the agent rotates it for fairness); bump each one's attempt
- * (the fencing token) and register its lease.
- * KEYS: leases, agent:<name>:running.
- * ARGV: P agent lease_ms want, then pairs handler room.
- * Returns {now_ms, {{jid, handler, attempt, data, max_attempts, event,
- * event_id, created_ms}...}}.
- */
-static const char script_fetch[] = NOW
-"local P, agent = ARGV[1], ARGV[2]\n"
-"local lease, want, out = now + tonumber(ARGV[3]), tonumber(ARGV[4]), {}\n"
-"local i = 3\n"
-"local function rooms()\n"
-"  i = i + 2\n"
-"  if ARGV[i] then return ARGV[i], ARGV[i + 1] end\n"
-"end\n"
-FETCH_LOOP("1", "2")
-"return {now, out}\n";
 
 /*
  * extend: heartbeat and lease renewal for the jobs this agent runs.  With
@@ -213,89 +161,6 @@ static const char script_extend[] = NOW
 "  end\n"
 "end\n"
 "return {leader, lost, cancel}\n";
-
-/*
- * finish: record one attempt's outcome in the results stream, then mark
- * the job done, retry it after a backoff, send it to dead, or release it.
- * A finish from an agent that no longer holds the lease is 'stale' and
- * changes nothing but the stream.  A job an administrator cancelled while
- * it ran (marked by the admin script) is 'cancelled' and deleted whatever
- * the run's outcome, unless the run had succeeded: then it is done.  Each
- * run is recorded once: fin:<jid> remembers the last finish for
- * remember_ms, and the same finish sent again (its reply was lost with the
- * connection) gets the first answer and changes nothing.  A stale finish
- * leaves the owner's record alone.
- * The slot the run frees can be filled in the same call: with want > 0
- * it then fetches as the fetch script does, from rooms, "handler room"
- * pairs in one string, so a busy agent makes one call per job, not two.
- * KEYS: job:<jid> leases agent:<name>:running delayed dead results
- *   ready:<handler> fin:<jid>.
- * ARGV: jid agent attempt outcome(ok|fail|fatal|release) backoff_ms
- *   results_max dead_ttl_s remember_ms P lease_ms want rooms, then result
- *   fields as name value pairs.
- * Returns {outcome, stream_id, now_ms, {fetched jobs, as fetch's}}.
- */
-static const char script_finish[] = NOW
-"local jid, agent, att, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
-"local P, lease, want = ARGV[9], now + tonumber(ARGV[10]), tonumber(ARGV[11])\n"
-"local rooms, out = string.gmatch(ARGV[12], '(%S+) (%d+)'), {}\n"
-"local seen = redis.call('GET', KEYS[8])\n"
-"if seen then\n"
-"  local a, g, st, sid = string.match(seen, '^(%S+) (%S+) (%S+) (%S+)$')\n"
-"  if a == att and g == agent then return {st, sid, now, out} end\n"
-"end\n"
-"redis.call('SREM', KEYS[3], jid)\n"
-"local f = redis.call('HMGET', KEYS[1], 'owner', 'attempt', 'state',\n"
-"  'failures', 'max_attempts', 'event', 'handler', 'event_id', 'cancel')\n"
-"local status\n"
-"if not (f[1] == agent and f[2] == att and f[3] == 'running') then\n"
-"  status = 'stale'\n"
-"else\n"
-"  redis.call('ZREM', KEYS[2], jid)\n"
-"  if outcome == 'ok' then status = 'done'\n"
-"  elseif f[9] then status = 'cancelled'\n"
-"  elseif outcome == 'release' then status = 'released'\n"
-"  else\n"
-"    local failures = tonumber(f[4]) + 1\n"
-"    redis.call('HSET', KEYS[1], 'failures', failures)\n"
-"    if outcome == 'fatal' or failures >= tonumber(f[5]) then\n"
-"      status = 'dead' else status = 'retry' end\n"
-"  end\n"
-"end\n"
-"local fields = {'job', jid, 'event', f[6] or '', 'event_id', f[8] or '',\n"
-"  'handler', f[7] or '', 'attempt', att, 'outcome', status, 'agent', agent}\n"
-"local why = status == 'cancelled' and " CANCEL_TEXT "\n"
-"for i = 13, #ARGV - 1, 2 do\n"
-"  local v = ARGV[i + 1]\n"
-"  if why and ARGV[i] == 'error' then\n"
-"    if v ~= '' then v = why .. '; ' .. v else v = why end\n"
-"    why = nil\n"
-"  end\n"
-"  fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = v\n"
-"end\n"
-"if why then fields[#fields + 1] = 'error'; fields[#fields + 1] = why end\n"
-"local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6], '*',\n"
-"  unpack(fields))\n"
-"if status ~= 'stale' then\n"
-"  redis.call('SET', KEYS[8], att .. ' ' .. agent .. ' ' .. status .. ' ' ..\n"
-"    id, 'PX', ARGV[8])\n"
-"end\n"
-"if status == 'done' or status == 'cancelled' then\n"
-"  redis.call('DEL', KEYS[1])\n"
-"elseif status == 'released' then\n"
-"  redis.call('HSET', KEYS[1], 'state', 'ready', 'owner', '')\n"
-"  redis.call('RPUSH', KEYS[7], jid)\n"
-"elseif status == 'retry' then\n"
-"  local due = now + tonumber(ARGV[5])\n"
-"  redis.call('HSET', KEYS[1], 'state', 'delayed', 'owner', '', 'due_ms', due)\n"
-"  redis.call('ZADD', KEYS[4], due, jid)\n"
-"elseif status == 'dead' then\n"
-"  redis.call('HSET', KEYS[1], 'state', 'dead', 'owner', '', 'died_ms', now)\n"
-"  redis.call('ZADD', KEYS[5], now, jid)\n"
-"  if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[7]) end\n"
-"end\n"
-FETCH_LOOP("2", "3")
-"return {status, id, now, out}\n";
 
 /*
  * recover: jobs whose lease expired (their agent died or lost Redis) are
@@ -398,9 +263,11 @@ static const char script_claim[] = NOW
 /*
  * status: queue depths per handler and the agents, read-only.  Sets are
  * scanned up to limit members; "truncated" says when counts are partial.
- * KEYS: delayed leases dead results agents.  ARGV: P limit handler...
+ * KEYS: delayed leases dead results agents paused.  ARGV: P limit
+ * handler...
  * Returns {now, {{name, ready, delayed, running, dead, done_1h,
- * failed_1h, oldest_ready_created_ms or -1}...}, {{agent, heartbeat_ms,
+ * failed_1h, oldest_ready_created_ms or -1, paused_until_ms (-1: not
+ * paused, 0: until resumed)}...}, {{agent, heartbeat_ms,
  * alive, running, version, host}...}, truncated, delayed_total,
  * dead_total}.
  */
@@ -442,7 +309,9 @@ static const char script_status[] = NOW
 "local hs, ag = {}, {}\n"
 "for i = 3, #ARGV do\n"
 "  local t = idx[ARGV[i]]\n"
-"  hs[#hs + 1] = {ARGV[i], t[1], t[2], t[3], t[4], t[5], t[6], t[7]}\n"
+"  local pu = tonumber(redis.call('HGET', KEYS[6], ARGV[i]) or -1)\n"
+"  if pu > 0 and pu <= now then pu = -1 end\n"
+"  hs[#hs + 1] = {ARGV[i], t[1], t[2], t[3], t[4], t[5], t[6], t[7], pu}\n"
 "end\n"
 "local a = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES')\n"
 "for i = 1, #a, 2 do\n"
@@ -632,15 +501,15 @@ const struct script scripts[SCRIPT_COUNT] = {
 	[SCRIPT_PROMOTE] = { "promote", script_promote,
 	    "delayed",
 	    "P limit notify_channel" },
-	[SCRIPT_FETCH] = { "fetch", script_fetch,
-	    "leases running",
+	[SCRIPT_FETCH] = { "fetch", scripts_flow_fetch,
+	    "leases running paused",
 	    "P agent lease_ms want [handler room]" },
 	[SCRIPT_EXTEND] = { "extend", script_extend,
 	    "leases agent agents info running results lock:events",
 	    "P agent lease_ms heartbeat_ttl_ms token version host reconcile "
 	    "results_max leader_ttl_ms [jid attempt]" },
-	[SCRIPT_FINISH] = { "finish", script_finish,
-	    "job leases running delayed dead results ready fin",
+	[SCRIPT_FINISH] = { "finish", scripts_flow_finish,
+	    "job leases running delayed dead results ready fin paused",
 	    "jid agent attempt outcome backoff_ms results_max dead_ttl_s "
 	    "remember_ms P lease_ms want rooms [field value]" },
 	[SCRIPT_RECOVER] = { "recover", script_recover,
@@ -651,7 +520,7 @@ const struct script scripts[SCRIPT_COUNT] = {
 	    "agent running leases agents lock:events",
 	    "token previous_tokens heartbeat_ttl_ms name leader_ttl_ms" },
 	[SCRIPT_STATUS] = { "status", script_status,
-	    "delayed leases dead results agents",
+	    "delayed leases dead results agents paused",
 	    "P limit [handler]" },
 	[SCRIPT_JOBS] = { "jobs", script_jobs,
 	    "delayed leases dead",
@@ -665,4 +534,7 @@ const struct script scripts[SCRIPT_COUNT] = {
 	[SCRIPT_ROUTES] = { "routes", script_routes,
 	    "agents",
 	    "P self grace_ms" },
+	[SCRIPT_PAUSE] = { "pause", scripts_flow_pause,
+	    "paused",
+	    "action handler for_ms notify_channel" },
 };

@@ -77,11 +77,14 @@ class Lua:
     def promote(self, limit=100, notify=""):
         return self("promote", [K("delayed")], [P, limit, notify])
 
-    def fetch(self, agent, pairs, want=10, lease_ms=5000):
+    def fetch(self, agent, pairs, want=10, lease_ms=5000, full=False):
+        """{now, jobs}, or with full the whole reply {now, jobs, wake}."""
         argv = [P, agent, lease_ms, want]
         for h, room in pairs:
             argv += [h, room]
-        return self("fetch", [K("leases"), K("agent:%s:running" % agent)], argv)
+        rep = self("fetch", [K("leases"), K("agent:%s:running" % agent), K("paused")],
+                   argv)
+        return rep if full else rep[:2]
 
     def extend(self, agent, pairs=(), token="tok", reconcile=0, leader_ttl_ms=0,
                lease_ms=5000, heartbeat_ttl_ms=5000, version="9.9", host="hostA"):
@@ -95,13 +98,18 @@ class Lua:
 
     def finish(self, jid, agent, attempt, outcome, handler="h1", backoff_ms=1000,
                dead_ttl_s=3600, remember_ms=10000, fields=("exit", "0"), want=0,
-               rooms=(), lease_ms=30000):
-        return self("finish", [K("job:" + jid), K("leases"), K("agent:%s:running" % agent),
-                               K("delayed"), K("dead"), K("results"), K("ready:" + handler),
-                               K("fin:" + jid)],
-                    [jid, agent, attempt, outcome, backoff_ms, 1000, dead_ttl_s,
-                     remember_ms, P, lease_ms, want,
-                     " ".join("%s %d" % hr for hr in rooms)] + list(fields))
+               rooms=(), lease_ms=30000, full=False):
+        """{outcome, stream id, now, jobs}, or with full the whole reply."""
+        rep = self("finish", [K("job:" + jid), K("leases"), K("agent:%s:running" % agent),
+                              K("delayed"), K("dead"), K("results"), K("ready:" + handler),
+                              K("fin:" + jid), K("paused")],
+                   [jid, agent, attempt, outcome, backoff_ms, 1000, dead_ttl_s,
+                    remember_ms, P, lease_ms, want,
+                    " ".join("%s %d" % hr for hr in rooms)] + list(fields))
+        return rep if full else rep[:4]
+
+    def pause(self, handler, for_ms=0, action="pause", notify=""):
+        return self("pause", [K("paused")], [action, handler, for_ms, notify])
 
     def recover(self, lock_ms=1000, limit=100, grace_ms=0, backoff_ms=1000,
                 backoff_cap_ms=60000, dead_ttl_s=3600, notify=""):
@@ -117,7 +125,7 @@ class Lua:
 
     def status(self, handlers, limit=100):
         return self("status", [K("delayed"), K("leases"), K("dead"), K("results"),
-                               K("agents")], [P, limit] + list(handlers))
+                               K("agents"), K("paused")], [P, limit] + list(handlers))
 
     def jobs(self, state, handlers, handler="", limit=100):
         return self("jobs", [K("delayed"), K("leases"), K("dead")],
@@ -159,7 +167,7 @@ def dead_job(lua, jid, handler="h1", agent="a1"):
 # ------------------------------------------------------------ coverage ----
 
 TESTED = {"enqueue", "promote", "fetch", "extend", "finish", "recover", "claim", "status",
-          "jobs", "job", "admin", "routes"}
+          "jobs", "job", "admin", "routes", "pause"}
 
 
 def test_every_script_has_contract_tests(bodies):
@@ -614,7 +622,7 @@ def test_status_counts_per_handler_and_lists_agents_read_only(lua, r, raw):
     assert snapshot(raw) == before
     assert isinstance(now, int)
     created_j5 = int(r.hget(K("job:j5"), "created_ms"))
-    assert hs == [["h1", 1, 1, 1, 1, 1, 1, created_j5], ["h2", 0, 0, 0, 0, 0, 0, -1]]
+    assert hs == [["h1", 1, 1, 1, 1, 1, 1, created_j5, -1], ["h2", 0, 0, 0, 0, 0, 0, -1, -1]]
     (a,) = ag
     assert a[0] == "a1" and isinstance(a[1], int) and a[2:] == [1, 1, "1.2", "hx"]
     assert (trunc, delayed_total, dead_total) == (0, 1, 1)
@@ -739,3 +747,58 @@ def test_routes_of_live_agents_except_self(lua, r, raw):
     rep = lua.routes("a2", grace_ms=10000)
     assert snapshot(raw) == before
     assert sorted(rep) == [["a1", ["h1", '{"on":"x.*"}']], ["a4", []]]
+
+
+# --------------------------------------------------------------- pause ----
+
+def test_pause_holds_a_handler_in_the_fetch_and_lets_the_others_run(lua, r):
+    lua.enqueue("e1", [("j1", "h1"), ("j2", "h2")])
+    was, until, now = lua.pause("h1")
+    assert (was, until) == (0, 0) and r.hget(K("paused"), "h1") == "0"
+    now, jobs, wake = lua.fetch("a1", [("h1", 5), ("h2", 5)], full=True)
+    assert [j[0] for j in jobs] == ["j2"] and wake == -1   # until resumed: no wake
+    assert r.lrange(K("ready:h1"), 0, -1) == ["j1"]           # untouched, still first
+    # the finish's fetch skips it too
+    rep = lua.finish("j2", "a1", 1, "ok", handler="h2", want=1, rooms=[("h1", 1)],
+                     full=True)
+    assert rep[3] == [] and rep[4] == -1
+    # a pause taken again says it was paused
+    assert lua.pause("h1")[0] == 1
+
+
+def test_pause_for_a_time_reports_its_end_as_wake_and_ends_by_itself(lua, r):
+    lua.enqueue("e1", [("j1", "h1")])
+    was, until, now = lua.pause("h1", for_ms=300)
+    assert was == 0 and now + 250 <= until <= now + 350
+    t, jobs, wake = lua.fetch("a1", [("h1", 5)], full=True)
+    assert jobs == [] and wake == until
+    # a handler the agent did not ask for does not set wake
+    assert lua.fetch("a1", [("h2", 5)], full=True)[2] == -1
+    wait_for(lambda: lua.now() > until, 2, what="the pause's end")
+    t, jobs, wake = lua.fetch("a1", [("h1", 5)], full=True)
+    assert [j[0] for j in jobs] == ["j1"] and wake == -1
+    assert r.hget(K("paused"), "h1") is None                  # the ended pause is gone
+
+
+def test_resume_deletes_the_pause_and_publishes_the_ready_hint(lua, r):
+    p = r.pubsub()
+    p.subscribe(K("notify"))
+    wait_for(lambda: p.get_message(timeout=0.1) is not None, 2, what="subscribed")
+    lua.enqueue("e1", [("j1", "h1")])
+    lua.pause("h1")
+    assert lua.pause("h1", action="resume", notify=K("notify"))[0] == 1
+    assert r.hget(K("paused"), "h1") is None
+    msg = wait_for(lambda: p.get_message(timeout=0.1), 2, what="the hint")
+    assert msg["data"] == "r"
+    assert [j[0] for j in lua.fetch("a1", [("h1", 5)])[1]] == ["j1"]
+    assert lua.pause("h1", action="resume")[0] == 0           # not paused: says so
+    with pytest.raises(redislib.ResponseError):
+        lua.pause("h1", action="frobnicate")
+
+
+def test_status_reports_pauses_and_their_end(lua, r):
+    lua.pause("h1")
+    lua.pause("h2", for_ms=60000)
+    now, hs = lua.status(["h1", "h2", "h3"])[:2]
+    pu = {h[0]: h[8] for h in hs}
+    assert pu["h1"] == 0 and pu["h2"] > now and pu["h3"] == -1
