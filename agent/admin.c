@@ -587,6 +587,9 @@ admin_handlers(struct pending_admin *pa, const struct request *req)
 		    "env", admin_words(x->env, x->n_env),
 		    "uid", (int)x->uid, "gid", (int)x->gid,
 		    "declared", json_sprintf("%s:%d", x->file, x->line));
+		if (x->max_running)
+			json_object_set_new(h, "max_running",
+			    json_integer(x->max_running));
 		if ((pw = getpwuid(x->uid)) != NULL)
 			json_object_set_new(h, "user", json_string(pw->pw_name));
 		if ((gr = getgrgid(x->gid)) != NULL)

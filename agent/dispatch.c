@@ -451,8 +451,8 @@ dispatch_free_slots(void)
  * number of handlers given.
  */
 static size_t
-dispatch_rooms(int free_slots, void (*fn)(const char *, int, void *),
-    void *arg)
+dispatch_rooms(int free_slots, void (*fn)(const struct handler *, int,
+    void *), void *arg)
 {
 	struct handler	*h;
 	size_t		 i, nh = cfg->n_handlers, nr = 0;
@@ -464,18 +464,19 @@ dispatch_rooms(int free_slots, void (*fn)(const char *, int, void *),
 		room = h->concurrency - dispatch_running_for(h->name);
 		if (room <= 0)
 			continue;
-		fn(h->name, room > free_slots ? free_slots : room, arg);
+		fn(h, room > free_slots ? free_slots : room, arg);
 		nr++;
 	}
 	return nr;
 }
 
-/* Add a handler and its room to a fetch call. */
+/* Add a handler, its room and its flow limits to a fetch call. */
 static void
-dispatch_room_arg(const char *name, int room, void *arg)
+dispatch_room_arg(const struct handler *h, int room, void *arg)
 {
-	call_arg(arg, "handler", name);
+	call_arg(arg, "handler", h->name);
 	call_int(arg, "room", room);
+	call_arg(arg, "flow", h->flow);
 }
 
 /* Ask for as many jobs as there are free slots, unless one is on its way. */
@@ -501,14 +502,14 @@ dispatch_fetch(void)
 	call_free(c);
 }
 
-/* Add a handler and its room to a room text, "handler room ...". */
+/* Add a handler to a room text, "handler room flow ...". */
 static void
-dispatch_room_text(const char *name, int room, void *arg)
+dispatch_room_text(const struct handler *h, int room, void *arg)
 {
 	char	**text = arg, *s;
 
-	xasprintf(&s, "%s%s%s %d", *text ? *text : "", *text ? " " : "",
-	    name, room);
+	xasprintf(&s, "%s%s%s %d %s", *text ? *text : "", *text ? " " : "",
+	    h->name, room, h->flow);
 	free(*text);
 	*text = s;
 }

@@ -533,6 +533,9 @@ ctl_handlers(const struct ctl_args *a)
 		printf("delay = %ss\n", ctl_cell(h, "delay_s", b, sizeof b));
 		printf("concurrency = %s\n", ctl_cell(h, "concurrency", b,
 		    sizeof b));
+		if (json_object_get(h, "max_running"))
+			printf("max_running = %s\n", ctl_cell(h, "max_running",
+			    b, sizeof b));
 		printf("workdir = %s\n", ctl_cell(h, "workdir", b, sizeof b));
 		printf("# runs as %s", ctl_cell(h, "user", b, sizeof b));
 		printf(":%s", ctl_cell(h, "group", b, sizeof b));

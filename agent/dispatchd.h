@@ -78,6 +78,8 @@ struct handler {
 	int64_t		  backoff_cap_ms;
 	int		  attempts;
 	int		  concurrency;	/* 0: as many as workers */
+	int		  max_running;	/* fleet-wide; 0: no limit */
+	char		 *flow;		/* the fetch's flow word, "-": none */
 	char		 *file;		/* where the section was declared */
 	int		  line;
 	char		 *exec_file;	/* where exec was set */

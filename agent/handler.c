@@ -85,6 +85,8 @@ static const struct handler_key handler_keys[] = {
 	    "", " is not a number from 1 to 1000", NULL, NULL },
 	{ "concurrency",  HKEY_INT,	 OFF(concurrency),	1, 4096,
 	    "", " is not a number from 1 to 4096", NULL, NULL },
+	{ "max_running",  HKEY_INT,	 OFF(max_running),	1, 1000000,
+	    "", " is not a number from 1 to 1000000", NULL, NULL },
 	{ "backoff",	  HKEY_CUSTOM,	 0,			0, 0,
 	    NULL, NULL, NULL, handler_parse_backoff },
 	{ "workdir",	  HKEY_CUSTOM,	 0,			0, 0,
@@ -512,6 +514,11 @@ handler_finish(struct handler *h, const struct config *conf, char *err,
 	if (h->concurrency == 0 || h->concurrency > conf->workers)
 		h->concurrency = conf->workers;
 	limits_inherit(&h->limits, &conf->limits);
+	free(h->flow);
+	if (h->max_running > 0)
+		xasprintf(&h->flow, "m%d", h->max_running);
+	else
+		h->flow = xstrdup("-");
 	if (handler_resolve_user(conf, h, err, errlen) == -1 ||
 	    handler_check_owner(h, err, errlen) == -1)
 		return -1;
@@ -538,6 +545,7 @@ handler_free(struct handler *h)
 	util_free_words(h->env);
 	free(h->exec);
 	free(h->exec_file);
+	free(h->flow);
 	free(h->user);
 	free(h->group);
 	free(h->groups);

@@ -136,9 +136,11 @@ static const char script_extend[] = NOW
 "    if not mine[jid] then\n"
 "      local jk = P .. 'job:' .. jid\n"
 "      local f = redis.call('HMGET', jk, 'owner', 'state', 'handler',\n"
-"        'attempt', 'event', 'event_id', 'cancel')\n"
+"        'attempt', 'event', 'event_id', 'cancel', 'fleet')\n"
 "      redis.call('SREM', KEYS[5], jid)\n"
 "      if f[1] == agent and f[2] == 'running' then\n"
+"        if f[8] then\n"
+"          redis.call('SREM', P .. 'flow:' .. f[3] .. ':running', jid) end\n"
 "        local st, err = 'released', 'fetched on a lost connection; put back'\n"
 "        redis.call('ZREM', KEYS[1], jid)\n"
 "        if f[7] then\n"
@@ -189,8 +191,10 @@ static const char script_recover[] = NOW
 "  local jk = P .. 'job:' .. jid\n"
 "  local f = redis.call('HMGET', jk, 'owner', 'attempt', 'state',\n"
 "    'failures', 'max_attempts', 'event', 'handler', 'event_id',\n"
-"    'backoff_ms', 'backoff_cap_ms', 'cancel')\n"
+"    'backoff_ms', 'backoff_cap_ms', 'cancel', 'fleet')\n"
 "  if f[3] == 'running' then\n"
+"    if f[12] then\n"
+"      redis.call('SREM', P .. 'flow:' .. f[7] .. ':running', jid) end\n"
 "    if f[1] and f[1] ~= '' then\n"
 "      redis.call('SREM', P .. 'agent:' .. f[1] .. ':running', jid) end\n"
 "    local failures, status = tonumber(f[4]) + 1, 'retry'\n"
@@ -503,7 +507,7 @@ const struct script scripts[SCRIPT_COUNT] = {
 	    "P limit notify_channel" },
 	[SCRIPT_FETCH] = { "fetch", scripts_flow_fetch,
 	    "leases running paused",
-	    "P agent lease_ms want [handler room]" },
+	    "P agent lease_ms want [handler room flow]" },
 	[SCRIPT_EXTEND] = { "extend", script_extend,
 	    "leases agent agents info running results lock:events",
 	    "P agent lease_ms heartbeat_ttl_ms token version host reconcile "

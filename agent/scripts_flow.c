@@ -14,13 +14,18 @@
 
 /*
  * The fetch loop, shared by fetch and finish: from rooms, an iterator of
- * handler names and their room, take up to want jobs into out.  Needs P,
- * agent, now, lease (the deadline), want, out, and KEYS[lk], KEYS[rk],
+ * handler names, their room and their flow ("-" for none, else "m<N>":
+ * at most N running fleet-wide), take up to want jobs into out.  Needs
+ * P, agent, now, lease (the deadline), want, out, and KEYS[lk], KEYS[rk],
  * KEYS[pk] the leases, the agent's running set and the paused hash.
  * A paused handler is skipped before its list is touched (a pause that
  * has ended is deleted on the way); wake is set to the earliest end of a
  * pause that held a handler asked for, -1 if none, so the agent fetches
  * again then.  Without pauses the cost is one HGETALL of an empty hash.
+ * A handler with a fleet limit counts flow:<h>:running, the jobs it runs
+ * anywhere, each marked 'fleet' so that finish, recover and extend's
+ * reconcile take it out; at the limit, members without a lease (lost to
+ * a crash between two steps) are dropped, so the count heals.
  */
 #define FETCH_LOOP(lk, rk, pk) \
 "local held, wake = {}, -1\n" \
@@ -30,11 +35,24 @@
 "  if u > 0 and u <= now then redis.call('HDEL', KEYS[" pk "], pz[i])\n" \
 "  else held[pz[i]] = u end\n" \
 "end\n" \
-"for h, r in rooms do\n" \
-"  local room, u = tonumber(r), held[h]\n" \
+"for h, r, fl in rooms do\n" \
+"  local room, u, fr = tonumber(r), held[h], nil\n" \
 "  if u then\n" \
 "    room = 0\n" \
 "    if u > 0 and (wake < 0 or u < wake) then wake = u end\n" \
+"  elseif fl ~= '-' then\n" \
+"    local mx = tonumber(string.match(fl, 'm(%d+)'))\n" \
+"    if mx then\n" \
+"      fr = P .. 'flow:' .. h .. ':running'\n" \
+"      local n = redis.call('SCARD', fr)\n" \
+"      if n >= mx then\n" \
+"        for _, j in ipairs(redis.call('SMEMBERS', fr)) do\n" \
+"          if not redis.call('ZSCORE', KEYS[" lk "], j) then\n" \
+"            redis.call('SREM', fr, j); n = n - 1 end\n" \
+"        end\n" \
+"      end\n" \
+"      if mx - n < room then room = mx - n end\n" \
+"    end\n" \
 "  end\n" \
 "  while room > 0 and #out < want do\n" \
 "    local jid = redis.call('RPOP', P .. 'ready:' .. h)\n" \
@@ -48,6 +66,9 @@
 "        'owner', agent, 'lease_ms', lease, 'started_ms', now)\n" \
 "      redis.call('ZADD', KEYS[" lk "], lease, jid)\n" \
 "      redis.call('SADD', KEYS[" rk "], jid)\n" \
+"      if fr then\n" \
+"        redis.call('SADD', fr, jid); redis.call('HSET', jk, 'fleet', 1)\n" \
+"      end\n" \
 "      out[#out + 1] = {jid, h, attempt, f[3], f[4], f[5], f[6], f[7]}\n" \
 "      room = room - 1\n" \
 "    end\n" \
@@ -60,7 +81,8 @@
  * order given (the agent rotates it for fairness); bump each one's attempt
  * (the fencing token) and register its lease.
  * KEYS: leases, agent:<name>:running, paused.
- * ARGV: P agent lease_ms want, then pairs handler room.
+ * ARGV: P agent lease_ms want, then triples handler room flow (see
+ * FETCH_LOOP).
  * Returns {now_ms, {{jid, handler, attempt, data, max_attempts, event,
  * event_id, created_ms}...}, wake_ms or -1}: wake is when a pause that
  * held one of the handlers ends.
@@ -68,10 +90,10 @@
 const char scripts_flow_fetch[] = NOW
 "local P, agent = ARGV[1], ARGV[2]\n"
 "local lease, want, out = now + tonumber(ARGV[3]), tonumber(ARGV[4]), {}\n"
-"local i = 3\n"
+"local i = 2\n"
 "local function rooms()\n"
-"  i = i + 2\n"
-"  if ARGV[i] then return ARGV[i], ARGV[i + 1] end\n"
+"  i = i + 3\n"
+"  if ARGV[i] then return ARGV[i], ARGV[i + 1], ARGV[i + 2] end\n"
 "end\n"
 FETCH_LOOP("1", "2", "3")
 "return {now, out, wake}\n";
@@ -88,8 +110,8 @@ FETCH_LOOP("1", "2", "3")
  * connection) gets the first answer and changes nothing.  A stale finish
  * leaves the owner's record alone.
  * The slot the run frees can be filled in the same call: with want > 0
- * it then fetches as the fetch script does, from rooms, "handler room"
- * pairs in one string, so a busy agent makes one call per job, not two.
+ * it then fetches as the fetch script does, from rooms, "handler room
+ * flow" triples in one string, so a busy agent makes one call per job, not two.
  * KEYS: job:<jid> leases agent:<name>:running delayed dead results
  *   ready:<handler> fin:<jid> paused.
  * ARGV: jid agent attempt outcome(ok|fail|fatal|release) backoff_ms
@@ -101,7 +123,7 @@ FETCH_LOOP("1", "2", "3")
 const char scripts_flow_finish[] = NOW
 "local jid, agent, att, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
 "local P, lease, want = ARGV[9], now + tonumber(ARGV[10]), tonumber(ARGV[11])\n"
-"local rooms, out = string.gmatch(ARGV[12], '(%S+) (%d+)'), {}\n"
+"local rooms, out = string.gmatch(ARGV[12], '(%S+) (%d+) (%S+)'), {}\n"
 "local seen = redis.call('GET', KEYS[8])\n"
 "if seen then\n"
 "  local a, g, st, sid = string.match(seen, '^(%S+) (%S+) (%S+) (%S+)$')\n"
@@ -109,12 +131,14 @@ const char scripts_flow_finish[] = NOW
 "end\n"
 "redis.call('SREM', KEYS[3], jid)\n"
 "local f = redis.call('HMGET', KEYS[1], 'owner', 'attempt', 'state',\n"
-"  'failures', 'max_attempts', 'event', 'handler', 'event_id', 'cancel')\n"
+"  'failures', 'max_attempts', 'event', 'handler', 'event_id', 'cancel',\n"
+"  'fleet')\n"
 "local status\n"
 "if not (f[1] == agent and f[2] == att and f[3] == 'running') then\n"
 "  status = 'stale'\n"
 "else\n"
 "  redis.call('ZREM', KEYS[2], jid)\n"
+"  if f[10] then redis.call('SREM', P .. 'flow:' .. f[7] .. ':running', jid) end\n"
 "  if outcome == 'ok' then status = 'done'\n"
 "  elseif f[9] then status = 'cancelled'\n"
 "  elseif outcome == 'release' then status = 'released'\n"

@@ -80,8 +80,9 @@ class Lua:
     def fetch(self, agent, pairs, want=10, lease_ms=5000, full=False):
         """{now, jobs}, or with full the whole reply {now, jobs, wake}."""
         argv = [P, agent, lease_ms, want]
-        for h, room in pairs:
-            argv += [h, room]
+        for pair in pairs:
+            h, room, flow = (tuple(pair) + ("-",))[:3]
+            argv += [h, room, flow]
         rep = self("fetch", [K("leases"), K("agent:%s:running" % agent), K("paused")],
                    argv)
         return rep if full else rep[:2]
@@ -105,7 +106,8 @@ class Lua:
                               K("fin:" + jid), K("paused")],
                    [jid, agent, attempt, outcome, backoff_ms, 1000, dead_ttl_s,
                     remember_ms, P, lease_ms, want,
-                    " ".join("%s %d" % hr for hr in rooms)] + list(fields))
+                    " ".join("%s %d %s" % (tuple(hr) + ("-",))[:3] for hr in rooms)]
+                   + list(fields))
         return rep if full else rep[:4]
 
     def pause(self, handler, for_ms=0, action="pause", notify=""):
@@ -802,3 +804,40 @@ def test_status_reports_pauses_and_their_end(lua, r):
     now, hs = lua.status(["h1", "h2", "h3"])[:2]
     pu = {h[0]: h[8] for h in hs}
     assert pu["h1"] == 0 and pu["h2"] > now and pu["h3"] == -1
+
+
+# --------------------------------------------------------- max_running ----
+
+def test_fetch_holds_a_handler_at_its_fleet_limit_across_agents(lua, r):
+    lua.enqueue("e1", [("j%d" % i, "h1") for i in range(5)] + [("k1", "h2")])
+    _, jobs = lua.fetch("a1", [("h1", 5, "m3"), ("h2", 5)])
+    assert sorted(j[0] for j in jobs if j[1] == "h1") == ["j0", "j1", "j2"]
+    assert [j[0] for j in jobs if j[1] == "h2"] == ["k1"]       # others not held
+    assert r.smembers(K("flow:h1:running")) == {"j0", "j1", "j2"}
+    assert r.hget(K("job:j0"), "fleet") == "1" and r.hget(K("job:k1"), "fleet") is None
+    assert lua.fetch("a2", [("h1", 5, "m3")])[1] == []            # another agent: full
+    # the finish frees the slot, and its own fetch may take it
+    st, _, _, got = lua.finish("j0", "a1", 1, "ok", want=5, rooms=[("h1", 5, "m3")])
+    assert st == "done" and [j[0] for j in got] == ["j3"]
+    assert r.scard(K("flow:h1:running")) == 3
+    # a retry frees it too; a stale finish does not
+    assert lua.finish("j1", "a1", 1, "fail")[0] == "retry"
+    assert lua.finish("j2", "a9", 1, "ok")[0] == "stale"
+    assert r.smembers(K("flow:h1:running")) == {"j2", "j3"}
+    assert [j[0] for j in lua.fetch("a2", [("h1", 5, "m3")])[1]] == ["j4"]
+
+
+def test_fleet_slot_freed_by_recovery_and_reconcile_and_the_count_heals(lua, r):
+    lua.enqueue("e1", [("j%d" % i, "h1") for i in range(4)])
+    lua.fetch("a1", [("h1", 2, "m2")], lease_ms=1)               # j0 j1, leases expire
+    wait_for(lambda: lua.now() > int(r.hget(K("job:j0"), "lease_ms")), 2, what="expiry")
+    assert lua.recover() == 2
+    assert r.scard(K("flow:h1:running")) == 0
+    lua.fetch("a2", [("h1", 2, "m2")])                           # j2 j3
+    # a lost fetch reply: the reconcile puts both back and frees their slots
+    lua.extend("a2", reconcile=1)
+    assert r.scard(K("flow:h1:running")) == 0
+    # a member left without a lease (a crash between two steps) is dropped at the limit
+    r.sadd(K("flow:h1:running"), "ghost1", "ghost2")
+    _, jobs = lua.fetch("a3", [("h1", 2, "m2")])
+    assert len(jobs) == 2 and "ghost1" not in r.smembers(K("flow:h1:running"))

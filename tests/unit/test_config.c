@@ -128,6 +128,9 @@ test_handler_keys(const char *prog)
 		{ "concurrency", "4096", "4097",
 		    "[handler h] concurrency: '4097' is not a number from 1 to "
 		    "4096" },
+		{ "max_running", "1000000", "0",
+		    "[handler h] max_running: '0' is not a number from 1 to "
+		    "1000000" },
 		{ "backoff", "1s..1s", "1h..5s",
 		    "[handler h] backoff: '1h..5s' is not BASE..CAP like 5s..1h "
 		    "(BASE more than 0, CAP at least BASE)" },
