@@ -590,6 +590,12 @@ admin_handlers(struct pending_admin *pa, const struct request *req)
 		if (x->max_running)
 			json_object_set_new(h, "max_running",
 			    json_integer(x->max_running));
+		if (x->rate.count > 0)
+			json_object_set_new(h, "rate", json_sprintf(
+			    "%ld/%c burst %ld", x->rate.count,
+			    x->rate.period_ms == 1000 ? 's' :
+			    x->rate.period_ms == 60000 ? 'm' : 'h',
+			    x->rate.burst));
 		if ((pw = getpwuid(x->uid)) != NULL)
 			json_object_set_new(h, "user", json_string(pw->pw_name));
 		if ((gr = getgrgid(x->gid)) != NULL)

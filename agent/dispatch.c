@@ -322,7 +322,7 @@ dispatch_wake_at(int64_t now, int64_t wake)
 
 	if (wake < 0 || draining)
 		return;
-	after = (double)(wake > now ? wake - now : 0) / 1000.0 + 0.002;
+	after = (double)(wake > now ? wake - now : 0) / 1000.0 + 0.001;
 	at = ev_now(EV_DEFAULT) + after;
 	if (ev_is_active(&wake_timer) &&
 	    ev_now(EV_DEFAULT) + ev_timer_remaining(EV_DEFAULT_ &wake_timer) <= at)

@@ -536,6 +536,8 @@ ctl_handlers(const struct ctl_args *a)
 		if (json_object_get(h, "max_running"))
 			printf("max_running = %s\n", ctl_cell(h, "max_running",
 			    b, sizeof b));
+		if (json_object_get(h, "rate"))
+			printf("rate = %s\n", ctl_cell(h, "rate", b, sizeof b));
 		printf("workdir = %s\n", ctl_cell(h, "workdir", b, sizeof b));
 		printf("# runs as %s", ctl_cell(h, "user", b, sizeof b));
 		printf(":%s", ctl_cell(h, "group", b, sizeof b));

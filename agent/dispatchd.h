@@ -62,6 +62,15 @@ struct job_limits {
 	int		 leftovers_wait; /* let the handler's children finish */
 };
 
+/* flow.c: a handler's start rate, fleet-wide. */
+struct flow_rate {
+	long		 count;		/* starts per period; 0: no rate */
+	int64_t		 period_ms;
+	long		 burst;		/* starts that may come at once */
+};
+int	 flow_parse_rate(const char *, struct flow_rate *, char *, size_t);
+char	*flow_word(int, const struct flow_rate *);
+
 /* One [handler NAME] section. */
 struct handler {
 	char		 *name;
@@ -79,6 +88,7 @@ struct handler {
 	int		  attempts;
 	int		  concurrency;	/* 0: as many as workers */
 	int		  max_running;	/* fleet-wide; 0: no limit */
+	struct flow_rate  rate;		/* fleet-wide starts; count 0: none */
 	char		 *flow;		/* the fetch's flow word, "-": none */
 	char		 *file;		/* where the section was declared */
 	int		  line;

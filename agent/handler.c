@@ -70,6 +70,7 @@ static int	 handler_parse_exec(struct handler_at *, const char *);
 static int	 handler_parse_backoff(struct handler_at *, const char *);
 static int	 handler_parse_workdir(struct handler_at *, const char *);
 static int	 handler_parse_env(struct handler_at *, const char *);
+static int	 handler_parse_rate(struct handler_at *, const char *);
 
 #define OFF(f)	offsetof(struct handler, f)
 static const struct handler_key handler_keys[] = {
@@ -87,6 +88,8 @@ static const struct handler_key handler_keys[] = {
 	    "", " is not a number from 1 to 4096", NULL, NULL },
 	{ "max_running",  HKEY_INT,	 OFF(max_running),	1, 1000000,
 	    "", " is not a number from 1 to 1000000", NULL, NULL },
+	{ "rate",	  HKEY_CUSTOM,	 0,			0, 0,
+	    NULL, NULL, NULL, handler_parse_rate },
 	{ "backoff",	  HKEY_CUSTOM,	 0,			0, 0,
 	    NULL, NULL, NULL, handler_parse_backoff },
 	{ "workdir",	  HKEY_CUSTOM,	 0,			0, 0,
@@ -253,6 +256,17 @@ handler_parse_backoff(struct handler_at *at, const char *value)
 	free(copy);
 	at->h->backoff_base_ms = ms;
 	at->h->backoff_cap_ms = cap;
+	return 0;
+}
+
+/* rate: fleet-wide starts, "10/s", "100/m burst 20" (flow.c). */
+static int
+handler_parse_rate(struct handler_at *at, const char *value)
+{
+	char	why[256];
+
+	if (flow_parse_rate(value, &at->h->rate, why, sizeof why) == -1)
+		return handler_fail(at, "%s", why);
 	return 0;
 }
 
@@ -515,10 +529,7 @@ handler_finish(struct handler *h, const struct config *conf, char *err,
 		h->concurrency = conf->workers;
 	limits_inherit(&h->limits, &conf->limits);
 	free(h->flow);
-	if (h->max_running > 0)
-		xasprintf(&h->flow, "m%d", h->max_running);
-	else
-		h->flow = xstrdup("-");
+	h->flow = flow_word(h->max_running, &h->rate);
 	if (handler_resolve_user(conf, h, err, errlen) == -1 ||
 	    handler_check_owner(h, err, errlen) == -1)
 		return -1;

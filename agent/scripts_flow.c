@@ -11,21 +11,31 @@
 
 #define CANCEL_TEXT	SCRIPTS_CANCEL_TEXT
 #define NOW		SCRIPTS_NOW
+#define RATE_GRACE_MS	"5"	/* how early a token may be spent */
 
 /*
  * The fetch loop, shared by fetch and finish: from rooms, an iterator of
- * handler names, their room and their flow ("-" for none, else "m<N>":
- * at most N running fleet-wide), take up to want jobs into out.  Needs
+ * handler names, their room and their flow ("-" for none, else its
+ * limits joined by commas, flow.c), take up to want jobs into out.  Needs
  * P, agent, now, lease (the deadline), want, out, and KEYS[lk], KEYS[rk],
  * KEYS[pk] the leases, the agent's running set and the paused hash.
  * A paused handler is skipped before its list is touched (a pause that
  * has ended is deleted on the way); wake is set to the earliest end of a
  * pause that held a handler asked for, -1 if none, so the agent fetches
  * again then.  Without pauses the cost is one HGETALL of an empty hash.
+ * "m<N>": at most N running fleet-wide.
  * A handler with a fleet limit counts flow:<h>:running, the jobs it runs
  * anywhere, each marked 'fleet' so that finish, recover and extend's
  * reconcile take it out; at the limit, members without a lease (lost to
  * a crash between two steps) are dropped, so the count heals.
+ * A handler with a rate ("r<count>/<period ms>/<burst>") takes a token
+ * per start from the bucket flow:<h>:rate (tokens, ts), refilled by
+ * Redis's clock up to burst; the key expires once it would be full
+ * again.  When the tokens run out before the list, wake is set to the
+ * next token's time too.  A token may be spent RATE_GRACE_MS before it is
+ * whole (the bucket then owes it): the agent woken for it arrives a few
+ * ms late, and a bucket of one that is full again would lose that time
+ * at every start, 5 % of 20/s.
  */
 #define FETCH_LOOP(lk, rk, pk) \
 "local held, wake = {}, -1\n" \
@@ -36,7 +46,8 @@
 "  else held[pz[i]] = u end\n" \
 "end\n" \
 "for h, r, fl in rooms do\n" \
-"  local room, u, fr = tonumber(r), held[h], nil\n" \
+"  local room, u, fr, rt, tok, ts, rc, rp, rb = tonumber(r), held[h]\n" \
+"  local taken, emptied = 0, false\n" \
 "  if u then\n" \
 "    room = 0\n" \
 "    if u > 0 and (wake < 0 or u < wake) then wake = u end\n" \
@@ -53,10 +64,22 @@
 "      end\n" \
 "      if mx - n < room then room = mx - n end\n" \
 "    end\n" \
+"    rc, rp, rb = string.match(fl, 'r(%d+)/(%d+)/(%d+)')\n" \
+"    if rc then\n" \
+"      rc, rp, rb = tonumber(rc), tonumber(rp), tonumber(rb)\n" \
+"      rt = P .. 'flow:' .. h .. ':rate'\n" \
+"      local b = redis.call('HMGET', rt, 'tokens', 'ts')\n" \
+"      tok, ts = tonumber(b[1]) or rb, tonumber(b[2]) or now\n" \
+"      if now > ts then\n" \
+"        tok = math.min(rb, tok + (now - ts) * rc / rp); ts = now\n" \
+"      end\n" \
+"      local can = math.min(rb, math.floor(tok + " RATE_GRACE_MS " * rc / rp))\n" \
+"      if can < room then room = can end\n" \
+"    end\n" \
 "  end\n" \
 "  while room > 0 and #out < want do\n" \
 "    local jid = redis.call('RPOP', P .. 'ready:' .. h)\n" \
-"    if not jid then break end\n" \
+"    if not jid then emptied = true; break end\n" \
 "    local jk = P .. 'job:' .. jid\n" \
 "    local f = redis.call('HMGET', jk, 'state', 'attempt', 'data',\n" \
 "      'max_attempts', 'event', 'event_id', 'created_ms')\n" \
@@ -70,7 +93,17 @@
 "        redis.call('SADD', fr, jid); redis.call('HSET', jk, 'fleet', 1)\n" \
 "      end\n" \
 "      out[#out + 1] = {jid, h, attempt, f[3], f[4], f[5], f[6], f[7]}\n" \
-"      room = room - 1\n" \
+"      room = room - 1; taken = taken + 1\n" \
+"    end\n" \
+"  end\n" \
+"  if rt then\n" \
+"    tok = tok - taken\n" \
+"    redis.call('HSET', rt, 'tokens', tostring(tok), 'ts', ts)\n" \
+"    redis.call('PEXPIRE', rt, math.ceil((rb - tok) * rp / rc) + 1000)\n" \
+"    local due = 1 - tok - " RATE_GRACE_MS " * rc / rp\n" \
+"    if due > 0 and not emptied then\n" \
+"      local at = now + math.ceil(due * rp / rc)\n" \
+"      if wake < 0 or at < wake then wake = at end\n" \
 "    end\n" \
 "  end\n" \
 "  if #out >= want then break end\n" \

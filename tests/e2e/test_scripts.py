@@ -841,3 +841,35 @@ def test_fleet_slot_freed_by_recovery_and_reconcile_and_the_count_heals(lua, r):
     r.sadd(K("flow:h1:running"), "ghost1", "ghost2")
     _, jobs = lua.fetch("a3", [("h1", 2, "m2")])
     assert len(jobs) == 2 and "ghost1" not in r.smembers(K("flow:h1:running"))
+
+
+# ---------------------------------------------------------------- rate ----
+
+def test_fetch_spends_rate_tokens_and_says_when_the_next_one_comes(lua, r):
+    lua.enqueue("e1", [("j%d" % i, "h1") for i in range(4)] + [("k1", "h2")])
+    now, jobs, wake = lua.fetch("a1", [("h1", 4, "r10/1000/1"), ("h2", 4)], full=True)
+    assert [j[0] for j in jobs] == ["j0", "k1"]                # one token, others not held
+    assert now < wake <= now + 101                              # the next token: 100 ms
+    tok, ts = r.hmget(K("flow:h1:rate"), "tokens", "ts")
+    assert float(tok) < 1 and int(ts) == now
+    assert 0 < r.pttl(K("flow:h1:rate")) <= 1100 + 100
+    # another agent shares the bucket
+    now2, jobs, wake2 = lua.fetch("a2", [("h1", 4, "r10/1000/1")], full=True)
+    assert jobs == [] and abs(wake2 - wake) <= 1
+    wait_for(lambda: lua.now() >= wake, 2, what="the next token")
+    _, jobs, _ = lua.fetch("a2", [("h1", 4, "r10/1000/1")], full=True)
+    assert [j[0] for j in jobs] == ["j1"]                       # in order
+
+
+def test_rate_burst_lets_that_many_start_at_once_and_no_wake_when_emptied(lua, r):
+    lua.enqueue("e1", [("j%d" % i, "h1") for i in range(7)])
+    now, jobs, wake = lua.fetch("a1", [("h1", 10, "r100/60000/5")], full=True)
+    assert len(jobs) == 5 and now + 550 <= wake <= now + 601   # 600 ms a token
+    lua.r.delete(K("flow:h1:rate"))                             # a full bucket again
+    now, jobs, wake = lua.fetch("a1", [("h1", 10, "r100/60000/5")], full=True)
+    assert len(jobs) == 2 and wake == -1                        # the list ran out first
+    # with max_running too, the smaller room wins
+    lua.enqueue("e2", [("x%d" % i, "h3") for i in range(5)])
+    _, jobs = lua.fetch("a1", [("h3", 10, "m2,r100/1000/50")])
+    assert len(jobs) == 2 and r.scard(K("flow:h3:running")) == 2
+    assert float(r.hget(K("flow:h3:rate"), "tokens")) == pytest.approx(48, abs=0.5)

@@ -131,6 +131,10 @@ test_handler_keys(const char *prog)
 		{ "max_running", "1000000", "0",
 		    "[handler h] max_running: '0' is not a number from 1 to "
 		    "1000000" },
+		{ "rate", "100/m burst 20", "fast",
+		    "[handler h] rate: 'fast' is not a rate like 10/s, 100/m "
+		    "or 5/h, with an optional burst N (numbers from 1 to "
+		    "1000000)" },
 		{ "backoff", "1s..1s", "1h..5s",
 		    "[handler h] backoff: '1h..5s' is not BASE..CAP like 5s..1h "
 		    "(BASE more than 0, CAP at least BASE)" },
