@@ -203,6 +203,7 @@ admin_on_status(const struct redisReply *r, void *arg)
 	long long		 now, oldest;
 	size_t			 i;
 	int			 mismatch;
+	const char		*who, *sig;
 	const redisReply	*t;
 
 	if (admin_bad_reply(pa, r, NULL) || !call_reply_is(r, "iaaiii")) {
@@ -241,6 +242,8 @@ admin_on_status(const struct redisReply *r, void *arg)
 		    routes_agents(t->element[0]->str, &mismatch));
 		json_object_set_new(h, "exec_mismatch",
 		    json_boolean(mismatch));
+		json_object_set_new(h, "flow_mismatch", json_boolean(
+		    routes_flow_mismatch(t->element[0]->str, &who, &sig)));
 		json_array_append_new(hs, h);
 	}
 	ag = json_array();

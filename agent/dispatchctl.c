@@ -315,6 +315,10 @@ ctl_status(const struct ctl_args *a)
 			    "paused_until_ms") ? "until " : "until resumed",
 			    json_object_get(h, "paused_until_ms") ? ctl_when(h,
 			    "paused_until_ms", b[1], sizeof b[1]) : "");
+		if (json_is_true(json_object_get(h, "flow_mismatch")))
+			printf("  WARNING: %s has different key, per_key, "
+			    "on_busy, rate or max_running on different "
+			    "agents\n", b[0]);
 		if (json_is_true(json_object_get(h, "exec_mismatch")))
 			printf("  WARNING: %s has different exec lines on "
 			    "different agents\n", b[0]);

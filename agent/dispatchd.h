@@ -70,6 +70,23 @@ struct flow_rate {
 };
 int	 flow_parse_rate(const char *, struct flow_rate *, char *, size_t);
 char	*flow_word(int, const struct flow_rate *);
+/* What a keyed handler does with an event whose key is busy. */
+enum flow_busy {
+	BUSY_QUEUE,		/* the job waits its turn */
+	BUSY_COALESCE,		/* at most one waits; later emits get its id */
+	BUSY_REPLACE,		/* one waits, with the newest event's data */
+	BUSY_REJECT		/* the emit is answered busy */
+};
+extern const char *const flow_busy_words[];
+#define FLOW_KEY_MAX	512	/* bytes of an expanded key */
+struct flow_key;
+struct flow_key	*flow_key_parse(const char *, char *, size_t);
+int		 flow_key_expand(const struct flow_key *, const char *,
+		    const struct json_t *, char **, char *, size_t);
+const char	*flow_key_text(const struct flow_key *);
+void		 flow_key_free(struct flow_key *);
+char		*flow_signature(const struct flow_key *, int, enum flow_busy,
+		    const char *);
 
 /* One [handler NAME] section. */
 struct handler {
@@ -89,6 +106,10 @@ struct handler {
 	int		  concurrency;	/* 0: as many as workers */
 	int		  max_running;	/* fleet-wide; 0: no limit */
 	struct flow_rate  rate;		/* fleet-wide starts; count 0: none */
+	struct flow_key	 *key;		/* key = TEMPLATE, or NULL */
+	int		  per_key;	/* jobs of one key at once (1) */
+	enum flow_busy	  on_busy;
+	char		 *flow_sig;	/* all flow settings, to compare */
 	char		 *flow;		/* the fetch's flow word, "-": none */
 	char		 *file;		/* where the section was declared */
 	int		  line;
@@ -441,6 +462,48 @@ extern const struct script scripts[SCRIPT_COUNT];
 #define SCRIPTS_NOW \
 	"local t = redis.call('TIME')\n" \
 	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+/*
+ * Lua: a keyed job's admission and its slot's release, for every script
+ * that makes a job ready or ends it.  key_admit(P, jid, jk, h, key, per):
+ * the job takes a slot of its key (flow:<h>:keys, key -> slots held) and
+ * goes to its ready list, or, with none free, to the end of the key's
+ * waiting list (flow:<h>:wait:<key>); true when it is ready.  key_free(P,
+ * jk, h): the job's final outcome gives its slot back and admits the
+ * next waiting job of the key; true when it admitted one.  A job holds
+ * its slot (field kslot) from admission to its final outcome, through
+ * retries, so a retry keeps its place at the head of its key.
+ */
+#define SCRIPTS_KEY_LUA \
+	"local function key_admit(P, jid, jk, h, key, per)\n" \
+	"  local kk = P .. 'flow:' .. h .. ':keys'\n" \
+	"  if tonumber(redis.call('HGET', kk, key) or 0) < per then\n" \
+	"    redis.call('HINCRBY', kk, key, 1)\n" \
+	"    redis.call('HSET', jk, 'state', 'ready', 'kslot', 1)\n" \
+	"    redis.call('LPUSH', P .. 'ready:' .. h, jid)\n" \
+	"    return true\n" \
+	"  end\n" \
+	"  redis.call('HSET', jk, 'state', 'waiting')\n" \
+	"  redis.call('LPUSH', P .. 'flow:' .. h .. ':wait:' .. key, jid)\n" \
+	"  return false\n" \
+	"end\n" \
+	"local function key_free(P, jk, h)\n" \
+	"  local k = redis.call('HMGET', jk, 'key', 'per_key')\n" \
+	"  if not k[1] then return false end\n" \
+	"  redis.call('HDEL', jk, 'kslot')\n" \
+	"  local kk, per = P .. 'flow:' .. h .. ':keys', tonumber(k[2]) or 1\n" \
+	"  local left = redis.call('HINCRBY', kk, k[1], -1)\n" \
+	"  if left <= 0 then redis.call('HDEL', kk, k[1]) end\n" \
+	"  if left >= per then return false end\n" \
+	"  local wl = P .. 'flow:' .. h .. ':wait:' .. k[1]\n" \
+	"  while true do\n" \
+	"    local nx = redis.call('RPOP', wl)\n" \
+	"    if not nx then return false end\n" \
+	"    local nk = P .. 'job:' .. nx\n" \
+	"    if redis.call('HGET', nk, 'state') == 'waiting' then\n" \
+	"      return key_admit(P, nx, nk, h, k[1], per)\n" \
+	"    end\n" \
+	"  end\n" \
+	"end\n"
 /* The error of a results entry for a job cancelled while it ran. */
 #define SCRIPTS_CANCEL_TEXT	"'cancelled by an administrator while running'"
 
@@ -730,6 +793,7 @@ void	 routes_refresh(void);
 size_t	 routes_match(const char *, struct handler **, size_t, size_t);
 size_t	 routes_remote_names(const char **, size_t);
 struct json_t *routes_agents(const char *, int *);
+int	 routes_flow_mismatch(const char *, const char **, const char **);
 
 /* enqueue.c */
 typedef void (*enqueue_cb)(int, const char *, size_t, void *);

@@ -18,36 +18,66 @@
  * KEYS: seen:<eid>, delayed.
  * ARGV: P eid dedup_ms at_ms event data notify_channel, then per job:
  *   jid handler delay_ms max_attempts timeout_ms backoff_ms backoff_cap_ms
- *   (the backoff is kept so that lease recovery, on any agent, can use it).
- * Returns {1, "jid handler ..."} or, for a repeated id, {0, first jobs}.
+ *   (the backoff is kept so that lease recovery, on any agent, can use it)
+ *   key per_key on_busy (key "" for a handler without one).
+ * A keyed job due now is admitted through its key (key_admit); with the
+ * key busy, on_busy decides: queue waits; coalesce and replace answer
+ * with the job that waits already (replace gives it this event's data);
+ * reject refuses the whole event, and nothing is written.  A delayed
+ * keyed job is admitted when promote makes it due.
+ * Returns {1, "jid handler ..."}, for a repeated id {0, first jobs}, or
+ * for a rejection {2, "handler key"}.
  */
-static const char script_enqueue[] = NOW
+static const char script_enqueue[] = NOW SCRIPTS_KEY_LUA
 "local P = ARGV[1]\n"
 "local prev = redis.call('GET', KEYS[1])\n"
 "if prev then return {0, prev} end\n"
-"local n = (#ARGV - 7) / 7\n"
-"for i = 0, n - 1 do\n"
-"  if redis.call('EXISTS', P .. 'job:' .. ARGV[8 + i * 7]) == 1 then\n"
-"    return redis.error_reply('ERR enqueue: job id already exists') end\n"
-"end\n"
+"local n = (#ARGV - 7) / 10\n"
 "local base, at = now, tonumber(ARGV[4])\n"
 "if at > now then base = at end\n"
+"local hit = {}\n"
+"for i = 0, n - 1 do\n"
+"  local o = 8 + i * 10\n"
+"  local h, key, busy = ARGV[o + 1], ARGV[o + 7], ARGV[o + 9]\n"
+"  if redis.call('EXISTS', P .. 'job:' .. ARGV[o]) == 1 then\n"
+"    return redis.error_reply('ERR enqueue: job id already exists') end\n"
+"  if key ~= '' and busy ~= 'queue' and base + tonumber(ARGV[o + 2]) <= now\n"
+"      and tonumber(redis.call('HGET', P .. 'flow:' .. h .. ':keys', key)\n"
+"      or 0) >= tonumber(ARGV[o + 8]) then\n"
+"    if busy == 'reject' then return {2, h .. ' ' .. key} end\n"
+"    hit[i] = redis.call('LINDEX', P .. 'flow:' .. h .. ':wait:' .. key, 0)\n"
+"  end\n"
+"end\n"
 "local list, ready, delayed = {}, 0, 0\n"
 "for i = 0, n - 1 do\n"
-"  local o = 8 + i * 7\n"
-"  local jid, h = ARGV[o], ARGV[o + 1]\n"
+"  local o = 8 + i * 10\n"
+"  local jid, h, key = ARGV[o], ARGV[o + 1], ARGV[o + 7]\n"
 "  local due = base + tonumber(ARGV[o + 2])\n"
 "  local state = 'ready'\n"
 "  if due > now then state = 'delayed' end\n"
-"  redis.call('HSET', P .. 'job:' .. jid, 'id', jid, 'event_id', ARGV[2],\n"
-"    'event', ARGV[5], 'handler', h, 'data', ARGV[6], 'state', state,\n"
-"    'attempt', 0, 'failures', 0, 'max_attempts', ARGV[o + 3],\n"
-"    'timeout_ms', ARGV[o + 4], 'backoff_ms', ARGV[o + 5],\n"
-"    'backoff_cap_ms', ARGV[o + 6], 'created_ms', now, 'due_ms', due)\n"
-"  if state == 'delayed' then\n"
-"    redis.call('ZADD', KEYS[2], due, jid); delayed = delayed + 1\n"
+"  if hit[i] then\n"
+"    jid = hit[i]\n"
+"    if ARGV[o + 9] == 'replace' then\n"
+"      redis.call('HSET', P .. 'job:' .. jid, 'data', ARGV[6],\n"
+"        'event', ARGV[5], 'event_id', ARGV[2])\n"
+"    end\n"
 "  else\n"
-"    redis.call('LPUSH', P .. 'ready:' .. h, jid); ready = ready + 1\n"
+"    local jk = P .. 'job:' .. jid\n"
+"    redis.call('HSET', jk, 'id', jid, 'event_id', ARGV[2],\n"
+"      'event', ARGV[5], 'handler', h, 'data', ARGV[6], 'state', state,\n"
+"      'attempt', 0, 'failures', 0, 'max_attempts', ARGV[o + 3],\n"
+"      'timeout_ms', ARGV[o + 4], 'backoff_ms', ARGV[o + 5],\n"
+"      'backoff_cap_ms', ARGV[o + 6], 'created_ms', now, 'due_ms', due)\n"
+"    if key ~= '' then\n"
+"      redis.call('HSET', jk, 'key', key, 'per_key', ARGV[o + 8]) end\n"
+"    if state == 'delayed' then\n"
+"      redis.call('ZADD', KEYS[2], due, jid); delayed = delayed + 1\n"
+"    elseif key ~= '' then\n"
+"      if key_admit(P, jid, jk, h, key, tonumber(ARGV[o + 8])) then\n"
+"        ready = ready + 1 end\n"
+"    else\n"
+"      redis.call('LPUSH', P .. 'ready:' .. h, jid); ready = ready + 1\n"
+"    end\n"
 "  end\n"
 "  list[#list + 1] = jid .. ' ' .. h\n"
 "end\n"
@@ -60,11 +90,13 @@ static const char script_enqueue[] = NOW
 "return {1, joined}\n";
 
 /*
- * promote: move due delayed jobs to their ready lists.
+ * promote: move due delayed jobs to their ready lists; a keyed job that
+ * holds no slot yet (delayed at enqueue, or retried by hand) is admitted
+ * through its key, one that holds it (a retry) goes to its list.
  * KEYS: delayed.  ARGV: P limit notify_channel.
  * Returns {moved, next_due_ms or -1, now_ms}.
  */
-static const char script_promote[] = NOW
+static const char script_promote[] = NOW SCRIPTS_KEY_LUA
 "local P = ARGV[1]\n"
 "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0,\n"
 "  tonumber(ARGV[2]))\n"
@@ -72,8 +104,12 @@ static const char script_promote[] = NOW
 "for _, jid in ipairs(due) do\n"
 "  redis.call('ZREM', KEYS[1], jid)\n"
 "  local jk = P .. 'job:' .. jid\n"
-"  local h = redis.call('HGET', jk, 'handler')\n"
-"  if h then\n"
+"  local f = redis.call('HMGET', jk, 'handler', 'key', 'kslot', 'per_key')\n"
+"  local h = f[1]\n"
+"  if h and f[2] and not f[3] then\n"
+"    if key_admit(P, jid, jk, h, f[2], tonumber(f[4]) or 1) then\n"
+"      moved = moved + 1 end\n"
+"  elseif h then\n"
 "    redis.call('HSET', jk, 'state', 'ready')\n"
 "    redis.call('LPUSH', P .. 'ready:' .. h, jid)\n"
 "    moved = moved + 1\n"
@@ -105,7 +141,7 @@ static const char script_promote[] = NOW
  * Returns {leader (0 or 1), {jids whose lease this agent no longer
  * holds}, {jids it holds that are marked cancelled}}.
  */
-static const char script_extend[] = NOW
+static const char script_extend[] = NOW SCRIPTS_KEY_LUA
 "local P, agent = ARGV[1], ARGV[2]\n"
 "redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])\n"
 "redis.call('ZADD', KEYS[3], now, agent)\n"
@@ -136,7 +172,7 @@ static const char script_extend[] = NOW
 "    if not mine[jid] then\n"
 "      local jk = P .. 'job:' .. jid\n"
 "      local f = redis.call('HMGET', jk, 'owner', 'state', 'handler',\n"
-"        'attempt', 'event', 'event_id', 'cancel', 'fleet')\n"
+"        'attempt', 'event', 'event_id', 'cancel', 'fleet', 'kslot')\n"
 "      redis.call('SREM', KEYS[5], jid)\n"
 "      if f[1] == agent and f[2] == 'running' then\n"
 "        if f[8] then\n"
@@ -146,6 +182,7 @@ static const char script_extend[] = NOW
 "        if f[7] then\n"
 "          st = 'cancelled'\n"
 "          err = 'cancelled by an administrator before it ran'\n"
+"          if f[9] then key_free(P, jk, f[3]) end\n"
 "          redis.call('DEL', jk)\n"
 "        else\n"
 "          redis.call('HSET', jk, 'state', 'ready', 'owner', '')\n"
@@ -169,7 +206,9 @@ static const char script_extend[] = NOW
  * retried with a failure counted, or sent to dead after max_attempts; the
  * count is what stops a job that kills its agent from looping forever.
  * A job an administrator cancelled while it ran is not retried: it is
- * deleted and recorded 'cancelled'.
+ * deleted and recorded 'cancelled'.  A keyed job that ends so gives its
+ * key's slot to the next waiting job (and "r" is published); a retried
+ * one keeps it.
  * One agent at a time runs it: the lock key.
  * KEYS: leases delayed dead results lock:recover.
  * ARGV: P lock_ms limit grace_ms backoff_base_ms backoff_cap_ms
@@ -179,19 +218,19 @@ static const char script_extend[] = NOW
  * Returns the number of jobs recovered, or -1 when another agent holds
  * the lock.
  */
-static const char script_recover[] = NOW
+static const char script_recover[] = NOW SCRIPTS_KEY_LUA
 "local P = ARGV[1]\n"
 "if not redis.call('SET', KEYS[5], now, 'NX', 'PX', ARGV[2]) then\n"
 "  return -1 end\n"
 "local exp = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf',\n"
 "  now - tonumber(ARGV[4]), 'LIMIT', 0, tonumber(ARGV[3]))\n"
-"local n = 0\n"
+"local n, adm = 0, 0\n"
 "for _, jid in ipairs(exp) do\n"
 "  redis.call('ZREM', KEYS[1], jid)\n"
 "  local jk = P .. 'job:' .. jid\n"
 "  local f = redis.call('HMGET', jk, 'owner', 'attempt', 'state',\n"
 "    'failures', 'max_attempts', 'event', 'handler', 'event_id',\n"
-"    'backoff_ms', 'backoff_cap_ms', 'cancel', 'fleet')\n"
+"    'backoff_ms', 'backoff_cap_ms', 'cancel', 'fleet', 'kslot')\n"
 "  if f[3] == 'running' then\n"
 "    if f[12] then\n"
 "      redis.call('SREM', P .. 'flow:' .. f[7] .. ':running', jid) end\n"
@@ -201,6 +240,7 @@ static const char script_recover[] = NOW
 "    local err = 'lease expired'\n"
 "    if f[11] then\n"
 "      status, err = 'cancelled', " CANCEL_TEXT " .. '; lease expired'\n"
+"      if f[13] and key_free(P, jk, f[7]) then adm = adm + 1 end\n"
 "      redis.call('DEL', jk)\n"
 "    else\n"
 "      redis.call('HSET', jk, 'failures', failures, 'owner', '',\n"
@@ -209,6 +249,7 @@ static const char script_recover[] = NOW
 "    end\n"
 "    if status == 'dead' then\n"
 "      redis.call('HSET', jk, 'state', 'dead', 'died_ms', now)\n"
+"      if f[13] and key_free(P, jk, f[7]) then adm = adm + 1 end\n"
 "      redis.call('ZADD', KEYS[3], now, jid)\n"
 "      if tonumber(ARGV[8]) > 0 then redis.call('EXPIRE', jk, ARGV[8]) end\n"
 "    elseif status == 'retry' then\n"
@@ -228,6 +269,7 @@ static const char script_recover[] = NOW
 "  end\n"
 "end\n"
 "if n > 0 and ARGV[9] ~= '' then redis.call('PUBLISH', ARGV[9], 'd') end\n"
+"if adm > 0 and ARGV[9] ~= '' then redis.call('PUBLISH', ARGV[9], 'r') end\n"
 "redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf',\n"
 "  now - tonumber(ARGV[8]) * 1000)\n"
 "return n\n";
@@ -394,13 +436,14 @@ static const char script_job[] =
 
 /*
  * admin: change jobs on a person's request.
- *   cancel JID: delete a ready, delayed or dead job, with a 'cancelled'
- *     entry in the results stream; a running one is marked (the field
+ *   cancel JID: delete a ready, delayed, waiting or dead job, with a
+ *     'cancelled' entry in the results stream (a keyed job that holds its
+ *     key's slot gives it to the next waiting job); a running one is marked (the field
  *     cancel, its state and lease unchanged) and "c JID" published on the
  *     notify channel, for its agent to stop it: its finish, or lease
  *     recovery, then deletes and records it;
  *   retry JID: a dead or delayed job goes to its ready list now, its
- *     failures reset;
+ *     failures reset (a dead keyed job through its key: it may wait);
  *   retry_dead HANDLER_OR_EMPTY: retry up to limit dead jobs;
  *   purge HANDLER_OR_EMPTY: delete up to limit dead jobs that died more
  *     than older_ms ago.
@@ -409,26 +452,29 @@ static const char script_job[] =
  * Returns {count, message}; a running job cancelled: {1, "cancelling",
  * the agent that runs it}.
  */
-static const char script_admin[] = NOW
+static const char script_admin[] = NOW SCRIPTS_KEY_LUA
 "local P, action, target = ARGV[1], ARGV[2], ARGV[3]\n"
 "local older, limit = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
 "local function requeue(jid)\n"
 "  local jk = P .. 'job:' .. jid\n"
-"  local f = redis.call('HMGET', jk, 'state', 'handler')\n"
+"  local f = redis.call('HMGET', jk, 'state', 'handler', 'key', 'kslot',\n"
+"    'per_key')\n"
 "  if f[1] == 'dead' then redis.call('ZREM', KEYS[2], jid)\n"
 "  elseif f[1] == 'delayed' then redis.call('ZREM', KEYS[1], jid)\n"
 "  else return false end\n"
 "  redis.call('HSET', jk, 'state', 'ready', 'failures', 0, 'due_ms', now)\n"
 "  redis.call('HDEL', jk, 'died_ms')\n"
 "  redis.call('PERSIST', jk)\n"
-"  redis.call('LPUSH', P .. 'ready:' .. f[2], jid)\n"
+"  if f[3] and not f[4] then\n"
+"    key_admit(P, jid, jk, f[2], f[3], tonumber(f[5]) or 1)\n"
+"  else redis.call('LPUSH', P .. 'ready:' .. f[2], jid) end\n"
 "  return true\n"
 "end\n"
 "local n = 0\n"
 "if action == 'cancel' then\n"
 "  local jk = P .. 'job:' .. target\n"
 "  local f = redis.call('HMGET', jk, 'state', 'handler', 'event',\n"
-"    'event_id', 'attempt', 'owner')\n"
+"    'event_id', 'attempt', 'owner', 'key', 'kslot')\n"
 "  if not f[1] then\n"
 "    return {0, 'no such job: it finished, was cancelled or never existed'}\n"
 "  end\n"
@@ -437,6 +483,9 @@ static const char script_admin[] = NOW
 "    if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], 'c ' .. target) end\n"
 "    return {1, 'cancelling', f[6] or ''}\n"
 "  end\n"
+"  if f[1] == 'waiting' then\n"
+"    redis.call('LREM', P .. 'flow:' .. f[2] .. ':wait:' .. f[7], 0, target)\n"
+"  elseif f[8] then key_free(P, jk, f[2]) end\n"
 "  redis.call('LREM', P .. 'ready:' .. f[2], 0, target)\n"
 "  redis.call('ZREM', KEYS[1], target)\n"
 "  redis.call('ZREM', KEYS[2], target)\n"
@@ -501,7 +550,7 @@ const struct script scripts[SCRIPT_COUNT] = {
 	    "seen delayed",
 	    "P eid dedup_ms at_ms event data notify_channel "
 	    "[jid handler delay_ms max_attempts timeout_ms backoff_ms "
-	    "backoff_cap_ms]" },
+	    "backoff_cap_ms key per_key on_busy]" },
 	[SCRIPT_PROMOTE] = { "promote", script_promote,
 	    "delayed",
 	    "P limit notify_channel" },

@@ -141,7 +141,9 @@ FETCH_LOOP("1", "2", "3")
  * run is recorded once: fin:<jid> remembers the last finish for
  * remember_ms, and the same finish sent again (its reply was lost with the
  * connection) gets the first answer and changes nothing.  A stale finish
- * leaves the owner's record alone.
+ * leaves the owner's record alone.  A keyed job's final outcome (done,
+ * cancelled, dead) gives its key's slot to the next waiting job, which
+ * the fetch that follows may take; a retry or a release keeps the slot.
  * The slot the run frees can be filled in the same call: with want > 0
  * it then fetches as the fetch script does, from rooms, "handler room
  * flow" triples in one string, so a busy agent makes one call per job, not two.
@@ -153,7 +155,7 @@ FETCH_LOOP("1", "2", "3")
  * Returns {outcome, stream_id, now_ms, {fetched jobs, as fetch's}, wake_ms
  * as fetch's}; a finish sent again gets its first answer without wake.
  */
-const char scripts_flow_finish[] = NOW
+const char scripts_flow_finish[] = NOW SCRIPTS_KEY_LUA
 "local jid, agent, att, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
 "local P, lease, want = ARGV[9], now + tonumber(ARGV[10]), tonumber(ARGV[11])\n"
 "local rooms, out = string.gmatch(ARGV[12], '(%S+) (%d+) (%S+)'), {}\n"
@@ -165,7 +167,7 @@ const char scripts_flow_finish[] = NOW
 "redis.call('SREM', KEYS[3], jid)\n"
 "local f = redis.call('HMGET', KEYS[1], 'owner', 'attempt', 'state',\n"
 "  'failures', 'max_attempts', 'event', 'handler', 'event_id', 'cancel',\n"
-"  'fleet')\n"
+"  'fleet', 'kslot')\n"
 "local status\n"
 "if not (f[1] == agent and f[2] == att and f[3] == 'running') then\n"
 "  status = 'stale'\n"
@@ -200,6 +202,8 @@ const char scripts_flow_finish[] = NOW
 "  redis.call('SET', KEYS[8], att .. ' ' .. agent .. ' ' .. status .. ' ' ..\n"
 "    id, 'PX', ARGV[8])\n"
 "end\n"
+"if f[11] and (status == 'done' or status == 'cancelled' or\n"
+"    status == 'dead') then key_free(P, KEYS[1], f[7]) end\n"
 "if status == 'done' or status == 'cancelled' then\n"
 "  redis.call('DEL', KEYS[1])\n"
 "elseif status == 'released' then\n"

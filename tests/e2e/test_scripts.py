@@ -67,11 +67,12 @@ class Lua:
     # -- the scripts, with the KEYS the agent passes and defaults for ARGV
     def enqueue(self, eid, jobs, at_ms=0, dedup_ms=60000, notify="", event="order.paid",
                 data='{"n":1}'):
-        """jobs: (jid, handler[, delay_ms[, max_attempts]]) tuples."""
+        """jobs: (jid, handler[, delay_ms[, max_attempts[, key[, per_key[,
+        on_busy]]]]]) tuples."""
         argv = [P, eid, dedup_ms, at_ms, event, data, notify]
         for j in jobs:
-            jid, h, delay, mx = (tuple(j) + (0, 3))[:4]
-            argv += [jid, h, delay, mx, 30000, 1000, 60000]
+            jid, h, delay, mx, key, per, busy = (tuple(j) + (0, 3, "", 1, "queue")[len(j) - 2:])
+            argv += [jid, h, delay, mx, 30000, 1000, 60000, key, per, busy]
         return self("enqueue", [K("seen:" + eid), K("delayed")], argv)
 
     def promote(self, limit=100, notify=""):
@@ -873,3 +874,85 @@ def test_rate_burst_lets_that_many_start_at_once_and_no_wake_when_emptied(lua, r
     _, jobs = lua.fetch("a1", [("h3", 10, "m2,r100/1000/50")])
     assert len(jobs) == 2 and r.scard(K("flow:h3:running")) == 2
     assert float(r.hget(K("flow:h3:rate"), "tokens")) == pytest.approx(48, abs=0.5)
+
+
+# ----------------------------------------------------------------- keys ----
+
+def test_a_busy_key_makes_its_jobs_wait_in_order_and_other_keys_run(lua, r):
+    lua.enqueue("e1", [("a1", "h1", 0, 3, "A")])
+    lua.enqueue("e2", [("a2", "h1", 0, 3, "A")])
+    lua.enqueue("e3", [("a3", "h1", 0, 3, "A")])
+    lua.enqueue("e4", [("b1", "h1", 0, 3, "B")])
+    assert r.lrange(K("ready:h1"), 0, -1) == ["b1", "a1"]
+    assert r.lrange(K("flow:h1:wait:A"), 0, -1) == ["a3", "a2"]
+    assert r.hget(K("job:a2"), "state") == "waiting"
+    assert r.hgetall(K("flow:h1:keys")) == {"A": "1", "B": "1"}
+    _, jobs = lua.fetch("ag", [("h1", 10)])
+    assert [j[0] for j in jobs] == ["a1", "b1"]                 # never a waiting one
+    # a retry keeps its slot: a2 still waits
+    assert lua.finish("a1", "ag", 1, "fail", backoff_ms=0)[0] == "retry"
+    assert r.hget(K("job:a1"), "kslot") == "1" and r.llen(K("flow:h1:wait:A")) == 2
+    wait_for(lambda: lua.promote()[0] == 1, 2, what="the retry due")
+    assert r.lrange(K("ready:h1"), 0, -1) == ["a1"]              # back at the head
+    _, jobs = lua.fetch("ag", [("h1", 10)])
+    # done: the slot goes to a2, which the finish's own fetch takes
+    st, _, _, got = lua.finish("a1", "ag", 2, "ok", want=5, rooms=[("h1", 5)])
+    assert st == "done" and [j[0] for j in got] == ["a2"]
+    assert r.lrange(K("flow:h1:wait:A"), 0, -1) == ["a3"]
+    # dead also frees it; the keys hash forgets a key nobody holds
+    assert lua.finish("a2", "ag", 1, "fatal")[0] == "dead"
+    assert r.lrange(K("ready:h1"), 0, -1) == ["a3"]
+    lua.fetch("ag", [("h1", 10)])
+    lua.finish("a3", "ag", 1, "ok")
+    lua.finish("b1", "ag", 1, "ok")
+    assert r.exists(K("flow:h1:keys")) == 0
+
+
+def test_per_key_2_admits_two_and_delayed_jobs_are_admitted_when_due(lua, r):
+    for i in range(3):
+        lua.enqueue("e%d" % i, [("j%d" % i, "h1", 0, 3, "A", 2)])
+    assert r.llen(K("ready:h1")) == 2 and r.llen(K("flow:h1:wait:A")) == 1
+    lua.enqueue("e9", [("d1", "h1", 50, 3, "A", 2)])            # delayed
+    assert r.hget(K("job:d1"), "state") == "delayed"
+    wait_for(lambda: lua.promote()[0] == 0 and r.zcard(K("delayed")) == 0, 2,
+             what="d1 due")
+    assert r.lrange(K("flow:h1:wait:A"), 0, -1) == ["d1", "j2"]  # at its due time, behind
+
+
+def test_on_busy_coalesce_replace_and_reject(lua, r):
+    lua.enqueue("e0", [("c0", "hc", 0, 3, "K", 1, "coalesce")])
+    lua.enqueue("e1", [("c1", "hc", 0, 3, "K", 1, "coalesce")])
+    assert lua.enqueue("e2", [("c2", "hc", 0, 3, "K", 1, "coalesce")]) == [1, "c1 hc"]
+    assert r.exists(K("job:c2")) == 0 and r.llen(K("flow:hc:wait:K")) == 1
+    lua.enqueue("f0", [("r0", "hr", 0, 3, "K", 1, "replace")])
+    lua.enqueue("f1", [("r1", "hr", 0, 3, "K", 1, "replace")], data='{"v":1}')
+    assert lua.enqueue("f2", [("r2", "hr", 0, 3, "K", 1, "replace")],
+                       data='{"v":2}') == [1, "r1 hr"]
+    assert r.hmget(K("job:r1"), "data", "event_id") == ['{"v":2}', "f2"]
+    lua.enqueue("g0", [("x0", "hx", 0, 3, "K", 1, "reject")])
+    before = r.dbsize()
+    assert lua.enqueue("g1", [("x1", "hx", 0, 3, "K", 1, "reject"), ("y1", "hy")]) == \
+        [2, "hx K"]
+    assert r.dbsize() == before                                 # nothing, not even seen:
+    assert r.exists(K("seen:g1")) == 0
+
+
+def test_recovery_and_cancel_give_the_key_slot_to_the_next_job(lua, r):
+    lua.enqueue("e1", [("a1", "h1", 0, 1, "A")])
+    lua.enqueue("e2", [("a2", "h1", 0, 1, "A")])
+    lua.enqueue("e3", [("a3", "h1", 0, 1, "A")])
+    lua.fetch("dead-agent", [("h1", 1)], lease_ms=1)
+    wait_for(lambda: lua.now() > int(r.hget(K("job:a1"), "lease_ms")), 2, what="expiry")
+    assert lua.recover() == 1                                   # a1 dead (1 attempt)
+    assert r.lrange(K("ready:h1"), 0, -1) == ["a2"]
+    # cancel of a waiting job takes it out of its key's list
+    assert lua("admin", [K("delayed"), K("dead"), K("results")],
+               [P, "cancel", "a3", 0, 10, 1000, ""])[0] == 1
+    assert r.llen(K("flow:h1:wait:A")) == 0
+    # cancel of the admitted one frees the slot
+    lua("admin", [K("delayed"), K("dead"), K("results")], [P, "cancel", "a2", 0, 10, 1000, ""])
+    assert r.exists(K("flow:h1:keys")) == 0
+    # retry of the dead one goes through its key again
+    lua.enqueue("e4", [("a4", "h1", 0, 1, "A")])
+    lua("admin", [K("delayed"), K("dead"), K("results")], [P, "retry", "a1", 0, 10, 1000, ""])
+    assert r.hget(K("job:a1"), "state") == "waiting"

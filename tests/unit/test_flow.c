@@ -1,6 +1,7 @@
 /*
- * test_flow.c: flow control's pure parts: the rate parser and the flow
- * word a fetch carries for a handler.
+ * test_flow.c: flow control's pure parts: the rate parser, the key
+ * template parser and its expansion, and the flow word a fetch carries
+ * for a handler.
  */
 #include "config.h"
 
@@ -8,8 +9,32 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "../../agent/dispatchd.h"
 #include "tap.h"
+
+/* The key of event with data (JSON text) by template, or "ERR: why". */
+static char *
+key_of(const char *tmpl, const char *event, const char *data)
+{
+	static char	 buf[1024];
+	struct flow_key	*k;
+	json_t		*d = json_loads(data, JSON_DECODE_ANY, NULL);
+	char		 err[512], *out;
+
+	if ((k = flow_key_parse(tmpl, err, sizeof err)) == NULL)
+		snprintf(buf, sizeof buf, "PARSE: %s", err);
+	else if (flow_key_expand(k, event, d, &out, err, sizeof err) == -1)
+		snprintf(buf, sizeof buf, "ERR: %s", err);
+	else {
+		snprintf(buf, sizeof buf, "%s", out);
+		free(out);
+	}
+	flow_key_free(k);
+	json_decref(d);
+	return buf;
+}
 
 /* Does text parse as count per period_ms with burst? */
 static int
@@ -69,6 +94,38 @@ main(void)
 	ok(rate_bad("1000001/s"), "a count too large refused");
 	ok(rate_bad("99999999999999999999/s"), "an overflowing count refused");
 	ok(rate_bad(""), "empty refused");
+
+	ok(strcmp(key_of("${data.host}", "e", "{\"host\":\"web1\"}"),
+	    "web1") == 0, "${data.host}");
+	ok(strcmp(key_of("${event}/${data.o.id}", "order.paid",
+	    "{\"o\":{\"id\":42}}"), "order.paid/42") == 0,
+	    "${event}, a nested path, a number");
+	ok(strcmp(key_of("host-${data.host:-none}!", "e", "{}"),
+	    "host-none!") == 0, "a default and literals");
+	ok(strcmp(key_of("${data.h:-none}", "e", "{\"h\":null}"), "none") ==
+	    0, "null takes the default");
+	ok(strcmp(key_of("${data.ok}", "e", "{\"ok\":true}"), "true") == 0,
+	    "a boolean");
+	ok(strcmp(key_of("${data.d:-}", "e", "{}"), "") == 0,
+	    "an empty default");
+	ok(strcmp(key_of("plain", "e", "{}"), "plain") == 0, "literal only");
+	ok(strcmp(key_of("$x{y}", "e", "{}"), "$x{y}") == 0,
+	    "a $ not before { is text");
+	ok(strncmp(key_of("${data.host}", "e", "{}"), "ERR: the key "
+	    "${data.host} is missing", 32) == 0, "missing: names the field");
+	ok(strncmp(key_of("${data.host}", "e", "[1]"), "ERR: ", 5) == 0,
+	    "data not an object: missing");
+	ok(strstr(key_of("${data.a}", "e", "{\"a\":{}}"), "not a string") !=
+	    NULL, "an object is refused");
+	ok(strstr(key_of("${data.host", "e", "{}"), "without its }") != NULL,
+	    "an unclosed ${ is refused");
+	ok(strstr(key_of("${host}", "e", "{}"), "is not ${event} or "
+	    "${data.NAME}") != NULL, "an unknown name is refused");
+	ok(strstr(key_of("${data.}", "e", "{}"), "PARSE") != NULL &&
+	    strstr(key_of("${data.a..b}", "e", "{}"), "PARSE") != NULL &&
+	    strstr(key_of("${data.a b}", "e", "{}"), "PARSE") != NULL,
+	    "bad paths are refused");
+	ok(strstr(key_of("", "e", "{}"), "empty") != NULL, "empty refused");
 
 	ok(word_is(0, 0, 0, 0, "-"), "no limits: -");
 	ok(word_is(3, 0, 0, 0, "m3"), "max_running alone");
