@@ -242,6 +242,7 @@ admin_on_status(const struct redisReply *r, void *arg)
 		    routes_agents(t->element[0]->str, &mismatch));
 		json_object_set_new(h, "exec_mismatch",
 		    json_boolean(mismatch));
+		admin_flow_status(h, t);
 		json_object_set_new(h, "flow_mismatch", json_boolean(
 		    routes_flow_mismatch(t->element[0]->str, &who, &sig)));
 		json_array_append_new(hs, h);

@@ -106,3 +106,65 @@ admin_flow_request(const struct request *req, enqueue_cb cb, void *arg)
 		free(pf);
 	}
 }
+
+/*
+ * Add a status row's flow fields (t: the status script's row for one
+ * handler) to h: busy keys, what waits behind them, the fleet count, and
+ * why ready jobs do not start ("held": paused, fleet limit, rate; "key
+ * busy" when jobs wait for their key).
+ */
+void
+admin_flow_status(json_t *h, const struct redisReply *t)
+{
+	const struct redisReply	*k;
+	struct handler		*mine;
+	json_t			*keys, *held;
+	long long		 ready, fleet;
+	double			 tokens;
+	size_t			 i;
+
+	if (!call_reply_is(t, "s????????iiais*"))
+		return;
+	mine = handler_find(cfg, t->element[0]->str);
+	ready = t->element[1]->integer;
+	fleet = t->element[12]->integer;
+	held = json_array();
+	if (t->element[8]->integer >= 0)
+		json_array_append_new(held, json_string("paused"));
+	if (mine != NULL && mine->max_running > 0) {
+		json_object_set_new(h, "running_fleet", json_integer(fleet));
+		json_object_set_new(h, "max_running",
+		    json_integer(mine->max_running));
+		if (fleet >= mine->max_running && ready > 0)
+			json_array_append_new(held, json_string("fleet limit"));
+	}
+	if (t->element[13]->len > 0) {
+		tokens = strtod(t->element[13]->str, NULL);
+		json_object_set_new(h, "rate_tokens", json_real(tokens));
+		if (tokens < 1 && ready > 0)
+			json_array_append_new(held, json_string("rate"));
+	}
+	if (t->element[9]->integer > 0 || (mine != NULL && mine->key)) {
+		json_object_set_new(h, "busy_keys",
+		    json_integer(t->element[9]->integer));
+		json_object_set_new(h, "waiting",
+		    json_integer(t->element[10]->integer));
+		keys = json_array();
+		for (i = 0; i < t->element[11]->elements; i++) {
+			k = t->element[11]->element[i];
+			if (call_reply_is(k, "sii"))
+				json_array_append_new(keys, json_pack(
+				    "{s:s%, s:I, s:I}", "key", k->element[0]->str,
+				    k->element[0]->len, "held",
+				    (json_int_t)k->element[1]->integer,
+				    "waiting", (json_int_t)k->element[2]->integer));
+		}
+		json_object_set_new(h, "keys", keys);
+		if (t->element[10]->integer > 0)
+			json_array_append_new(held, json_string("key busy"));
+	}
+	if (json_array_size(held) > 0)
+		json_object_set_new(h, "held", held);
+	else
+		json_decref(held);
+}

@@ -268,6 +268,37 @@ ctl_print_cgroups(void)
 		printf("cgroups: %s\n", json_string_value(v));
 }
 
+/* A handler's flow control in a status reply: keys, limits, holds. */
+static void
+ctl_print_flow(json_t *h)
+{
+	json_t	*k, *why;
+	size_t	 i;
+	char	 b[3][64];
+
+	if (json_object_get(h, "busy_keys")) {
+		printf("  keys: %s busy, %s jobs waiting",
+		    ctl_cell(h, "busy_keys", b[0], sizeof b[0]),
+		    ctl_cell(h, "waiting", b[1], sizeof b[1]));
+		json_array_foreach(json_object_get(h, "keys"), i, k)
+			printf("%s %s (%s running, %s waiting)", i ? "," : ":",
+			    ctl_cell(k, "key", b[0], sizeof b[0]),
+			    ctl_cell(k, "held", b[1], sizeof b[1]),
+			    ctl_cell(k, "waiting", b[2], sizeof b[2]));
+		printf("\n");
+	}
+	if (json_object_get(h, "max_running"))
+		printf("  fleet: %s of max_running %s\n", ctl_cell(h,
+		    "running_fleet", b[0], sizeof b[0]), ctl_cell(h,
+		    "max_running", b[1], sizeof b[1]));
+	if ((why = json_object_get(h, "held")) != NULL) {
+		printf("  not starting now:");
+		json_array_foreach(why, i, k)
+			printf("%s %s", i ? "," : "", json_string_value(k));
+		printf("\n");
+	}
+}
+
 /* dispatchctl status. */
 static int
 ctl_status(const struct ctl_args *a)
@@ -315,6 +346,7 @@ ctl_status(const struct ctl_args *a)
 			    "paused_until_ms") ? "until " : "until resumed",
 			    json_object_get(h, "paused_until_ms") ? ctl_when(h,
 			    "paused_until_ms", b[1], sizeof b[1]) : "");
+		ctl_print_flow(h);
 		if (json_is_true(json_object_get(h, "flow_mismatch")))
 			printf("  WARNING: %s has different key, per_key, "
 			    "on_busy, rate or max_running on different "

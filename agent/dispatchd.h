@@ -880,6 +880,7 @@ void	 admin_request(const struct request *, enqueue_cb, void *);
 
 /* admin_flow.c */
 void	 admin_flow_request(const struct request *, enqueue_cb, void *);
+void	 admin_flow_status(struct json_t *, const struct redisReply *);
 
 /* control.c */
 int	 control_listen(const char *, int, size_t);

@@ -313,7 +313,10 @@ static const char script_claim[] = NOW
  * handler...
  * Returns {now, {{name, ready, delayed, running, dead, done_1h,
  * failed_1h, oldest_ready_created_ms or -1, paused_until_ms (-1: not
- * paused, 0: until resumed)}...}, {{agent, heartbeat_ms,
+ * paused, 0: until resumed), busy keys, jobs waiting for a key, {{key,
+ * slots held, waiting}...} (the 10 with most waiting), running
+ * fleet-wide (max_running's count), rate tokens ("" for none)}...},
+ * {{agent, heartbeat_ms,
  * alive, running, version, host}...}, truncated, delayed_total,
  * dead_total}.
  */
@@ -355,9 +358,25 @@ static const char script_status[] = NOW
 "local hs, ag = {}, {}\n"
 "for i = 3, #ARGV do\n"
 "  local t = idx[ARGV[i]]\n"
-"  local pu = tonumber(redis.call('HGET', KEYS[6], ARGV[i]) or -1)\n"
+"  local h = ARGV[i]\n"
+"  local pu = tonumber(redis.call('HGET', KEYS[6], h) or -1)\n"
 "  if pu > 0 and pu <= now then pu = -1 end\n"
-"  hs[#hs + 1] = {ARGV[i], t[1], t[2], t[3], t[4], t[5], t[6], t[7], pu}\n"
+"  local fk, top, waiting = P .. 'flow:' .. h .. ':', {}, 0\n"
+"  local nk = redis.call('HLEN', fk .. 'keys')\n"
+"  if nk > 0 then\n"
+"    local kv = redis.call('HSCAN', fk .. 'keys', 0, 'COUNT', limit)[2]\n"
+"    if nk > #kv / 2 then trunc = 1 end\n"
+"    for j = 1, #kv, 2 do\n"
+"      local w = redis.call('LLEN', fk .. 'wait:' .. kv[j])\n"
+"      waiting = waiting + w\n"
+"      top[#top + 1] = {kv[j], tonumber(kv[j + 1]), w}\n"
+"    end\n"
+"    table.sort(top, function(a, b) return a[3] > b[3] end)\n"
+"    for j = #top, 11, -1 do top[j] = nil end\n"
+"  end\n"
+"  local tok = redis.call('HGET', fk .. 'rate', 'tokens') or ''\n"
+"  hs[#hs + 1] = {h, t[1], t[2], t[3], t[4], t[5], t[6], t[7], pu, nk,\n"
+"    waiting, top, redis.call('SCARD', fk .. 'running'), tok}\n"
 "end\n"
 "local a = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES')\n"
 "for i = 1, #a, 2 do\n"

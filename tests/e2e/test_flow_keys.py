@@ -145,3 +145,36 @@ def test_status_reports_agents_that_disagree_on_flow_settings(dispatchd, handler
     # an event for the keyed handler emitted where it is not served is keyed too
     rep = c.request({"op": "emit", "event": "deploy", "data": {"n": 1}})
     assert rep["ok"] is False and rep["code"] == "invalid" and "data.host" in rep["error"]
+
+
+def test_status_shows_busy_keys_and_why_ready_jobs_do_not_start(dispatchd, handler,
+                                                                 record_dir):
+    from admin_util import ctl_json, ctl_ok
+    hs = keyed(handler, record_dir, "30")
+    hs["backup"] = {"on": "backup", "max_running": 1,
+                    "exec": "%s %s 30" % (handler("span.sh"), record_dir)}
+    hs["sms"] = {"on": "sms", "rate": "1/h", "exec": "%s %s" % (handler("span.sh"), record_dir)}
+    a = dispatchd(hs, agent_opts={"workers": 8})
+    busy_first(a, record_dir)
+    for i in range(3):
+        a.emit("deploy", {"host": "web1", "n": i})
+    for i in range(2):
+        a.emit("backup")
+        a.emit("sms")
+    ctl_ok("-s", a.sock, "pause", "sms")
+
+    def rows():
+        _, st = ctl_json(a.sock, "status")
+        return {h["name"]: h for h in st["handlers"]}
+    wait_for(lambda: rows()["backup"].get("running_fleet") == 1 and
+             rows()["sms"].get("ready") == 1, 5, what="the limits reached")
+    r = rows()
+    assert r["deploy"]["busy_keys"] == 1 and r["deploy"]["waiting"] == 3
+    assert r["deploy"]["keys"] == [{"key": "web1", "held": 1, "waiting": 3}]
+    assert r["deploy"]["held"] == ["key busy"]
+    assert r["backup"]["held"] == ["fleet limit"]
+    assert r["sms"]["held"] == ["paused", "rate"]
+    text = ctl_ok("-s", a.sock, "status").stdout
+    assert "keys: 1 busy, 3 jobs waiting: web1 (1 running, 3 waiting)" in text
+    assert "fleet: 1 of max_running 1" in text
+    assert "not starting now: paused, rate" in text

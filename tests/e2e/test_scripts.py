@@ -625,7 +625,8 @@ def test_status_counts_per_handler_and_lists_agents_read_only(lua, r, raw):
     assert snapshot(raw) == before
     assert isinstance(now, int)
     created_j5 = int(r.hget(K("job:j5"), "created_ms"))
-    assert hs == [["h1", 1, 1, 1, 1, 1, 1, created_j5, -1], ["h2", 0, 0, 0, 0, 0, 0, -1, -1]]
+    assert hs == [["h1", 1, 1, 1, 1, 1, 1, created_j5, -1, 0, 0, [], 0, ""],
+                  ["h2", 0, 0, 0, 0, 0, 0, -1, -1, 0, 0, [], 0, ""]]
     (a,) = ag
     assert a[0] == "a1" and isinstance(a[1], int) and a[2:] == [1, 1, "1.2", "hx"]
     assert (trunc, delayed_total, dead_total) == (0, 1, 1)
@@ -956,3 +957,15 @@ def test_recovery_and_cancel_give_the_key_slot_to_the_next_job(lua, r):
     lua.enqueue("e4", [("a4", "h1", 0, 1, "A")])
     lua("admin", [K("delayed"), K("dead"), K("results")], [P, "retry", "a1", 0, 10, 1000, ""])
     assert r.hget(K("job:a1"), "state") == "waiting"
+
+
+def test_status_shows_busy_keys_what_waits_the_fleet_count_and_tokens(lua, r):
+    for i in range(4):
+        lua.enqueue("e%d" % i, [("a%d" % i, "h1", 0, 3, "A")])
+    lua.enqueue("e9", [("b0", "h1", 0, 3, "B")])
+    lua.enqueue("f1", [("m0", "h2"), ("m1", "h3")])
+    lua.fetch("ag", [("h2", 5, "m1"), ("h3", 5, "r1/60000/1")])
+    row = {h[0]: h for h in lua.status(["h1", "h2", "h3"])[1]}
+    assert row["h1"][9:12] == [2, 3, [["A", 1, 3], ["B", 1, 0]]]
+    assert row["h2"][12] == 1 and row["h1"][12] == 0
+    assert float(row["h3"][13]) < 1 and row["h2"][13] == ""
