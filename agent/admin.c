@@ -203,6 +203,7 @@ admin_on_status(const struct redisReply *r, void *arg)
 	long long		 now, oldest;
 	size_t			 i;
 	int			 mismatch;
+	const char		*who, *sig;
 	const redisReply	*t;
 
 	if (admin_bad_reply(pa, r, NULL) || !call_reply_is(r, "iaaiii")) {
@@ -230,10 +231,20 @@ admin_on_status(const struct redisReply *r, void *arg)
 		if (oldest >= 0)
 			json_object_set_new(h, "oldest_ready_s",
 			    json_real((double)(now - oldest) / 1000.0));
+		if (t->elements > 8 && t->element[8]->type ==
+		    REDIS_REPLY_INTEGER && t->element[8]->integer >= 0) {
+			json_object_set_new(h, "paused", json_true());
+			if (t->element[8]->integer > 0)
+				json_object_set_new(h, "paused_until_ms",
+				    json_integer(t->element[8]->integer));
+		}
 		json_object_set_new(h, "agents",
 		    routes_agents(t->element[0]->str, &mismatch));
 		json_object_set_new(h, "exec_mismatch",
 		    json_boolean(mismatch));
+		admin_flow_status(h, t);
+		json_object_set_new(h, "flow_mismatch", json_boolean(
+		    routes_flow_mismatch(t->element[0]->str, &who, &sig)));
 		json_array_append_new(hs, h);
 	}
 	ag = json_array();
@@ -295,6 +306,7 @@ admin_status(struct pending_admin *pa, const struct request *req)
 	call_key(c, KEY_DEAD, NULL);
 	call_key(c, KEY_RESULTS, NULL);
 	call_key(c, KEY_AGENTS, NULL);
+	call_key(c, KEY_PAUSED, NULL);
 	call_arg(c, "P", cfg->prefix);
 	call_int(c, "limit", SCAN_LIMIT);
 	for (i = 0; i < cfg->n_handlers; i++)
@@ -579,6 +591,15 @@ admin_handlers(struct pending_admin *pa, const struct request *req)
 		    "env", admin_words(x->env, x->n_env),
 		    "uid", (int)x->uid, "gid", (int)x->gid,
 		    "declared", json_sprintf("%s:%d", x->file, x->line));
+		if (x->max_running)
+			json_object_set_new(h, "max_running",
+			    json_integer(x->max_running));
+		if (x->rate.count > 0)
+			json_object_set_new(h, "rate", json_sprintf(
+			    "%ld/%c burst %ld", x->rate.count,
+			    x->rate.period_ms == 1000 ? 's' :
+			    x->rate.period_ms == 60000 ? 'm' : 'h',
+			    x->rate.burst));
 		if ((pw = getpwuid(x->uid)) != NULL)
 			json_object_set_new(h, "user", json_string(pw->pw_name));
 		if ((gr = getgrgid(x->gid)) != NULL)
@@ -665,6 +686,14 @@ admin_metrics(struct pending_admin *pa, const struct request *req)
 	metrics_render(admin_on_metrics, pa);
 }
 
+/* pause, resume: admin_flow.c serves them. */
+static void
+admin_flow(struct pending_admin *pa, const struct request *req)
+{
+	admin_flow_request(req, pa->cb, pa->arg);
+	admin_done(pa);
+}
+
 /* The ops served here, by op; control.c serves the others. */
 static void (*const admin_ops[OP_COUNT])(struct pending_admin *,
     const struct request *) = {
@@ -678,6 +707,8 @@ static void (*const admin_ops[OP_COUNT])(struct pending_admin *,
 	[OP_HANDLERS] = admin_handlers,
 	[OP_RUN] = admin_run,
 	[OP_METRICS] = admin_metrics,
+	[OP_PAUSE] = admin_flow,
+	[OP_RESUME] = admin_flow,
 };
 
 /* Is op one of those served here? */

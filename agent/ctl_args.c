@@ -22,6 +22,7 @@ enum {
 	OPT_DEAD,
 	OPT_DELAY,
 	OPT_EVENT,
+	OPT_FOR,
 	OPT_HANDLER,
 	OPT_ID,
 	OPT_OLDER_THAN,
@@ -47,6 +48,7 @@ static const struct option ctl_longopts[] = {
 	{ "delay",	required_argument,	NULL, OPT_DELAY },
 	{ "event",	required_argument,	NULL, OPT_EVENT },
 	{ "follow",	no_argument,		NULL, 'f' },
+	{ "for",	required_argument,	NULL, OPT_FOR },
 	{ "handler",	required_argument,	NULL, OPT_HANDLER },
 	{ "id",		required_argument,	NULL, OPT_ID },
 	{ "limit",	required_argument,	NULL, 'n' },
@@ -273,6 +275,12 @@ ctl_set(const struct proto_op *c, struct ctl_args *a, int ch, const char *arg)
 			ctl_fail(c, "%s: --older-than takes a duration like 7d "
 			    "or 12h", c->name);
 		a->older_than = (double)ms / 1000.0;
+		break;
+	case OPT_FOR:
+		if (util_parse_duration(arg, &ms) == -1 || ms <= 0)
+			ctl_fail(c, "%s: --for takes a duration like 90s or 1h",
+			    c->name);
+		a->for_s = (double)ms / 1000.0;
 		break;
 	case OPT_STATE:
 		a->state = arg;

@@ -61,12 +61,14 @@ static int		 draining;
 static size_t		 rotate;		/* fairness among handlers */
 static int64_t		 fetch_paused_until;	/* after a failed start */
 static ev_timer		 poll_timer;
+static ev_timer		 wake_timer;	/* a pause, or a rate, ends */
 static ev_idle		 kick_idle;
 static void		(*drained)(void);
 
 static void	 dispatch_fetch(void);
 static void	 dispatch_check_drained(void);
-static void	 dispatch_on_filled(int64_t, const struct redisReply *, long);
+static void	 dispatch_on_filled(int64_t, const struct redisReply *, int64_t,
+		    long);
 static char	*dispatch_fill(long *);
 
 /* What the finish outbox tells the loop, and asks of it. */
@@ -309,6 +311,34 @@ dispatch_field(const redisReply *e, const char *def)
 	return e->type == REDIS_REPLY_STRING ? e->str : def;
 }
 
+/*
+ * A fetch said that a handler it skipped may start at wake (Redis's
+ * clock, now its time): fetch then, unless a wake-up comes sooner.
+ */
+static void
+dispatch_wake_at(int64_t now, int64_t wake)
+{
+	double	after, at;
+
+	if (wake < 0 || draining)
+		return;
+	after = (double)(wake > now ? wake - now : 0) / 1000.0 + 0.001;
+	at = ev_now(EV_DEFAULT) + after;
+	if (ev_is_active(&wake_timer) &&
+	    ev_now(EV_DEFAULT) + ev_timer_remaining(EV_DEFAULT_ &wake_timer) <= at)
+		return;
+	ev_timer_stop(EV_DEFAULT_ &wake_timer);
+	ev_timer_set(&wake_timer, after, 0.);
+	ev_timer_start(EV_DEFAULT_ &wake_timer);
+}
+
+/* The wake timer: what held a handler has ended; fetch. */
+static void
+dispatch_on_wake(EV_P_ ev_timer *w, int revents)
+{
+	dispatch_fetch();
+}
+
 /* Start each job a fetch took, on Redis's clock now. */
 static void
 dispatch_start_jobs(int64_t now, const struct redisReply *jobs, long asked)
@@ -348,8 +378,8 @@ dispatch_start_jobs(int64_t now, const struct redisReply *jobs, long asked)
 }
 
 /*
- * The fetch script answered {now, jobs}.  A drain waits for it too: its
- * jobs hold leases, and are put back rather than started.
+ * The fetch script answered {now, jobs, wake}.  A drain waits for it too:
+ * its jobs hold leases, and are put back rather than started.
  */
 static void
 dispatch_on_fetched(const struct redisReply *reply, void *arg)
@@ -357,19 +387,25 @@ dispatch_on_fetched(const struct redisReply *reply, void *arg)
 	fetching = 0;
 	if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
 		log_warnx("fetch: %s", reply->str);
-	else if (call_reply_is(reply, "ia"))
+	else if (call_reply_is(reply, "iai")) {
+		dispatch_wake_at(reply->element[0]->integer,
+		    reply->element[2]->integer);
 		dispatch_start_jobs(reply->element[0]->integer,
 		    reply->element[1], (long)(intptr_t)arg);
+	}
 	dispatch_check_drained();
 }
 
 /* A finish's fetch is over: its jobs, or NULL when it did not happen. */
 static void
-dispatch_on_filled(int64_t now, const struct redisReply *jobs, long asked)
+dispatch_on_filled(int64_t now, const struct redisReply *jobs, int64_t wake,
+    long asked)
 {
 	fetching = 0;
-	if (jobs != NULL)
+	if (jobs != NULL) {
+		dispatch_wake_at(now, wake);
 		dispatch_start_jobs(now, jobs, asked);
+	}
 	dispatch_check_drained();
 }
 
@@ -415,8 +451,8 @@ dispatch_free_slots(void)
  * number of handlers given.
  */
 static size_t
-dispatch_rooms(int free_slots, void (*fn)(const char *, int, void *),
-    void *arg)
+dispatch_rooms(int free_slots, void (*fn)(const struct handler *, int,
+    void *), void *arg)
 {
 	struct handler	*h;
 	size_t		 i, nh = cfg->n_handlers, nr = 0;
@@ -428,18 +464,19 @@ dispatch_rooms(int free_slots, void (*fn)(const char *, int, void *),
 		room = h->concurrency - dispatch_running_for(h->name);
 		if (room <= 0)
 			continue;
-		fn(h->name, room > free_slots ? free_slots : room, arg);
+		fn(h, room > free_slots ? free_slots : room, arg);
 		nr++;
 	}
 	return nr;
 }
 
-/* Add a handler and its room to a fetch call. */
+/* Add a handler, its room and its flow limits to a fetch call. */
 static void
-dispatch_room_arg(const char *name, int room, void *arg)
+dispatch_room_arg(const struct handler *h, int room, void *arg)
 {
-	call_arg(arg, "handler", name);
+	call_arg(arg, "handler", h->name);
 	call_int(arg, "room", room);
+	call_arg(arg, "flow", h->flow);
 }
 
 /* Ask for as many jobs as there are free slots, unless one is on its way. */
@@ -454,6 +491,7 @@ dispatch_fetch(void)
 	c = call_start(SCRIPT_FETCH);
 	call_key(c, KEY_LEASES, NULL);
 	call_key(c, KEY_RUNNING, cfg->name);
+	call_key(c, KEY_PAUSED, NULL);
 	call_arg(c, "P", cfg->prefix);
 	call_arg(c, "agent", cfg->name);
 	call_int(c, "lease_ms", cfg->lease_ms);
@@ -464,14 +502,14 @@ dispatch_fetch(void)
 	call_free(c);
 }
 
-/* Add a handler and its room to a room text, "handler room ...". */
+/* Add a handler to a room text, "handler room flow ...". */
 static void
-dispatch_room_text(const char *name, int room, void *arg)
+dispatch_room_text(const struct handler *h, int room, void *arg)
 {
 	char	**text = arg, *s;
 
-	xasprintf(&s, "%s%s%s %d", *text ? *text : "", *text ? " " : "",
-	    name, room);
+	xasprintf(&s, "%s%s%s %d %s", *text ? *text : "", *text ? " " : "",
+	    h->name, room, h->flow);
 	free(*text);
 	*text = s;
 }
@@ -630,6 +668,7 @@ dispatch_start(void)
 	finish_init(&finish_hooks);
 	ev_idle_init(&kick_idle, dispatch_on_kick);
 	ev_timer_init(&poll_timer, dispatch_on_poll, POLL_S, POLL_S);
+	ev_timer_init(&wake_timer, dispatch_on_wake, 0., 0.);
 	ev_timer_start(EV_DEFAULT_ &poll_timer);
 }
 
@@ -682,6 +721,7 @@ dispatch_drain(void (*done)(void))
 		draining = 1;
 		drained = done;
 		ev_timer_stop(EV_DEFAULT_ &poll_timer);
+		ev_timer_stop(EV_DEFAULT_ &wake_timer);
 		ev_idle_stop(EV_DEFAULT_ &kick_idle);
 		dispatch_check_drained();
 		return;

@@ -268,6 +268,37 @@ ctl_print_cgroups(void)
 		printf("cgroups: %s\n", json_string_value(v));
 }
 
+/* A handler's flow control in a status reply: keys, limits, holds. */
+static void
+ctl_print_flow(json_t *h)
+{
+	json_t	*k, *why;
+	size_t	 i;
+	char	 b[3][64];
+
+	if (json_object_get(h, "busy_keys")) {
+		printf("  keys: %s busy, %s jobs waiting",
+		    ctl_cell(h, "busy_keys", b[0], sizeof b[0]),
+		    ctl_cell(h, "waiting", b[1], sizeof b[1]));
+		json_array_foreach(json_object_get(h, "keys"), i, k)
+			printf("%s %s (%s running, %s waiting)", i ? "," : ":",
+			    ctl_cell(k, "key", b[0], sizeof b[0]),
+			    ctl_cell(k, "held", b[1], sizeof b[1]),
+			    ctl_cell(k, "waiting", b[2], sizeof b[2]));
+		printf("\n");
+	}
+	if (json_object_get(h, "max_running"))
+		printf("  fleet: %s of max_running %s\n", ctl_cell(h,
+		    "running_fleet", b[0], sizeof b[0]), ctl_cell(h,
+		    "max_running", b[1], sizeof b[1]));
+	if ((why = json_object_get(h, "held")) != NULL) {
+		printf("  not starting now:");
+		json_array_foreach(why, i, k)
+			printf("%s %s", i ? "," : "", json_string_value(k));
+		printf("\n");
+	}
+}
+
 /* dispatchctl status. */
 static int
 ctl_status(const struct ctl_args *a)
@@ -310,6 +341,16 @@ ctl_status(const struct ctl_args *a)
 		if (json_array_size(json_object_get(h, "agents")) == 0)
 			printf("(none alive: jobs wait)");
 		printf("\n");
+		if (json_is_true(json_object_get(h, "paused")))
+			printf("  PAUSED %s%s\n", json_object_get(h,
+			    "paused_until_ms") ? "until " : "until resumed",
+			    json_object_get(h, "paused_until_ms") ? ctl_when(h,
+			    "paused_until_ms", b[1], sizeof b[1]) : "");
+		ctl_print_flow(h);
+		if (json_is_true(json_object_get(h, "flow_mismatch")))
+			printf("  WARNING: %s has different key, per_key, "
+			    "on_busy, rate or max_running on different "
+			    "agents\n", b[0]);
 		if (json_is_true(json_object_get(h, "exec_mismatch")))
 			printf("  WARNING: %s has different exec lines on "
 			    "different agents\n", b[0]);
@@ -528,6 +569,11 @@ ctl_handlers(const struct ctl_args *a)
 		printf("delay = %ss\n", ctl_cell(h, "delay_s", b, sizeof b));
 		printf("concurrency = %s\n", ctl_cell(h, "concurrency", b,
 		    sizeof b));
+		if (json_object_get(h, "max_running"))
+			printf("max_running = %s\n", ctl_cell(h, "max_running",
+			    b, sizeof b));
+		if (json_object_get(h, "rate"))
+			printf("rate = %s\n", ctl_cell(h, "rate", b, sizeof b));
 		printf("workdir = %s\n", ctl_cell(h, "workdir", b, sizeof b));
 		printf("# runs as %s", ctl_cell(h, "user", b, sizeof b));
 		printf(":%s", ctl_cell(h, "group", b, sizeof b));
@@ -591,6 +637,31 @@ ctl_run(const struct ctl_args *a)
 	printf("--- stderr\n%s", json_string_value(json_object_get(reply,
 	    "stderr")));
 	exit(status);
+}
+
+/* dispatchctl pause HANDLER [--for D], resume HANDLER. */
+static int
+ctl_flow(const struct ctl_args *a)
+{
+	char	b[64];
+
+	request = json_pack("{s:s, s:s}", "op", a->name, "handler",
+	    a->argv[0]);
+	if (a->for_s > 0)
+		json_object_set_new(request, "for", json_real(a->for_s));
+	ctl_call();
+	ctl_check();
+	if (json_output)
+		exit(0);
+	if (a->cmd == OP_RESUME)
+		printf("%s: %s\n", a->argv[0], json_is_true(json_object_get(
+		    reply, "was_paused")) ? "resumed" : "was not paused");
+	else if (json_object_get(reply, "until_ms"))
+		printf("%s: paused until %s\n", a->argv[0], ctl_when(reply,
+		    "until_ms", b, sizeof b));
+	else
+		printf("%s: paused until resumed\n", a->argv[0]);
+	exit(0);
 }
 
 /* dispatchctl metrics. */
@@ -673,6 +744,8 @@ main(int argc, char **argv)
 		[OP_CHECK] = ctl_config_check,
 		[OP_RUN] = ctl_run,
 		[OP_METRICS] = ctl_metrics,
+		[OP_PAUSE] = ctl_flow,
+		[OP_RESUME] = ctl_flow,
 	};
 	static struct ctl_args	 args;	/* static: its argv stays reachable */
 	int			 i;

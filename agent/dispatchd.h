@@ -62,6 +62,32 @@ struct job_limits {
 	int		 leftovers_wait; /* let the handler's children finish */
 };
 
+/* flow.c: a handler's start rate, fleet-wide. */
+struct flow_rate {
+	long		 count;		/* starts per period; 0: no rate */
+	int64_t		 period_ms;
+	long		 burst;		/* starts that may come at once */
+};
+int	 flow_parse_rate(const char *, struct flow_rate *, char *, size_t);
+char	*flow_word(int, const struct flow_rate *);
+/* What a keyed handler does with an event whose key is busy. */
+enum flow_busy {
+	BUSY_QUEUE,		/* the job waits its turn */
+	BUSY_COALESCE,		/* at most one waits; later emits get its id */
+	BUSY_REPLACE,		/* one waits, with the newest event's data */
+	BUSY_REJECT		/* the emit is answered busy */
+};
+extern const char *const flow_busy_words[];
+#define FLOW_KEY_MAX	512	/* bytes of an expanded key */
+struct flow_key;
+struct flow_key	*flow_key_parse(const char *, char *, size_t);
+int		 flow_key_expand(const struct flow_key *, const char *,
+		    const struct json_t *, char **, char *, size_t);
+const char	*flow_key_text(const struct flow_key *);
+void		 flow_key_free(struct flow_key *);
+char		*flow_signature(const struct flow_key *, int, enum flow_busy,
+		    const char *);
+
 /* One [handler NAME] section. */
 struct handler {
 	char		 *name;
@@ -78,6 +104,13 @@ struct handler {
 	int64_t		  backoff_cap_ms;
 	int		  attempts;
 	int		  concurrency;	/* 0: as many as workers */
+	int		  max_running;	/* fleet-wide; 0: no limit */
+	struct flow_rate  rate;		/* fleet-wide starts; count 0: none */
+	struct flow_key	 *key;		/* key = TEMPLATE, or NULL */
+	int		  per_key;	/* jobs of one key at once (1) */
+	enum flow_busy	  on_busy;
+	char		 *flow_sig;	/* all flow settings, to compare */
+	char		 *flow;		/* the fetch's flow word, "-": none */
 	char		 *file;		/* where the section was declared */
 	int		  line;
 	char		 *exec_file;	/* where exec was set */
@@ -184,6 +217,8 @@ enum request_op {
 	OP_CHECK,	/* dispatchctl's own: never sent (PROTO_LOCAL) */
 	OP_RUN,
 	OP_METRICS,
+	OP_PAUSE,
+	OP_RESUME,
 	OP_COUNT
 };
 
@@ -200,6 +235,7 @@ struct request {
 	long		 limit;		/* jobs, results, retry, purge */
 	int		 limit_given;	/* else a per-op default */
 	int64_t		 older_ms;	/* purge */
+	int64_t		 for_ms;	/* pause: 0 until resumed */
 	int		 dead;		/* retry, purge: the dead jobs */
 };
 
@@ -390,6 +426,7 @@ enum schema_key {
 	KEY_RUNNING,		/* set agent:<name>:running */
 	KEY_INFO,		/* hash agent:<name>:info */
 	KEY_ROUTES,		/* hash routes:<name> */
+	KEY_PAUSED,		/* hash: handler -> paused until (ms) */
 	KEY_COUNT
 };
 #define SCHEMA_DEAD_TTL_S	(7 * 86400)	/* how long dead jobs are kept */
@@ -411,6 +448,7 @@ enum script_id {
 	SCRIPT_JOB,
 	SCRIPT_ADMIN,
 	SCRIPT_ROUTES,
+	SCRIPT_PAUSE,
 	SCRIPT_COUNT
 };
 struct script {
@@ -420,6 +458,59 @@ struct script {
 	const char	*args;		/* ARGV by name; [a b] repeats */
 };
 extern const struct script scripts[SCRIPT_COUNT];
+/* Redis's clock in ms as the Lua local now; every script that needs it. */
+#define SCRIPTS_NOW \
+	"local t = redis.call('TIME')\n" \
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+/*
+ * Lua: a keyed job's admission and its slot's release, for every script
+ * that makes a job ready or ends it.  key_admit(P, jid, jk, h, key, per):
+ * the job takes a slot of its key (flow:<h>:keys, key -> slots held) and
+ * goes to its ready list, or, with none free, to the end of the key's
+ * waiting list (flow:<h>:wait:<key>); true when it is ready.  key_free(P,
+ * jk, h): the job's final outcome gives its slot back and admits the
+ * next waiting job of the key; true when it admitted one.  A job holds
+ * its slot (field kslot) from admission to its final outcome, through
+ * retries, so a retry keeps its place at the head of its key.
+ */
+#define SCRIPTS_KEY_LUA \
+	"local function key_admit(P, jid, jk, h, key, per)\n" \
+	"  local kk = P .. 'flow:' .. h .. ':keys'\n" \
+	"  if tonumber(redis.call('HGET', kk, key) or 0) < per then\n" \
+	"    redis.call('HINCRBY', kk, key, 1)\n" \
+	"    redis.call('HSET', jk, 'state', 'ready', 'kslot', 1)\n" \
+	"    redis.call('LPUSH', P .. 'ready:' .. h, jid)\n" \
+	"    return true\n" \
+	"  end\n" \
+	"  redis.call('HSET', jk, 'state', 'waiting')\n" \
+	"  redis.call('LPUSH', P .. 'flow:' .. h .. ':wait:' .. key, jid)\n" \
+	"  return false\n" \
+	"end\n" \
+	"local function key_free(P, jk, h)\n" \
+	"  local k = redis.call('HMGET', jk, 'key', 'per_key')\n" \
+	"  if not k[1] then return false end\n" \
+	"  redis.call('HDEL', jk, 'kslot')\n" \
+	"  local kk, per = P .. 'flow:' .. h .. ':keys', tonumber(k[2]) or 1\n" \
+	"  local left = redis.call('HINCRBY', kk, k[1], -1)\n" \
+	"  if left <= 0 then redis.call('HDEL', kk, k[1]) end\n" \
+	"  if left >= per then return false end\n" \
+	"  local wl = P .. 'flow:' .. h .. ':wait:' .. k[1]\n" \
+	"  while true do\n" \
+	"    local nx = redis.call('RPOP', wl)\n" \
+	"    if not nx then return false end\n" \
+	"    local nk = P .. 'job:' .. nx\n" \
+	"    if redis.call('HGET', nk, 'state') == 'waiting' then\n" \
+	"      return key_admit(P, nx, nk, h, k[1], per)\n" \
+	"    end\n" \
+	"  end\n" \
+	"end\n"
+/* The error of a results entry for a job cancelled while it ran. */
+#define SCRIPTS_CANCEL_TEXT	"'cancelled by an administrator while running'"
+
+/* scripts_flow.c: the fetch path's scripts, and flow control's */
+extern const char scripts_flow_fetch[];
+extern const char scripts_flow_finish[];
+extern const char scripts_flow_pause[];
 
 /* ctl_print.c (dispatchctl only) */
 const char	*ctl_cell(struct json_t *, const char *, char *, size_t);
@@ -446,6 +537,7 @@ struct ctl_args {
 	const char	 *event;	/* --event */
 	long		  limit;	/* --limit, -n: 1-10000 */
 	double		  older_than;	/* --older-than, in seconds */
+	double		  for_s;	/* --for, in seconds */
 	int		  dead;		/* --dead */
 	int		  follow;	/* --follow, -f */
 };
@@ -700,6 +792,7 @@ void	 routes_refresh(void);
 size_t	 routes_match(const char *, struct handler **, size_t, size_t);
 size_t	 routes_remote_names(const char **, size_t);
 struct json_t *routes_agents(const char *, int *);
+int	 routes_flow_mismatch(const char *, const char **, const char **);
 
 /* enqueue.c */
 typedef void (*enqueue_cb)(int, const char *, size_t, void *);
@@ -723,7 +816,8 @@ void	 inbox_stop(void);
 struct finish_hooks {
 	void	(*recorded)(void);		/* a finish is in Redis */
 	char	*(*fill)(long *);		/* rooms to fill, or NULL */
-	void	(*fetched)(int64_t, const struct redisReply *, long);
+	void	(*fetched)(int64_t, const struct redisReply *, int64_t, long);
+					/* now, jobs, wake (-1), asked */
 };
 void	 finish_init(const struct finish_hooks *);
 void	 finish_queue(const struct job_info *, const struct run_result *,
@@ -782,6 +876,10 @@ int	 metrics_listen(const char *);
 /* admin.c */
 int	 admin_serves(enum request_op);
 void	 admin_request(const struct request *, enqueue_cb, void *);
+
+/* admin_flow.c */
+void	 admin_flow_request(const struct request *, enqueue_cb, void *);
+void	 admin_flow_status(struct json_t *, const struct redisReply *);
 
 /* control.c */
 int	 control_listen(const char *, int, size_t);

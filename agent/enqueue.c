@@ -181,6 +181,16 @@ enqueue_on_reply(const struct redisReply *reply, void *arg)
 		enqueue_done(pe, 0, line, len);
 		return;
 	}
+	if (reply->element[0]->integer == 2) {
+		/* on_busy = reject: nothing was queued, nor the id seen */
+		snprintf(msg, sizeof msg, "handler %.*s is busy: its key has "
+		    "no free slot (on_busy = reject); nothing was queued",
+		    (int)strcspn(reply->element[1]->str, " "),
+		    reply->element[1]->str);
+		line = proto_reply_error("busy", msg, pe->event_id, &len);
+		enqueue_done(pe, 0, line, len);
+		return;
+	}
 	counters.emitted++;
 	line = enqueue_reply(pe->event_id, reply->element[1]->str,
 	    reply->element[1]->len, reply->element[0]->integer == 0, &len);
@@ -191,6 +201,40 @@ enqueue_on_reply(const struct redisReply *reply, void *arg)
 	queued_hook();
 	if (spool_count() > 0)
 		enqueue_replay_in(0.);	/* Redis takes writes again */
+}
+
+/*
+ * The keys of the keyed handlers among hs[0..n) for ev, into keys (NULL
+ * for a handler without one; the caller frees them); -1 with err when an
+ * event lacks what a template needs.
+ */
+static int
+enqueue_keys(const struct event *ev, struct handler **hs, size_t n,
+    char **keys, char *err, size_t errlen)
+{
+	json_t		*data = NULL;
+	json_error_t	 jerr;
+	char		 why[400];
+	size_t		 i;
+
+	for (i = 0; i < n; i++) {
+		keys[i] = NULL;
+		if (hs[i]->key == NULL)
+			continue;
+		if (data == NULL)
+			data = json_loads(ev->data, JSON_DECODE_ANY, &jerr);
+		if (flow_key_expand(hs[i]->key, ev->name, data, &keys[i], why,
+		    sizeof why) == -1) {
+			snprintf(err, errlen, "handler %s: %s", hs[i]->name,
+			    why);
+			while (i-- > 0)
+				free(keys[i]);
+			json_decref(data);
+			return -1;
+		}
+	}
+	json_decref(data);
+	return 0;
 }
 
 /*
@@ -206,6 +250,7 @@ enqueue_event(struct event *ev, int may_spool, enqueue_cb cb, void *arg)
 	struct call		*c;
 	char			 eid[2 * JOB_ID_BYTES + 1];
 	char			 jid[2 * JOB_ID_BYTES + 1], *line;
+	char			*keys[MAX_FANOUT], err[512];
 	size_t			 n, i, len;
 
 	if (ev->id == NULL)
@@ -224,6 +269,13 @@ enqueue_event(struct event *ev, int may_spool, enqueue_cb cb, void *arg)
 		free(line);
 		return;
 	}
+	if (enqueue_keys(ev, hs, n, keys, err, sizeof err) == -1) {
+		/* the event's fault: not spooled, answered invalid */
+		line = proto_reply_error("invalid", err, NULL, &len);
+		cb(0, line, len, arg);
+		free(line);
+		return;
+	}
 	pe = xcalloc(1, sizeof *pe);
 	pe->cb = cb;
 	pe->arg = arg;
@@ -232,6 +284,8 @@ enqueue_event(struct event *ev, int may_spool, enqueue_cb cb, void *arg)
 	if (may_spool && spool_enabled())
 		pe->spool_line = enqueue_spool_line(ev, pe->event_id, &len);
 	if (!redis_ready(rcmd)) {
+		for (i = 0; i < n; i++)
+			free(keys[i]);
 		enqueue_fallback(pe, "Redis is not reachable");
 		return;
 	}
@@ -255,6 +309,10 @@ enqueue_event(struct event *ev, int may_spool, enqueue_cb cb, void *arg)
 		call_int(c, "timeout_ms", hs[i]->timeout_ms);
 		call_int(c, "backoff_ms", hs[i]->backoff_base_ms);
 		call_int(c, "backoff_cap_ms", hs[i]->backoff_cap_ms);
+		call_arg(c, "key", keys[i] ? keys[i] : "");
+		call_int(c, "per_key", hs[i]->per_key > 0 ? hs[i]->per_key : 1);
+		call_arg(c, "on_busy", flow_busy_words[hs[i]->on_busy]);
+		free(keys[i]);
 	}
 	if (call_send_free(c, enqueue_on_reply, pe) == -1)
 		enqueue_fallback(pe, "Redis is not reachable");

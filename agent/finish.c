@@ -102,6 +102,7 @@ finish_call(const struct finish *f, long want, const char *rooms)
 	call_key(c, KEY_RESULTS, NULL);
 	call_key(c, KEY_READY, f->handler);
 	call_key(c, KEY_FIN, f->job_id);
+	call_key(c, KEY_PAUSED, NULL);
 	call_arg(c, "jid", f->job_id);
 	call_arg(c, "agent", cfg->name);
 	call_int(c, "attempt", f->attempt);
@@ -159,21 +160,25 @@ finish_free(struct finish *f)
 }
 
 
-/* The fetch a finish carried is over: jobs, or NULL if it did not happen. */
+/*
+ * The fetch a finish carried is over: jobs, or NULL if it did not happen;
+ * wake is when a pause that held a handler asked for ends, or -1.
+ */
 static void
-finish_fetched(struct finish *f, int64_t now, const struct redisReply *jobs)
+finish_fetched(struct finish *f, int64_t now, const struct redisReply *jobs,
+    int64_t wake)
 {
 	long	asked = f->asked;
 
 	if (asked == 0)
 		return;
 	f->asked = 0;
-	hooks.fetched(now, jobs, asked);
+	hooks.fetched(now, jobs, wake, asked);
 }
 
 /*
- * The finish script answered {fate, stream id, now, fetched jobs}, or the
- * connection went.
+ * The finish script answered {fate, stream id, now, fetched jobs, wake},
+ * or the connection went.
  */
 static void
 finish_on_reply(const struct redisReply *reply, void *arg)
@@ -182,8 +187,8 @@ finish_on_reply(const struct redisReply *reply, void *arg)
 	enum job_fate	 fate;
 
 	f->inflight = 0;
-	if (!call_reply_is(reply, "ssia")) {
-		finish_fetched(f, 0, NULL);
+	if (!call_reply_is(reply, "ssia*")) {
+		finish_fetched(f, 0, NULL, -1);
 		if (reply != NULL)
 			log_warnx("finish %s: %s; will retry", f->what,
 			    reply->type == REDIS_REPLY_ERROR ? reply->str :
@@ -216,7 +221,9 @@ finish_on_reply(const struct redisReply *reply, void *arg)
 	 */
 	TAILQ_REMOVE(&unsent, f, entry);
 	n_unsent--;
-	finish_fetched(f, reply->element[2]->integer, reply->element[3]);
+	finish_fetched(f, reply->element[2]->integer, reply->element[3],
+	    reply->elements > 4 && reply->element[4]->type ==
+	    REDIS_REPLY_INTEGER ? reply->element[4]->integer : -1);
 	finish_free(f);
 	finish_flush();
 	hooks.recorded();
@@ -244,7 +251,7 @@ finish_flush(void)
 		f->asked = rooms != NULL ? want : 0;
 		rc = call_send_free(c, finish_on_reply, f);
 		if (rc == -1) {
-			finish_fetched(f, 0, NULL);
+			finish_fetched(f, 0, NULL, -1);
 			break;
 		}
 		f->inflight = 1;

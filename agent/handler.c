@@ -70,6 +70,9 @@ static int	 handler_parse_exec(struct handler_at *, const char *);
 static int	 handler_parse_backoff(struct handler_at *, const char *);
 static int	 handler_parse_workdir(struct handler_at *, const char *);
 static int	 handler_parse_env(struct handler_at *, const char *);
+static int	 handler_parse_rate(struct handler_at *, const char *);
+static int	 handler_parse_key(struct handler_at *, const char *);
+static int	 handler_parse_on_busy(struct handler_at *, const char *);
 
 #define OFF(f)	offsetof(struct handler, f)
 static const struct handler_key handler_keys[] = {
@@ -85,6 +88,16 @@ static const struct handler_key handler_keys[] = {
 	    "", " is not a number from 1 to 1000", NULL, NULL },
 	{ "concurrency",  HKEY_INT,	 OFF(concurrency),	1, 4096,
 	    "", " is not a number from 1 to 4096", NULL, NULL },
+	{ "max_running",  HKEY_INT,	 OFF(max_running),	1, 1000000,
+	    "", " is not a number from 1 to 1000000", NULL, NULL },
+	{ "rate",	  HKEY_CUSTOM,	 0,			0, 0,
+	    NULL, NULL, NULL, handler_parse_rate },
+	{ "key",	  HKEY_CUSTOM,	 0,			0, 0,
+	    NULL, NULL, NULL, handler_parse_key },
+	{ "per_key",	  HKEY_INT,	 OFF(per_key),		1, 1000000,
+	    "", " is not a number from 1 to 1000000", NULL, NULL },
+	{ "on_busy",	  HKEY_CUSTOM,	 0,			0, 0,
+	    NULL, NULL, NULL, handler_parse_on_busy },
 	{ "backoff",	  HKEY_CUSTOM,	 0,			0, 0,
 	    NULL, NULL, NULL, handler_parse_backoff },
 	{ "workdir",	  HKEY_CUSTOM,	 0,			0, 0,
@@ -252,6 +265,44 @@ handler_parse_backoff(struct handler_at *at, const char *value)
 	at->h->backoff_base_ms = ms;
 	at->h->backoff_cap_ms = cap;
 	return 0;
+}
+
+/* rate: fleet-wide starts, "10/s", "100/m burst 20" (flow.c). */
+static int
+handler_parse_rate(struct handler_at *at, const char *value)
+{
+	char	why[256];
+
+	if (flow_parse_rate(value, &at->h->rate, why, sizeof why) == -1)
+		return handler_fail(at, "%s", why);
+	return 0;
+}
+
+/* key: a template over the event, "${data.host}" (flow.c). */
+static int
+handler_parse_key(struct handler_at *at, const char *value)
+{
+	char	why[512];
+
+	flow_key_free(at->h->key);
+	if ((at->h->key = flow_key_parse(value, why, sizeof why)) == NULL)
+		return handler_fail(at, "%s", why);
+	return 0;
+}
+
+/* on_busy: queue, coalesce, replace or reject. */
+static int
+handler_parse_on_busy(struct handler_at *at, const char *value)
+{
+	int	i;
+
+	for (i = 0; flow_busy_words[i] != NULL; i++)
+		if (strcmp(value, flow_busy_words[i]) == 0) {
+			at->h->on_busy = (enum flow_busy)i;
+			return 0;
+		}
+	return handler_fail(at, "'%s' is not queue, coalesce, replace or "
+	    "reject", value);
 }
 
 /* workdir: an existing absolute directory. */
@@ -512,6 +563,17 @@ handler_finish(struct handler *h, const struct config *conf, char *err,
 	if (h->concurrency == 0 || h->concurrency > conf->workers)
 		h->concurrency = conf->workers;
 	limits_inherit(&h->limits, &conf->limits);
+	if ((h->per_key != 0 || h->on_busy != BUSY_QUEUE) && h->key == NULL) {
+		snprintf(err, errlen, "%s:%d: [handler %s] per_key and on_busy "
+		    "need a key", h->file, h->line, h->name);
+		return -1;
+	}
+	if (h->per_key == 0)
+		h->per_key = 1;
+	free(h->flow);
+	h->flow = flow_word(h->max_running, &h->rate);
+	free(h->flow_sig);
+	h->flow_sig = flow_signature(h->key, h->per_key, h->on_busy, h->flow);
 	if (handler_resolve_user(conf, h, err, errlen) == -1 ||
 	    handler_check_owner(h, err, errlen) == -1)
 		return -1;
@@ -538,6 +600,9 @@ handler_free(struct handler *h)
 	util_free_words(h->env);
 	free(h->exec);
 	free(h->exec_file);
+	free(h->flow);
+	free(h->flow_sig);
+	flow_key_free(h->key);
 	free(h->user);
 	free(h->group);
 	free(h->groups);

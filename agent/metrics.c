@@ -192,6 +192,16 @@ metrics_on_status(const struct redisReply *reply, void *arg)
 			    "%lld\n", h->element[0]->str,
 			    h->element[1]->integer);
 		}
+		metrics_head(&t, "dispatchd_handler_paused", "gauge",
+		    "1 while the handler is paused (dispatchctl pause).");
+		for (i = 0; i < reply->element[1]->elements; i++) {
+			h = reply->element[1]->element[i];
+			if (!call_reply_is(h, "s???????i*"))
+				continue;
+			text_add(&t, "dispatchd_handler_paused{handler=\"%s\"} "
+			    "%d\n", h->element[0]->str,
+			    h->element[8]->integer >= 0);
+		}
 		metrics_one(&t, "dispatchd_queue_delayed", "gauge",
 		    "Jobs waiting for their due time (delays and retries).",
 		    (double)reply->element[4]->integer);
@@ -220,6 +230,7 @@ metrics_render(metrics_cb cb, void *arg)
 	call_key(c, KEY_DEAD, NULL);
 	call_key(c, KEY_RESULTS, NULL);
 	call_key(c, KEY_AGENTS, NULL);
+	call_key(c, KEY_PAUSED, NULL);
 	call_arg(c, "P", cfg->prefix);
 	call_arg(c, "limit", "1");	/* depths only: scan as little as can be */
 	for (i = 0; i < cfg->n_handlers; i++)

@@ -92,6 +92,18 @@ const struct proto_op proto_ops[OP_COUNT] = {
 		.name = "metrics", .fields = "", .required = "",
 		.options = "", .synopsis = "",
 		.help = "Prometheus text" },
+	[OP_PAUSE] = {
+		.name = "pause", .flags = PROTO_ADMIN,
+		.fields = "handler for", .required = "handler",
+		.min_args = 1, .max_args = 1, .options = "for",
+		.synopsis = "HANDLER [--for DURATION]",
+		.help = "start none of a handler's jobs, on any agent" },
+	[OP_RESUME] = {
+		.name = "resume", .flags = PROTO_ADMIN,
+		.fields = "handler", .required = "handler",
+		.min_args = 1, .max_args = 1, .options = "",
+		.synopsis = "HANDLER",
+		.help = "end a pause" },
 };
 
 /* How a field of the ops other than emit is checked and kept. */
@@ -130,6 +142,7 @@ static const struct proto_field {
 	{ "dead",	FIELD_FLAG,	offsetof(struct request, dead), NULL },
 	{ "older_than",	FIELD_SECONDS,	offsetof(struct request, older_ms),
 	    NULL },
+	{ "for",	FIELD_SECONDS,	offsetof(struct request, for_ms), NULL },
 };
 #define N_FIELDS	(sizeof proto_fields / sizeof proto_fields[0])
 
@@ -334,7 +347,7 @@ proto_fill_field(json_t *obj, const struct proto_field *f,
 		return 0;
 	case FIELD_SECONDS:
 		d = json_number_value(v);
-		if (!json_is_number(v) || d < 0) {
+		if (!json_is_number(v) || d < 0 || d > 1e10) {
 			snprintf(err, errlen, "'%s' must be seconds", f->name);
 			return -1;
 		}

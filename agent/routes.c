@@ -52,6 +52,12 @@ routes_spec(const struct handler *h)
 	    "backoff_ms", (json_int_t)h->backoff_base_ms,
 	    "backoff_cap_ms", (json_int_t)h->backoff_cap_ms,
 	    "delay_ms", (json_int_t)h->delay_ms);
+	if (o != NULL && h->key != NULL)
+		json_object_set_new(o, "key", json_pack("{s:s, s:i, s:s}",
+		    "template", flow_key_text(h->key), "per_key", h->per_key,
+		    "on_busy", flow_busy_words[h->on_busy]));
+	if (o != NULL && h->flow_sig != NULL)
+		json_object_set_new(o, "flow", json_string(h->flow_sig));
 	if (o == NULL || (s = json_dumps(o, JSON_COMPACT)) == NULL)
 		fatalx("routes: cannot build a spec");
 	json_decref(o);
@@ -98,6 +104,36 @@ routes_publish(void)
 	free(key);
 }
 
+/*
+ * The flow settings of another agent's handler: its key (jobs made here
+ * for it are admitted by key as its own would be) and its signature.
+ */
+static void
+routes_parse_flow(struct handler *h, const json_t *o)
+{
+	const json_t	*k = json_object_get(o, "key"), *v;
+	char		 err[512];
+	size_t		 i;
+
+	v = json_object_get(o, "flow");
+	h->flow_sig = xstrdup(json_is_string(v) ? json_string_value(v) : "-");
+	h->per_key = 1;
+	if (!json_is_object(k) || !json_is_string(v = json_object_get(k,
+	    "template")))
+		return;
+	if ((h->key = flow_key_parse(json_string_value(v), err,
+	    sizeof err)) == NULL) {
+		log_warnx("routes: handler %s: key: %s", h->name, err);
+		return;
+	}
+	if ((i = (size_t)json_integer_value(json_object_get(k, "per_key"))) > 0)
+		h->per_key = (int)i;
+	v = json_object_get(k, "on_busy");
+	for (i = 0; json_is_string(v) && flow_busy_words[i] != NULL; i++)
+		if (strcmp(json_string_value(v), flow_busy_words[i]) == 0)
+			h->on_busy = (enum flow_busy)i;
+}
+
 /* A handler from another agent's spec; NULL if it does not parse. */
 static struct handler *
 routes_parse(const char *name, const char *spec, size_t len)
@@ -131,6 +167,7 @@ routes_parse(const char *name, const char *spec, size_t len)
 	h->backoff_cap_ms = json_integer_value(json_object_get(o,
 	    "backoff_cap_ms"));
 	h->delay_ms = json_integer_value(json_object_get(o, "delay_ms"));
+	routes_parse_flow(h, o);
 	if (h->attempts < 1)
 		h->attempts = 1;
 	if (h->timeout_ms <= 0)
@@ -311,4 +348,31 @@ routes_agents(const char *name, int *mismatch)
 			*mismatch = 1;
 	}
 	return a;
+}
+
+/*
+ * Do the agents serving handler name disagree on its flow settings (key,
+ * per_key, on_busy, max_running, rate)?  The first differing one found
+ * goes to other, with its agent.
+ */
+int
+routes_flow_mismatch(const char *name, const char **agent,
+    const char **other)
+{
+	struct handler	*mine = handler_find(cfg, name);
+	const char	*sig = mine ? mine->flow_sig : NULL;
+	size_t		 i;
+
+	for (i = 0; i < n_routes; i++) {
+		if (strcmp(routes[i].h->name, name) != 0)
+			continue;
+		if (sig == NULL)
+			sig = routes[i].h->flow_sig;
+		else if (strcmp(sig, routes[i].h->flow_sig) != 0) {
+			*agent = routes[i].agent;
+			*other = routes[i].h->flow_sig;
+			return 1;
+		}
+	}
+	return 0;
 }

@@ -34,6 +34,7 @@ static const struct {
 	[KEY_RUNNING] =		{ "running",		"agent:%s:running" },
 	[KEY_INFO] =		{ "info",		"agent:%s:info" },
 	[KEY_ROUTES] =		{ "routes",		"routes:%s" },
+	[KEY_PAUSED] =		{ "paused",		"paused" },
 };
 
 /* The name a script's KEYS declaration uses for key k. */

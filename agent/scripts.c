@@ -10,48 +10,74 @@
 
 #include "dispatchd.h"
 
-/* The error of a results entry for a job cancelled while it ran. */
-#define CANCEL_TEXT	"'cancelled by an administrator while running'"
-
-#define NOW \
-	"local t = redis.call('TIME')\n" \
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+#define CANCEL_TEXT	SCRIPTS_CANCEL_TEXT
+#define NOW		SCRIPTS_NOW
 
 /*
  * enqueue: fan one event out to its handlers, once per event id.
  * KEYS: seen:<eid>, delayed.
  * ARGV: P eid dedup_ms at_ms event data notify_channel, then per job:
  *   jid handler delay_ms max_attempts timeout_ms backoff_ms backoff_cap_ms
- *   (the backoff is kept so that lease recovery, on any agent, can use it).
- * Returns {1, "jid handler ..."} or, for a repeated id, {0, first jobs}.
+ *   (the backoff is kept so that lease recovery, on any agent, can use it)
+ *   key per_key on_busy (key "" for a handler without one).
+ * A keyed job due now is admitted through its key (key_admit); with the
+ * key busy, on_busy decides: queue waits; coalesce and replace answer
+ * with the job that waits already (replace gives it this event's data);
+ * reject refuses the whole event, and nothing is written.  A delayed
+ * keyed job is admitted when promote makes it due.
+ * Returns {1, "jid handler ..."}, for a repeated id {0, first jobs}, or
+ * for a rejection {2, "handler key"}.
  */
-static const char script_enqueue[] = NOW
+static const char script_enqueue[] = NOW SCRIPTS_KEY_LUA
 "local P = ARGV[1]\n"
 "local prev = redis.call('GET', KEYS[1])\n"
 "if prev then return {0, prev} end\n"
-"local n = (#ARGV - 7) / 7\n"
-"for i = 0, n - 1 do\n"
-"  if redis.call('EXISTS', P .. 'job:' .. ARGV[8 + i * 7]) == 1 then\n"
-"    return redis.error_reply('ERR enqueue: job id already exists') end\n"
-"end\n"
+"local n = (#ARGV - 7) / 10\n"
 "local base, at = now, tonumber(ARGV[4])\n"
 "if at > now then base = at end\n"
+"local hit = {}\n"
+"for i = 0, n - 1 do\n"
+"  local o = 8 + i * 10\n"
+"  local h, key, busy = ARGV[o + 1], ARGV[o + 7], ARGV[o + 9]\n"
+"  if redis.call('EXISTS', P .. 'job:' .. ARGV[o]) == 1 then\n"
+"    return redis.error_reply('ERR enqueue: job id already exists') end\n"
+"  if key ~= '' and busy ~= 'queue' and base + tonumber(ARGV[o + 2]) <= now\n"
+"      and tonumber(redis.call('HGET', P .. 'flow:' .. h .. ':keys', key)\n"
+"      or 0) >= tonumber(ARGV[o + 8]) then\n"
+"    if busy == 'reject' then return {2, h .. ' ' .. key} end\n"
+"    hit[i] = redis.call('LINDEX', P .. 'flow:' .. h .. ':wait:' .. key, 0)\n"
+"  end\n"
+"end\n"
 "local list, ready, delayed = {}, 0, 0\n"
 "for i = 0, n - 1 do\n"
-"  local o = 8 + i * 7\n"
-"  local jid, h = ARGV[o], ARGV[o + 1]\n"
+"  local o = 8 + i * 10\n"
+"  local jid, h, key = ARGV[o], ARGV[o + 1], ARGV[o + 7]\n"
 "  local due = base + tonumber(ARGV[o + 2])\n"
 "  local state = 'ready'\n"
 "  if due > now then state = 'delayed' end\n"
-"  redis.call('HSET', P .. 'job:' .. jid, 'id', jid, 'event_id', ARGV[2],\n"
-"    'event', ARGV[5], 'handler', h, 'data', ARGV[6], 'state', state,\n"
-"    'attempt', 0, 'failures', 0, 'max_attempts', ARGV[o + 3],\n"
-"    'timeout_ms', ARGV[o + 4], 'backoff_ms', ARGV[o + 5],\n"
-"    'backoff_cap_ms', ARGV[o + 6], 'created_ms', now, 'due_ms', due)\n"
-"  if state == 'delayed' then\n"
-"    redis.call('ZADD', KEYS[2], due, jid); delayed = delayed + 1\n"
+"  if hit[i] then\n"
+"    jid = hit[i]\n"
+"    if ARGV[o + 9] == 'replace' then\n"
+"      redis.call('HSET', P .. 'job:' .. jid, 'data', ARGV[6],\n"
+"        'event', ARGV[5], 'event_id', ARGV[2])\n"
+"    end\n"
 "  else\n"
-"    redis.call('LPUSH', P .. 'ready:' .. h, jid); ready = ready + 1\n"
+"    local jk = P .. 'job:' .. jid\n"
+"    redis.call('HSET', jk, 'id', jid, 'event_id', ARGV[2],\n"
+"      'event', ARGV[5], 'handler', h, 'data', ARGV[6], 'state', state,\n"
+"      'attempt', 0, 'failures', 0, 'max_attempts', ARGV[o + 3],\n"
+"      'timeout_ms', ARGV[o + 4], 'backoff_ms', ARGV[o + 5],\n"
+"      'backoff_cap_ms', ARGV[o + 6], 'created_ms', now, 'due_ms', due)\n"
+"    if key ~= '' then\n"
+"      redis.call('HSET', jk, 'key', key, 'per_key', ARGV[o + 8]) end\n"
+"    if state == 'delayed' then\n"
+"      redis.call('ZADD', KEYS[2], due, jid); delayed = delayed + 1\n"
+"    elseif key ~= '' then\n"
+"      if key_admit(P, jid, jk, h, key, tonumber(ARGV[o + 8])) then\n"
+"        ready = ready + 1 end\n"
+"    else\n"
+"      redis.call('LPUSH', P .. 'ready:' .. h, jid); ready = ready + 1\n"
+"    end\n"
 "  end\n"
 "  list[#list + 1] = jid .. ' ' .. h\n"
 "end\n"
@@ -64,11 +90,13 @@ static const char script_enqueue[] = NOW
 "return {1, joined}\n";
 
 /*
- * promote: move due delayed jobs to their ready lists.
+ * promote: move due delayed jobs to their ready lists; a keyed job that
+ * holds no slot yet (delayed at enqueue, or retried by hand) is admitted
+ * through its key, one that holds it (a retry) goes to its list.
  * KEYS: delayed.  ARGV: P limit notify_channel.
  * Returns {moved, next_due_ms or -1, now_ms}.
  */
-static const char script_promote[] = NOW
+static const char script_promote[] = NOW SCRIPTS_KEY_LUA
 "local P = ARGV[1]\n"
 "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0,\n"
 "  tonumber(ARGV[2]))\n"
@@ -76,8 +104,12 @@ static const char script_promote[] = NOW
 "for _, jid in ipairs(due) do\n"
 "  redis.call('ZREM', KEYS[1], jid)\n"
 "  local jk = P .. 'job:' .. jid\n"
-"  local h = redis.call('HGET', jk, 'handler')\n"
-"  if h then\n"
+"  local f = redis.call('HMGET', jk, 'handler', 'key', 'kslot', 'per_key')\n"
+"  local h = f[1]\n"
+"  if h and f[2] and not f[3] then\n"
+"    if key_admit(P, jid, jk, h, f[2], tonumber(f[4]) or 1) then\n"
+"      moved = moved + 1 end\n"
+"  elseif h then\n"
 "    redis.call('HSET', jk, 'state', 'ready')\n"
 "    redis.call('LPUSH', P .. 'ready:' .. h, jid)\n"
 "    moved = moved + 1\n"
@@ -88,54 +120,6 @@ static const char script_promote[] = NOW
 "local nextdue = -1\n"
 "if nxt[2] then nextdue = tonumber(nxt[2]) end\n"
 "return {moved, nextdue, now}\n";
-
-/*
- * The fetch loop, shared by fetch and finish: from rooms, an iterator of
- * handler names and their room, take up to want jobs into out.  Needs P,
- * agent, now, lease (the deadline), want, out, and KEYS[lk], KEYS[rk] the
- * leases and the agent's running set.
- */
-#define FETCH_LOOP(lk, rk) \
-"for h, r in rooms do\n" \
-"  local room = tonumber(r)\n" \
-"  while room > 0 and #out < want do\n" \
-"    local jid = redis.call('RPOP', P .. 'ready:' .. h)\n" \
-"    if not jid then break end\n" \
-"    local jk = P .. 'job:' .. jid\n" \
-"    local f = redis.call('HMGET', jk, 'state', 'attempt', 'data',\n" \
-"      'max_attempts', 'event', 'event_id', 'created_ms')\n" \
-"    if f[1] == 'ready' then\n" \
-"      local attempt = (tonumber(f[2]) or 0) + 1\n" \
-"      redis.call('HSET', jk, 'attempt', attempt, 'state', 'running',\n" \
-"        'owner', agent, 'lease_ms', lease, 'started_ms', now)\n" \
-"      redis.call('ZADD', KEYS[" lk "], lease, jid)\n" \
-"      redis.call('SADD', KEYS[" rk "], jid)\n" \
-"      out[#out + 1] = {jid, h, attempt, f[3], f[4], f[5], f[6], f[7]}\n" \
-"      room = room - 1\n" \
-"    end\n" \
-"  end\n" \
-"  if #out >= want then break end\n" \
-"end\n"
-
-/*
- * fetch: take up to want ready jobs, at most room of each handler, in the
- * order given (the agent rotates it for fairness); bump each one's attempt
- * (the fencing token) and register its lease.
- * KEYS: leases, agent:<name>:running.
- * ARGV: P agent lease_ms want, then pairs handler room.
- * Returns {now_ms, {{jid, handler, attempt, data, max_attempts, event,
- * event_id, created_ms}...}}.
- */
-static const char script_fetch[] = NOW
-"local P, agent = ARGV[1], ARGV[2]\n"
-"local lease, want, out = now + tonumber(ARGV[3]), tonumber(ARGV[4]), {}\n"
-"local i = 3\n"
-"local function rooms()\n"
-"  i = i + 2\n"
-"  if ARGV[i] then return ARGV[i], ARGV[i + 1] end\n"
-"end\n"
-FETCH_LOOP("1", "2")
-"return {now, out}\n";
 
 /*
  * extend: heartbeat and lease renewal for the jobs this agent runs.  With
@@ -157,7 +141,7 @@ FETCH_LOOP("1", "2")
  * Returns {leader (0 or 1), {jids whose lease this agent no longer
  * holds}, {jids it holds that are marked cancelled}}.
  */
-static const char script_extend[] = NOW
+static const char script_extend[] = NOW SCRIPTS_KEY_LUA
 "local P, agent = ARGV[1], ARGV[2]\n"
 "redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])\n"
 "redis.call('ZADD', KEYS[3], now, agent)\n"
@@ -188,14 +172,17 @@ static const char script_extend[] = NOW
 "    if not mine[jid] then\n"
 "      local jk = P .. 'job:' .. jid\n"
 "      local f = redis.call('HMGET', jk, 'owner', 'state', 'handler',\n"
-"        'attempt', 'event', 'event_id', 'cancel')\n"
+"        'attempt', 'event', 'event_id', 'cancel', 'fleet', 'kslot')\n"
 "      redis.call('SREM', KEYS[5], jid)\n"
 "      if f[1] == agent and f[2] == 'running' then\n"
+"        if f[8] then\n"
+"          redis.call('SREM', P .. 'flow:' .. f[3] .. ':running', jid) end\n"
 "        local st, err = 'released', 'fetched on a lost connection; put back'\n"
 "        redis.call('ZREM', KEYS[1], jid)\n"
 "        if f[7] then\n"
 "          st = 'cancelled'\n"
 "          err = 'cancelled by an administrator before it ran'\n"
+"          if f[9] then key_free(P, jk, f[3]) end\n"
 "          redis.call('DEL', jk)\n"
 "        else\n"
 "          redis.call('HSET', jk, 'state', 'ready', 'owner', '')\n"
@@ -215,94 +202,13 @@ static const char script_extend[] = NOW
 "return {leader, lost, cancel}\n";
 
 /*
- * finish: record one attempt's outcome in the results stream, then mark
- * the job done, retry it after a backoff, send it to dead, or release it.
- * A finish from an agent that no longer holds the lease is 'stale' and
- * changes nothing but the stream.  A job an administrator cancelled while
- * it ran (marked by the admin script) is 'cancelled' and deleted whatever
- * the run's outcome, unless the run had succeeded: then it is done.  Each
- * run is recorded once: fin:<jid> remembers the last finish for
- * remember_ms, and the same finish sent again (its reply was lost with the
- * connection) gets the first answer and changes nothing.  A stale finish
- * leaves the owner's record alone.
- * The slot the run frees can be filled in the same call: with want > 0
- * it then fetches as the fetch script does, from rooms, "handler room"
- * pairs in one string, so a busy agent makes one call per job, not two.
- * KEYS: job:<jid> leases agent:<name>:running delayed dead results
- *   ready:<handler> fin:<jid>.
- * ARGV: jid agent attempt outcome(ok|fail|fatal|release) backoff_ms
- *   results_max dead_ttl_s remember_ms P lease_ms want rooms, then result
- *   fields as name value pairs.
- * Returns {outcome, stream_id, now_ms, {fetched jobs, as fetch's}}.
- */
-static const char script_finish[] = NOW
-"local jid, agent, att, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
-"local P, lease, want = ARGV[9], now + tonumber(ARGV[10]), tonumber(ARGV[11])\n"
-"local rooms, out = string.gmatch(ARGV[12], '(%S+) (%d+)'), {}\n"
-"local seen = redis.call('GET', KEYS[8])\n"
-"if seen then\n"
-"  local a, g, st, sid = string.match(seen, '^(%S+) (%S+) (%S+) (%S+)$')\n"
-"  if a == att and g == agent then return {st, sid, now, out} end\n"
-"end\n"
-"redis.call('SREM', KEYS[3], jid)\n"
-"local f = redis.call('HMGET', KEYS[1], 'owner', 'attempt', 'state',\n"
-"  'failures', 'max_attempts', 'event', 'handler', 'event_id', 'cancel')\n"
-"local status\n"
-"if not (f[1] == agent and f[2] == att and f[3] == 'running') then\n"
-"  status = 'stale'\n"
-"else\n"
-"  redis.call('ZREM', KEYS[2], jid)\n"
-"  if outcome == 'ok' then status = 'done'\n"
-"  elseif f[9] then status = 'cancelled'\n"
-"  elseif outcome == 'release' then status = 'released'\n"
-"  else\n"
-"    local failures = tonumber(f[4]) + 1\n"
-"    redis.call('HSET', KEYS[1], 'failures', failures)\n"
-"    if outcome == 'fatal' or failures >= tonumber(f[5]) then\n"
-"      status = 'dead' else status = 'retry' end\n"
-"  end\n"
-"end\n"
-"local fields = {'job', jid, 'event', f[6] or '', 'event_id', f[8] or '',\n"
-"  'handler', f[7] or '', 'attempt', att, 'outcome', status, 'agent', agent}\n"
-"local why = status == 'cancelled' and " CANCEL_TEXT "\n"
-"for i = 13, #ARGV - 1, 2 do\n"
-"  local v = ARGV[i + 1]\n"
-"  if why and ARGV[i] == 'error' then\n"
-"    if v ~= '' then v = why .. '; ' .. v else v = why end\n"
-"    why = nil\n"
-"  end\n"
-"  fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = v\n"
-"end\n"
-"if why then fields[#fields + 1] = 'error'; fields[#fields + 1] = why end\n"
-"local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6], '*',\n"
-"  unpack(fields))\n"
-"if status ~= 'stale' then\n"
-"  redis.call('SET', KEYS[8], att .. ' ' .. agent .. ' ' .. status .. ' ' ..\n"
-"    id, 'PX', ARGV[8])\n"
-"end\n"
-"if status == 'done' or status == 'cancelled' then\n"
-"  redis.call('DEL', KEYS[1])\n"
-"elseif status == 'released' then\n"
-"  redis.call('HSET', KEYS[1], 'state', 'ready', 'owner', '')\n"
-"  redis.call('RPUSH', KEYS[7], jid)\n"
-"elseif status == 'retry' then\n"
-"  local due = now + tonumber(ARGV[5])\n"
-"  redis.call('HSET', KEYS[1], 'state', 'delayed', 'owner', '', 'due_ms', due)\n"
-"  redis.call('ZADD', KEYS[4], due, jid)\n"
-"elseif status == 'dead' then\n"
-"  redis.call('HSET', KEYS[1], 'state', 'dead', 'owner', '', 'died_ms', now)\n"
-"  redis.call('ZADD', KEYS[5], now, jid)\n"
-"  if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[7]) end\n"
-"end\n"
-FETCH_LOOP("2", "3")
-"return {status, id, now, out}\n";
-
-/*
  * recover: jobs whose lease expired (their agent died or lost Redis) are
  * retried with a failure counted, or sent to dead after max_attempts; the
  * count is what stops a job that kills its agent from looping forever.
  * A job an administrator cancelled while it ran is not retried: it is
- * deleted and recorded 'cancelled'.
+ * deleted and recorded 'cancelled'.  A keyed job that ends so gives its
+ * key's slot to the next waiting job (and "r" is published); a retried
+ * one keeps it.
  * One agent at a time runs it: the lock key.
  * KEYS: leases delayed dead results lock:recover.
  * ARGV: P lock_ms limit grace_ms backoff_base_ms backoff_cap_ms
@@ -312,26 +218,29 @@ FETCH_LOOP("2", "3")
  * Returns the number of jobs recovered, or -1 when another agent holds
  * the lock.
  */
-static const char script_recover[] = NOW
+static const char script_recover[] = NOW SCRIPTS_KEY_LUA
 "local P = ARGV[1]\n"
 "if not redis.call('SET', KEYS[5], now, 'NX', 'PX', ARGV[2]) then\n"
 "  return -1 end\n"
 "local exp = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf',\n"
 "  now - tonumber(ARGV[4]), 'LIMIT', 0, tonumber(ARGV[3]))\n"
-"local n = 0\n"
+"local n, adm = 0, 0\n"
 "for _, jid in ipairs(exp) do\n"
 "  redis.call('ZREM', KEYS[1], jid)\n"
 "  local jk = P .. 'job:' .. jid\n"
 "  local f = redis.call('HMGET', jk, 'owner', 'attempt', 'state',\n"
 "    'failures', 'max_attempts', 'event', 'handler', 'event_id',\n"
-"    'backoff_ms', 'backoff_cap_ms', 'cancel')\n"
+"    'backoff_ms', 'backoff_cap_ms', 'cancel', 'fleet', 'kslot')\n"
 "  if f[3] == 'running' then\n"
+"    if f[12] then\n"
+"      redis.call('SREM', P .. 'flow:' .. f[7] .. ':running', jid) end\n"
 "    if f[1] and f[1] ~= '' then\n"
 "      redis.call('SREM', P .. 'agent:' .. f[1] .. ':running', jid) end\n"
 "    local failures, status = tonumber(f[4]) + 1, 'retry'\n"
 "    local err = 'lease expired'\n"
 "    if f[11] then\n"
 "      status, err = 'cancelled', " CANCEL_TEXT " .. '; lease expired'\n"
+"      if f[13] and key_free(P, jk, f[7]) then adm = adm + 1 end\n"
 "      redis.call('DEL', jk)\n"
 "    else\n"
 "      redis.call('HSET', jk, 'failures', failures, 'owner', '',\n"
@@ -340,6 +249,7 @@ static const char script_recover[] = NOW
 "    end\n"
 "    if status == 'dead' then\n"
 "      redis.call('HSET', jk, 'state', 'dead', 'died_ms', now)\n"
+"      if f[13] and key_free(P, jk, f[7]) then adm = adm + 1 end\n"
 "      redis.call('ZADD', KEYS[3], now, jid)\n"
 "      if tonumber(ARGV[8]) > 0 then redis.call('EXPIRE', jk, ARGV[8]) end\n"
 "    elseif status == 'retry' then\n"
@@ -359,6 +269,7 @@ static const char script_recover[] = NOW
 "  end\n"
 "end\n"
 "if n > 0 and ARGV[9] ~= '' then redis.call('PUBLISH', ARGV[9], 'd') end\n"
+"if adm > 0 and ARGV[9] ~= '' then redis.call('PUBLISH', ARGV[9], 'r') end\n"
 "redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf',\n"
 "  now - tonumber(ARGV[8]) * 1000)\n"
 "return n\n";
@@ -398,9 +309,14 @@ static const char script_claim[] = NOW
 /*
  * status: queue depths per handler and the agents, read-only.  Sets are
  * scanned up to limit members; "truncated" says when counts are partial.
- * KEYS: delayed leases dead results agents.  ARGV: P limit handler...
+ * KEYS: delayed leases dead results agents paused.  ARGV: P limit
+ * handler...
  * Returns {now, {{name, ready, delayed, running, dead, done_1h,
- * failed_1h, oldest_ready_created_ms or -1}...}, {{agent, heartbeat_ms,
+ * failed_1h, oldest_ready_created_ms or -1, paused_until_ms (-1: not
+ * paused, 0: until resumed), busy keys, jobs waiting for a key, {{key,
+ * slots held, waiting}...} (the 10 with most waiting), running
+ * fleet-wide (max_running's count), rate tokens ("" for none)}...},
+ * {{agent, heartbeat_ms,
  * alive, running, version, host}...}, truncated, delayed_total,
  * dead_total}.
  */
@@ -442,7 +358,25 @@ static const char script_status[] = NOW
 "local hs, ag = {}, {}\n"
 "for i = 3, #ARGV do\n"
 "  local t = idx[ARGV[i]]\n"
-"  hs[#hs + 1] = {ARGV[i], t[1], t[2], t[3], t[4], t[5], t[6], t[7]}\n"
+"  local h = ARGV[i]\n"
+"  local pu = tonumber(redis.call('HGET', KEYS[6], h) or -1)\n"
+"  if pu > 0 and pu <= now then pu = -1 end\n"
+"  local fk, top, waiting = P .. 'flow:' .. h .. ':', {}, 0\n"
+"  local nk = redis.call('HLEN', fk .. 'keys')\n"
+"  if nk > 0 then\n"
+"    local kv = redis.call('HSCAN', fk .. 'keys', 0, 'COUNT', limit)[2]\n"
+"    if nk > #kv / 2 then trunc = 1 end\n"
+"    for j = 1, #kv, 2 do\n"
+"      local w = redis.call('LLEN', fk .. 'wait:' .. kv[j])\n"
+"      waiting = waiting + w\n"
+"      top[#top + 1] = {kv[j], tonumber(kv[j + 1]), w}\n"
+"    end\n"
+"    table.sort(top, function(a, b) return a[3] > b[3] end)\n"
+"    for j = #top, 11, -1 do top[j] = nil end\n"
+"  end\n"
+"  local tok = redis.call('HGET', fk .. 'rate', 'tokens') or ''\n"
+"  hs[#hs + 1] = {h, t[1], t[2], t[3], t[4], t[5], t[6], t[7], pu, nk,\n"
+"    waiting, top, redis.call('SCARD', fk .. 'running'), tok}\n"
 "end\n"
 "local a = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES')\n"
 "for i = 1, #a, 2 do\n"
@@ -521,13 +455,14 @@ static const char script_job[] =
 
 /*
  * admin: change jobs on a person's request.
- *   cancel JID: delete a ready, delayed or dead job, with a 'cancelled'
- *     entry in the results stream; a running one is marked (the field
+ *   cancel JID: delete a ready, delayed, waiting or dead job, with a
+ *     'cancelled' entry in the results stream (a keyed job that holds its
+ *     key's slot gives it to the next waiting job); a running one is marked (the field
  *     cancel, its state and lease unchanged) and "c JID" published on the
  *     notify channel, for its agent to stop it: its finish, or lease
  *     recovery, then deletes and records it;
  *   retry JID: a dead or delayed job goes to its ready list now, its
- *     failures reset;
+ *     failures reset (a dead keyed job through its key: it may wait);
  *   retry_dead HANDLER_OR_EMPTY: retry up to limit dead jobs;
  *   purge HANDLER_OR_EMPTY: delete up to limit dead jobs that died more
  *     than older_ms ago.
@@ -536,26 +471,29 @@ static const char script_job[] =
  * Returns {count, message}; a running job cancelled: {1, "cancelling",
  * the agent that runs it}.
  */
-static const char script_admin[] = NOW
+static const char script_admin[] = NOW SCRIPTS_KEY_LUA
 "local P, action, target = ARGV[1], ARGV[2], ARGV[3]\n"
 "local older, limit = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
 "local function requeue(jid)\n"
 "  local jk = P .. 'job:' .. jid\n"
-"  local f = redis.call('HMGET', jk, 'state', 'handler')\n"
+"  local f = redis.call('HMGET', jk, 'state', 'handler', 'key', 'kslot',\n"
+"    'per_key')\n"
 "  if f[1] == 'dead' then redis.call('ZREM', KEYS[2], jid)\n"
 "  elseif f[1] == 'delayed' then redis.call('ZREM', KEYS[1], jid)\n"
 "  else return false end\n"
 "  redis.call('HSET', jk, 'state', 'ready', 'failures', 0, 'due_ms', now)\n"
 "  redis.call('HDEL', jk, 'died_ms')\n"
 "  redis.call('PERSIST', jk)\n"
-"  redis.call('LPUSH', P .. 'ready:' .. f[2], jid)\n"
+"  if f[3] and not f[4] then\n"
+"    key_admit(P, jid, jk, f[2], f[3], tonumber(f[5]) or 1)\n"
+"  else redis.call('LPUSH', P .. 'ready:' .. f[2], jid) end\n"
 "  return true\n"
 "end\n"
 "local n = 0\n"
 "if action == 'cancel' then\n"
 "  local jk = P .. 'job:' .. target\n"
 "  local f = redis.call('HMGET', jk, 'state', 'handler', 'event',\n"
-"    'event_id', 'attempt', 'owner')\n"
+"    'event_id', 'attempt', 'owner', 'key', 'kslot')\n"
 "  if not f[1] then\n"
 "    return {0, 'no such job: it finished, was cancelled or never existed'}\n"
 "  end\n"
@@ -564,6 +502,9 @@ static const char script_admin[] = NOW
 "    if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], 'c ' .. target) end\n"
 "    return {1, 'cancelling', f[6] or ''}\n"
 "  end\n"
+"  if f[1] == 'waiting' then\n"
+"    redis.call('LREM', P .. 'flow:' .. f[2] .. ':wait:' .. f[7], 0, target)\n"
+"  elseif f[8] then key_free(P, jk, f[2]) end\n"
 "  redis.call('LREM', P .. 'ready:' .. f[2], 0, target)\n"
 "  redis.call('ZREM', KEYS[1], target)\n"
 "  redis.call('ZREM', KEYS[2], target)\n"
@@ -628,19 +569,19 @@ const struct script scripts[SCRIPT_COUNT] = {
 	    "seen delayed",
 	    "P eid dedup_ms at_ms event data notify_channel "
 	    "[jid handler delay_ms max_attempts timeout_ms backoff_ms "
-	    "backoff_cap_ms]" },
+	    "backoff_cap_ms key per_key on_busy]" },
 	[SCRIPT_PROMOTE] = { "promote", script_promote,
 	    "delayed",
 	    "P limit notify_channel" },
-	[SCRIPT_FETCH] = { "fetch", script_fetch,
-	    "leases running",
-	    "P agent lease_ms want [handler room]" },
+	[SCRIPT_FETCH] = { "fetch", scripts_flow_fetch,
+	    "leases running paused",
+	    "P agent lease_ms want [handler room flow]" },
 	[SCRIPT_EXTEND] = { "extend", script_extend,
 	    "leases agent agents info running results lock:events",
 	    "P agent lease_ms heartbeat_ttl_ms token version host reconcile "
 	    "results_max leader_ttl_ms [jid attempt]" },
-	[SCRIPT_FINISH] = { "finish", script_finish,
-	    "job leases running delayed dead results ready fin",
+	[SCRIPT_FINISH] = { "finish", scripts_flow_finish,
+	    "job leases running delayed dead results ready fin paused",
 	    "jid agent attempt outcome backoff_ms results_max dead_ttl_s "
 	    "remember_ms P lease_ms want rooms [field value]" },
 	[SCRIPT_RECOVER] = { "recover", script_recover,
@@ -651,7 +592,7 @@ const struct script scripts[SCRIPT_COUNT] = {
 	    "agent running leases agents lock:events",
 	    "token previous_tokens heartbeat_ttl_ms name leader_ttl_ms" },
 	[SCRIPT_STATUS] = { "status", script_status,
-	    "delayed leases dead results agents",
+	    "delayed leases dead results agents paused",
 	    "P limit [handler]" },
 	[SCRIPT_JOBS] = { "jobs", script_jobs,
 	    "delayed leases dead",
@@ -665,4 +606,7 @@ const struct script scripts[SCRIPT_COUNT] = {
 	[SCRIPT_ROUTES] = { "routes", script_routes,
 	    "agents",
 	    "P self grace_ms" },
+	[SCRIPT_PAUSE] = { "pause", scripts_flow_pause,
+	    "paused",
+	    "action handler for_ms notify_channel" },
 };

@@ -85,7 +85,7 @@ def test_defaults_nobody_cannot_emit_root_can(dispatchd, workdir):
     # admin ops are root's only by default
     jid = agent.emit("e.later", delay=300)["jobs"][0]["id"]
     for args in (["cancel", jid], ["retry", jid], ["retry", "--dead"], ["purge", "--dead"],
-                 ["run", "a"]):
+                 ["run", "a"], ["pause", "a"], ["resume", "a"]):
         p, rep = as_nobody(agent, *args)
         assert_denied(p, rep, args)
     p, rep = as_root(agent, "cancel", jid)

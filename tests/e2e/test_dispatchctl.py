@@ -272,6 +272,10 @@ def test_global_options_anywhere_run_and_check(order_agent):
         assert job["data"] == {"x": 1} and job["event"] == "my.ev", job
     for rep in each_order(agent, "run", ["--event", "my.ev", "a"], 2):
         assert json.loads(rep["stdout"])["event"] == "my.ev", rep
+    for rep in each_order(agent, "pause", ["a", "--for", "1h"], 1):
+        assert rep["paused"] is True and rep["until_ms"] > 0, rep
+    for rep in each_order(agent, "resume", ["a"], 1):
+        assert rep["paused"] is False, rep
 
     # check reads no socket: -c CONFIG (or FILE) before or after it
     conf = str(agent.conf)
@@ -384,7 +388,7 @@ def test_bad_option_placement_exit_64(workdir):
 
 # the commands the tests above run in every order
 ORDER_TESTED = {"emit", "ping", "status", "jobs", "job", "cancel", "retry", "purge",
-                "results", "handlers", "check", "run", "metrics"}
+                "results", "handlers", "check", "run", "metrics", "pause", "resume"}
 
 
 def test_every_command_is_tested_in_every_order():
@@ -429,7 +433,9 @@ def test_bash_completion_offers_global_options_after_the_command(dispatchd, hand
     assert complete(["dispatchctl", "emit", "e", "--", "--"]) == set()
     # handler names from the agent that -s names, wherever -s is
     bindir = ddtest.DISPATCHCTL.parent
+    assert complete(["dispatchctl", "pause", "x", "--"]) >= {"--for", "--json"}
     for words, cword in ((["dispatchctl", "run", "-s", s, ""], None),
+                         (["dispatchctl", "pause", "-s", s, ""], None),
                          (["dispatchctl", "--json", "-s", s, "run", ""], None),
                          (["dispatchctl", "jobs", "--handler", "", "-s", s], 3)):
         assert complete(words, cword, path=bindir) == {"invoice", "sms"}, words

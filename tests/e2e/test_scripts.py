@@ -67,21 +67,26 @@ class Lua:
     # -- the scripts, with the KEYS the agent passes and defaults for ARGV
     def enqueue(self, eid, jobs, at_ms=0, dedup_ms=60000, notify="", event="order.paid",
                 data='{"n":1}'):
-        """jobs: (jid, handler[, delay_ms[, max_attempts]]) tuples."""
+        """jobs: (jid, handler[, delay_ms[, max_attempts[, key[, per_key[,
+        on_busy]]]]]) tuples."""
         argv = [P, eid, dedup_ms, at_ms, event, data, notify]
         for j in jobs:
-            jid, h, delay, mx = (tuple(j) + (0, 3))[:4]
-            argv += [jid, h, delay, mx, 30000, 1000, 60000]
+            jid, h, delay, mx, key, per, busy = (tuple(j) + (0, 3, "", 1, "queue")[len(j) - 2:])
+            argv += [jid, h, delay, mx, 30000, 1000, 60000, key, per, busy]
         return self("enqueue", [K("seen:" + eid), K("delayed")], argv)
 
     def promote(self, limit=100, notify=""):
         return self("promote", [K("delayed")], [P, limit, notify])
 
-    def fetch(self, agent, pairs, want=10, lease_ms=5000):
+    def fetch(self, agent, pairs, want=10, lease_ms=5000, full=False):
+        """{now, jobs}, or with full the whole reply {now, jobs, wake}."""
         argv = [P, agent, lease_ms, want]
-        for h, room in pairs:
-            argv += [h, room]
-        return self("fetch", [K("leases"), K("agent:%s:running" % agent)], argv)
+        for pair in pairs:
+            h, room, flow = (tuple(pair) + ("-",))[:3]
+            argv += [h, room, flow]
+        rep = self("fetch", [K("leases"), K("agent:%s:running" % agent), K("paused")],
+                   argv)
+        return rep if full else rep[:2]
 
     def extend(self, agent, pairs=(), token="tok", reconcile=0, leader_ttl_ms=0,
                lease_ms=5000, heartbeat_ttl_ms=5000, version="9.9", host="hostA"):
@@ -95,13 +100,19 @@ class Lua:
 
     def finish(self, jid, agent, attempt, outcome, handler="h1", backoff_ms=1000,
                dead_ttl_s=3600, remember_ms=10000, fields=("exit", "0"), want=0,
-               rooms=(), lease_ms=30000):
-        return self("finish", [K("job:" + jid), K("leases"), K("agent:%s:running" % agent),
-                               K("delayed"), K("dead"), K("results"), K("ready:" + handler),
-                               K("fin:" + jid)],
-                    [jid, agent, attempt, outcome, backoff_ms, 1000, dead_ttl_s,
-                     remember_ms, P, lease_ms, want,
-                     " ".join("%s %d" % hr for hr in rooms)] + list(fields))
+               rooms=(), lease_ms=30000, full=False):
+        """{outcome, stream id, now, jobs}, or with full the whole reply."""
+        rep = self("finish", [K("job:" + jid), K("leases"), K("agent:%s:running" % agent),
+                              K("delayed"), K("dead"), K("results"), K("ready:" + handler),
+                              K("fin:" + jid), K("paused")],
+                   [jid, agent, attempt, outcome, backoff_ms, 1000, dead_ttl_s,
+                    remember_ms, P, lease_ms, want,
+                    " ".join("%s %d %s" % (tuple(hr) + ("-",))[:3] for hr in rooms)]
+                   + list(fields))
+        return rep if full else rep[:4]
+
+    def pause(self, handler, for_ms=0, action="pause", notify=""):
+        return self("pause", [K("paused")], [action, handler, for_ms, notify])
 
     def recover(self, lock_ms=1000, limit=100, grace_ms=0, backoff_ms=1000,
                 backoff_cap_ms=60000, dead_ttl_s=3600, notify=""):
@@ -117,7 +128,7 @@ class Lua:
 
     def status(self, handlers, limit=100):
         return self("status", [K("delayed"), K("leases"), K("dead"), K("results"),
-                               K("agents")], [P, limit] + list(handlers))
+                               K("agents"), K("paused")], [P, limit] + list(handlers))
 
     def jobs(self, state, handlers, handler="", limit=100):
         return self("jobs", [K("delayed"), K("leases"), K("dead")],
@@ -159,7 +170,7 @@ def dead_job(lua, jid, handler="h1", agent="a1"):
 # ------------------------------------------------------------ coverage ----
 
 TESTED = {"enqueue", "promote", "fetch", "extend", "finish", "recover", "claim", "status",
-          "jobs", "job", "admin", "routes"}
+          "jobs", "job", "admin", "routes", "pause"}
 
 
 def test_every_script_has_contract_tests(bodies):
@@ -614,7 +625,8 @@ def test_status_counts_per_handler_and_lists_agents_read_only(lua, r, raw):
     assert snapshot(raw) == before
     assert isinstance(now, int)
     created_j5 = int(r.hget(K("job:j5"), "created_ms"))
-    assert hs == [["h1", 1, 1, 1, 1, 1, 1, created_j5], ["h2", 0, 0, 0, 0, 0, 0, -1]]
+    assert hs == [["h1", 1, 1, 1, 1, 1, 1, created_j5, -1, 0, 0, [], 0, ""],
+                  ["h2", 0, 0, 0, 0, 0, 0, -1, -1, 0, 0, [], 0, ""]]
     (a,) = ag
     assert a[0] == "a1" and isinstance(a[1], int) and a[2:] == [1, 1, "1.2", "hx"]
     assert (trunc, delayed_total, dead_total) == (0, 1, 1)
@@ -739,3 +751,221 @@ def test_routes_of_live_agents_except_self(lua, r, raw):
     rep = lua.routes("a2", grace_ms=10000)
     assert snapshot(raw) == before
     assert sorted(rep) == [["a1", ["h1", '{"on":"x.*"}']], ["a4", []]]
+
+
+# --------------------------------------------------------------- pause ----
+
+def test_pause_holds_a_handler_in_the_fetch_and_lets_the_others_run(lua, r):
+    lua.enqueue("e1", [("j1", "h1"), ("j2", "h2")])
+    was, until, now = lua.pause("h1")
+    assert (was, until) == (0, 0) and r.hget(K("paused"), "h1") == "0"
+    now, jobs, wake = lua.fetch("a1", [("h1", 5), ("h2", 5)], full=True)
+    assert [j[0] for j in jobs] == ["j2"] and wake == -1   # until resumed: no wake
+    assert r.lrange(K("ready:h1"), 0, -1) == ["j1"]           # untouched, still first
+    # the finish's fetch skips it too
+    rep = lua.finish("j2", "a1", 1, "ok", handler="h2", want=1, rooms=[("h1", 1)],
+                     full=True)
+    assert rep[3] == [] and rep[4] == -1
+    # a pause taken again says it was paused
+    assert lua.pause("h1")[0] == 1
+
+
+def test_pause_for_a_time_reports_its_end_as_wake_and_ends_by_itself(lua, r):
+    lua.enqueue("e1", [("j1", "h1")])
+    was, until, now = lua.pause("h1", for_ms=300)
+    assert was == 0 and now + 250 <= until <= now + 350
+    t, jobs, wake = lua.fetch("a1", [("h1", 5)], full=True)
+    assert jobs == [] and wake == until
+    # a handler the agent did not ask for does not set wake
+    assert lua.fetch("a1", [("h2", 5)], full=True)[2] == -1
+    wait_for(lambda: lua.now() > until, 2, what="the pause's end")
+    t, jobs, wake = lua.fetch("a1", [("h1", 5)], full=True)
+    assert [j[0] for j in jobs] == ["j1"] and wake == -1
+    assert r.hget(K("paused"), "h1") is None                  # the ended pause is gone
+
+
+def test_resume_deletes_the_pause_and_publishes_the_ready_hint(lua, r):
+    p = r.pubsub()
+    p.subscribe(K("notify"))
+    wait_for(lambda: p.get_message(timeout=0.1) is not None, 2, what="subscribed")
+    lua.enqueue("e1", [("j1", "h1")])
+    lua.pause("h1")
+    assert lua.pause("h1", action="resume", notify=K("notify"))[0] == 1
+    assert r.hget(K("paused"), "h1") is None
+    msg = wait_for(lambda: p.get_message(timeout=0.1), 2, what="the hint")
+    assert msg["data"] == "r"
+    assert [j[0] for j in lua.fetch("a1", [("h1", 5)])[1]] == ["j1"]
+    assert lua.pause("h1", action="resume")[0] == 0           # not paused: says so
+    with pytest.raises(redislib.ResponseError):
+        lua.pause("h1", action="frobnicate")
+
+
+def test_status_reports_pauses_and_their_end(lua, r):
+    lua.pause("h1")
+    lua.pause("h2", for_ms=60000)
+    now, hs = lua.status(["h1", "h2", "h3"])[:2]
+    pu = {h[0]: h[8] for h in hs}
+    assert pu["h1"] == 0 and pu["h2"] > now and pu["h3"] == -1
+
+
+# --------------------------------------------------------- max_running ----
+
+def test_fetch_holds_a_handler_at_its_fleet_limit_across_agents(lua, r):
+    lua.enqueue("e1", [("j%d" % i, "h1") for i in range(5)] + [("k1", "h2")])
+    _, jobs = lua.fetch("a1", [("h1", 5, "m3"), ("h2", 5)])
+    assert sorted(j[0] for j in jobs if j[1] == "h1") == ["j0", "j1", "j2"]
+    assert [j[0] for j in jobs if j[1] == "h2"] == ["k1"]       # others not held
+    assert r.smembers(K("flow:h1:running")) == {"j0", "j1", "j2"}
+    assert r.hget(K("job:j0"), "fleet") == "1" and r.hget(K("job:k1"), "fleet") is None
+    assert lua.fetch("a2", [("h1", 5, "m3")])[1] == []            # another agent: full
+    # the finish frees the slot, and its own fetch may take it
+    st, _, _, got = lua.finish("j0", "a1", 1, "ok", want=5, rooms=[("h1", 5, "m3")])
+    assert st == "done" and [j[0] for j in got] == ["j3"]
+    assert r.scard(K("flow:h1:running")) == 3
+    # a retry frees it too; a stale finish does not
+    assert lua.finish("j1", "a1", 1, "fail")[0] == "retry"
+    assert lua.finish("j2", "a9", 1, "ok")[0] == "stale"
+    assert r.smembers(K("flow:h1:running")) == {"j2", "j3"}
+    assert [j[0] for j in lua.fetch("a2", [("h1", 5, "m3")])[1]] == ["j4"]
+
+
+def test_fleet_slot_freed_by_recovery_and_reconcile_and_the_count_heals(lua, r):
+    lua.enqueue("e1", [("j%d" % i, "h1") for i in range(4)])
+    lua.fetch("a1", [("h1", 2, "m2")], lease_ms=1)               # j0 j1, leases expire
+    wait_for(lambda: lua.now() > int(r.hget(K("job:j0"), "lease_ms")), 2, what="expiry")
+    assert lua.recover() == 2
+    assert r.scard(K("flow:h1:running")) == 0
+    lua.fetch("a2", [("h1", 2, "m2")])                           # j2 j3
+    # a lost fetch reply: the reconcile puts both back and frees their slots
+    lua.extend("a2", reconcile=1)
+    assert r.scard(K("flow:h1:running")) == 0
+    # a member left without a lease (a crash between two steps) is dropped at the limit
+    r.sadd(K("flow:h1:running"), "ghost1", "ghost2")
+    _, jobs = lua.fetch("a3", [("h1", 2, "m2")])
+    assert len(jobs) == 2 and "ghost1" not in r.smembers(K("flow:h1:running"))
+
+
+# ---------------------------------------------------------------- rate ----
+
+def test_fetch_spends_rate_tokens_and_says_when_the_next_one_comes(lua, r):
+    lua.enqueue("e1", [("j%d" % i, "h1") for i in range(4)] + [("k1", "h2")])
+    now, jobs, wake = lua.fetch("a1", [("h1", 4, "r10/1000/1"), ("h2", 4)], full=True)
+    assert [j[0] for j in jobs] == ["j0", "k1"]                # one token, others not held
+    assert now < wake <= now + 101                              # the next token: 100 ms
+    tok, ts = r.hmget(K("flow:h1:rate"), "tokens", "ts")
+    assert float(tok) < 1 and int(ts) == now
+    assert 0 < r.pttl(K("flow:h1:rate")) <= 1100 + 100
+    # another agent shares the bucket
+    now2, jobs, wake2 = lua.fetch("a2", [("h1", 4, "r10/1000/1")], full=True)
+    assert jobs == [] and abs(wake2 - wake) <= 1
+    wait_for(lambda: lua.now() >= wake, 2, what="the next token")
+    _, jobs, _ = lua.fetch("a2", [("h1", 4, "r10/1000/1")], full=True)
+    assert [j[0] for j in jobs] == ["j1"]                       # in order
+
+
+def test_rate_burst_lets_that_many_start_at_once_and_no_wake_when_emptied(lua, r):
+    lua.enqueue("e1", [("j%d" % i, "h1") for i in range(7)])
+    now, jobs, wake = lua.fetch("a1", [("h1", 10, "r100/60000/5")], full=True)
+    assert len(jobs) == 5 and now + 550 <= wake <= now + 601   # 600 ms a token
+    lua.r.delete(K("flow:h1:rate"))                             # a full bucket again
+    now, jobs, wake = lua.fetch("a1", [("h1", 10, "r100/60000/5")], full=True)
+    assert len(jobs) == 2 and wake == -1                        # the list ran out first
+    # with max_running too, the smaller room wins
+    lua.enqueue("e2", [("x%d" % i, "h3") for i in range(5)])
+    _, jobs = lua.fetch("a1", [("h3", 10, "m2,r100/1000/50")])
+    assert len(jobs) == 2 and r.scard(K("flow:h3:running")) == 2
+    assert float(r.hget(K("flow:h3:rate"), "tokens")) == pytest.approx(48, abs=0.5)
+
+
+# ----------------------------------------------------------------- keys ----
+
+def test_a_busy_key_makes_its_jobs_wait_in_order_and_other_keys_run(lua, r):
+    lua.enqueue("e1", [("a1", "h1", 0, 3, "A")])
+    lua.enqueue("e2", [("a2", "h1", 0, 3, "A")])
+    lua.enqueue("e3", [("a3", "h1", 0, 3, "A")])
+    lua.enqueue("e4", [("b1", "h1", 0, 3, "B")])
+    assert r.lrange(K("ready:h1"), 0, -1) == ["b1", "a1"]
+    assert r.lrange(K("flow:h1:wait:A"), 0, -1) == ["a3", "a2"]
+    assert r.hget(K("job:a2"), "state") == "waiting"
+    assert r.hgetall(K("flow:h1:keys")) == {"A": "1", "B": "1"}
+    _, jobs = lua.fetch("ag", [("h1", 10)])
+    assert [j[0] for j in jobs] == ["a1", "b1"]                 # never a waiting one
+    # a retry keeps its slot: a2 still waits
+    assert lua.finish("a1", "ag", 1, "fail", backoff_ms=0)[0] == "retry"
+    assert r.hget(K("job:a1"), "kslot") == "1" and r.llen(K("flow:h1:wait:A")) == 2
+    wait_for(lambda: lua.promote()[0] == 1, 2, what="the retry due")
+    assert r.lrange(K("ready:h1"), 0, -1) == ["a1"]              # back at the head
+    _, jobs = lua.fetch("ag", [("h1", 10)])
+    # done: the slot goes to a2, which the finish's own fetch takes
+    st, _, _, got = lua.finish("a1", "ag", 2, "ok", want=5, rooms=[("h1", 5)])
+    assert st == "done" and [j[0] for j in got] == ["a2"]
+    assert r.lrange(K("flow:h1:wait:A"), 0, -1) == ["a3"]
+    # dead also frees it; the keys hash forgets a key nobody holds
+    assert lua.finish("a2", "ag", 1, "fatal")[0] == "dead"
+    assert r.lrange(K("ready:h1"), 0, -1) == ["a3"]
+    lua.fetch("ag", [("h1", 10)])
+    lua.finish("a3", "ag", 1, "ok")
+    lua.finish("b1", "ag", 1, "ok")
+    assert r.exists(K("flow:h1:keys")) == 0
+
+
+def test_per_key_2_admits_two_and_delayed_jobs_are_admitted_when_due(lua, r):
+    for i in range(3):
+        lua.enqueue("e%d" % i, [("j%d" % i, "h1", 0, 3, "A", 2)])
+    assert r.llen(K("ready:h1")) == 2 and r.llen(K("flow:h1:wait:A")) == 1
+    lua.enqueue("e9", [("d1", "h1", 50, 3, "A", 2)])            # delayed
+    assert r.hget(K("job:d1"), "state") == "delayed"
+    wait_for(lambda: lua.promote()[0] == 0 and r.zcard(K("delayed")) == 0, 2,
+             what="d1 due")
+    assert r.lrange(K("flow:h1:wait:A"), 0, -1) == ["d1", "j2"]  # at its due time, behind
+
+
+def test_on_busy_coalesce_replace_and_reject(lua, r):
+    lua.enqueue("e0", [("c0", "hc", 0, 3, "K", 1, "coalesce")])
+    lua.enqueue("e1", [("c1", "hc", 0, 3, "K", 1, "coalesce")])
+    assert lua.enqueue("e2", [("c2", "hc", 0, 3, "K", 1, "coalesce")]) == [1, "c1 hc"]
+    assert r.exists(K("job:c2")) == 0 and r.llen(K("flow:hc:wait:K")) == 1
+    lua.enqueue("f0", [("r0", "hr", 0, 3, "K", 1, "replace")])
+    lua.enqueue("f1", [("r1", "hr", 0, 3, "K", 1, "replace")], data='{"v":1}')
+    assert lua.enqueue("f2", [("r2", "hr", 0, 3, "K", 1, "replace")],
+                       data='{"v":2}') == [1, "r1 hr"]
+    assert r.hmget(K("job:r1"), "data", "event_id") == ['{"v":2}', "f2"]
+    lua.enqueue("g0", [("x0", "hx", 0, 3, "K", 1, "reject")])
+    before = r.dbsize()
+    assert lua.enqueue("g1", [("x1", "hx", 0, 3, "K", 1, "reject"), ("y1", "hy")]) == \
+        [2, "hx K"]
+    assert r.dbsize() == before                                 # nothing, not even seen:
+    assert r.exists(K("seen:g1")) == 0
+
+
+def test_recovery_and_cancel_give_the_key_slot_to_the_next_job(lua, r):
+    lua.enqueue("e1", [("a1", "h1", 0, 1, "A")])
+    lua.enqueue("e2", [("a2", "h1", 0, 1, "A")])
+    lua.enqueue("e3", [("a3", "h1", 0, 1, "A")])
+    lua.fetch("dead-agent", [("h1", 1)], lease_ms=1)
+    wait_for(lambda: lua.now() > int(r.hget(K("job:a1"), "lease_ms")), 2, what="expiry")
+    assert lua.recover() == 1                                   # a1 dead (1 attempt)
+    assert r.lrange(K("ready:h1"), 0, -1) == ["a2"]
+    # cancel of a waiting job takes it out of its key's list
+    assert lua("admin", [K("delayed"), K("dead"), K("results")],
+               [P, "cancel", "a3", 0, 10, 1000, ""])[0] == 1
+    assert r.llen(K("flow:h1:wait:A")) == 0
+    # cancel of the admitted one frees the slot
+    lua("admin", [K("delayed"), K("dead"), K("results")], [P, "cancel", "a2", 0, 10, 1000, ""])
+    assert r.exists(K("flow:h1:keys")) == 0
+    # retry of the dead one goes through its key again
+    lua.enqueue("e4", [("a4", "h1", 0, 1, "A")])
+    lua("admin", [K("delayed"), K("dead"), K("results")], [P, "retry", "a1", 0, 10, 1000, ""])
+    assert r.hget(K("job:a1"), "state") == "waiting"
+
+
+def test_status_shows_busy_keys_what_waits_the_fleet_count_and_tokens(lua, r):
+    for i in range(4):
+        lua.enqueue("e%d" % i, [("a%d" % i, "h1", 0, 3, "A")])
+    lua.enqueue("e9", [("b0", "h1", 0, 3, "B")])
+    lua.enqueue("f1", [("m0", "h2"), ("m1", "h3")])
+    lua.fetch("ag", [("h2", 5, "m1"), ("h3", 5, "r1/60000/1")])
+    row = {h[0]: h for h in lua.status(["h1", "h2", "h3"])[1]}
+    assert row["h1"][9:12] == [2, 3, [["A", 1, 3], ["B", 1, 0]]]
+    assert row["h2"][12] == 1 and row["h1"][12] == 0
+    assert float(row["h3"][13]) < 1 and row["h2"][13] == ""

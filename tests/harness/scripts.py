@@ -2,8 +2,9 @@
 
 The bodies are C string literals built with macros (NOW, JOB_FIELDS), so
 they are not parsed here: tests/bench/dumpscripts.c is compiled against
-agent/scripts.c with the C compiler (as tests/bench/run does) and asked for
-each script by name.  What it prints is the very string the agent sends with
+agent/scripts.c and agent/scripts_flow.c (which holds the fetch path's
+bodies) with the C compiler (as tests/bench/run does) and asked for each
+script by name.  What it prints is the very string the agent sends with
 SCRIPT LOAD.  Only the names are read from scripts.c's table, to know which
 scripts exist.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from harness.ddtest import TOP
 
 SCRIPTS_C = TOP / "agent" / "scripts.c"
+SCRIPTS_FLOW_C = TOP / "agent" / "scripts_flow.c"
 DUMPSCRIPTS_C = TOP / "tests" / "bench" / "dumpscripts.c"
 
 
@@ -47,7 +49,8 @@ def load(workdir):
     cc = compiler()
     assert cc, "no C compiler (set CC)"
     r = subprocess.run(cc + ["-std=c11", "-I" + str(inc), "-I" + str(TOP / "agent"),
-                             "-o", str(exe), str(DUMPSCRIPTS_C), str(SCRIPTS_C)],
+                             "-o", str(exe), str(DUMPSCRIPTS_C), str(SCRIPTS_C),
+                             str(SCRIPTS_FLOW_C)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, "compiling dumpscripts failed:\n" + r.stderr
     bodies = {}

@@ -129,6 +129,21 @@ test_handler_keys(const char *prog)
 		{ "concurrency", "4096", "4097",
 		    "[handler h] concurrency: '4097' is not a number from 1 to "
 		    "4096" },
+		{ "max_running", "1000000", "0",
+		    "[handler h] max_running: '0' is not a number from 1 to "
+		    "1000000" },
+		{ "rate", "100/m burst 20", "fast",
+		    "[handler h] rate: 'fast' is not a rate like 10/s, 100/m "
+		    "or 5/h, with an optional burst N (numbers from 1 to "
+		    "1000000)" },
+		{ "key", "${data.host:-none}", "${data.host",
+		    "[handler h] key: '${data.host': ${ without its }" },
+		{ "per_key", NULL, "0",
+		    "[handler h] per_key: '0' is not a number from 1 to "
+		    "1000000" },
+		{ "on_busy", NULL, "drop",
+		    "[handler h] on_busy: 'drop' is not queue, coalesce, "
+		    "replace or reject" },
 		{ "backoff", "1s..1s", "1h..5s",
 		    "[handler h] backoff: '1h..5s' is not BASE..CAP like 5s..1h "
 		    "(BASE more than 0, CAP at least BASE)" },
@@ -251,6 +266,22 @@ test_handler_keys(const char *prog)
 		ok(fails_with(text, 4, k->msg), "handler %s = %s: its error",
 		    k->key, k->bad);
 	}
+
+	/* the flow keys together; per_key and on_busy need a key */
+	c = load("[handler h]\non = x\nexec = /bin/false\nkey = ${data.host}\n"
+	    "per_key = 2\non_busy = coalesce\nmax_running = 4\n"
+	    "rate = 10/m burst 3\n");
+	h = c ? handler_find(c, "h") : NULL;
+	ok(h != NULL && h->per_key == 2 && h->on_busy == BUSY_COALESCE &&
+	    strcmp(flow_key_text(h->key), "${data.host}") == 0 &&
+	    strcmp(h->flow, "m4,r10/60000/3") == 0 && strcmp(h->flow_sig,
+	    "key=${data.host} per_key=2 on_busy=coalesce m4,r10/60000/3") == 0,
+	    "key, per_key, on_busy, max_running, rate together");
+	if (c != NULL)
+		config_free(c);
+	ok(fails_with("[handler h]\non = x\nexec = /bin/false\nper_key = 2\n",
+	    1, "[handler h] per_key and on_busy need a key"),
+	    "per_key without a key is refused");
 
 	/* each key lands in its field; the last value of a key wins */
 	snprintf(text, sizeof text, "[agent]\nworkers = 8\n[handler h]\n"

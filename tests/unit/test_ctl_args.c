@@ -77,6 +77,12 @@ main(void)
 	    NULL };
 	const char	*no_value[] = { "dispatchctl", "jobs", "--state",
 	    NULL };
+	const char	*pause[] = { "dispatchctl", "pause", "invoices", "--for",
+	    "1h", NULL };
+	const char	*bad_for[] = { "dispatchctl", "pause", "h", "--for",
+	    "soon", NULL };
+	const char	*resume_for[] = { "dispatchctl", "resume", "h", "--for",
+	    "1h", NULL };
 
 	parse(&a, emit);
 	ok(a.cmd == OP_EMIT && strcmp(a.name, "emit") == 0, "emit");
@@ -99,6 +105,13 @@ main(void)
 	ok(a.cmd == OP_JOB && a.argc == 1 && strcmp(a.argv[0], "-odd-id") == 0,
 	    "-- lets an argument begin with -");
 	free(a.argv);
+
+	parse(&a, pause);
+	ok(a.cmd == OP_PAUSE && a.argc == 1 && strcmp(a.argv[0], "invoices") ==
+	    0 && a.for_s == 3600.0, "pause HANDLER --for 1h");
+	free(a.argv);
+	ok(refused(bad_for) == EXIT_USAGE, "pause --for soon: 64");
+	ok(refused(resume_for) == EXIT_USAGE, "resume takes no --for: 64");
 
 	parse(&a, retry);
 	ok(a.cmd == OP_RETRY && a.dead && strcmp(a.handler, "sms") == 0 &&

@@ -30,7 +30,7 @@ static const struct {
 	{ "event", "\"e.x\"" }, { "data", "{\"k\":[1]}" }, { "id", "\"x1\"" },
 	{ "delay", "1.5" }, { "at", "1700000000" }, { "state", "\"dead\"" },
 	{ "handler", "\"h\"" }, { "limit", "5" }, { "after", "\"1-0\"" },
-	{ "dead", "true" }, { "older_than", "60" },
+	{ "dead", "true" }, { "older_than", "60" }, { "for", "90" },
 };
 
 /* The sample of field name (len bytes of it), or NULL. */
