@@ -54,30 +54,6 @@ admin_str(const char *s, size_t len)
 	return v;
 }
 
-/* Answer with o (stolen), adding "ok":true. */
-static void
-admin_reply(enqueue_cb cb, void *arg, json_t *o)
-{
-	char	*line;
-	size_t	 len;
-
-	line = proto_reply_ok(o, &len);
-	cb(1, line, len, arg);
-	free(line);
-}
-
-/* Answer with an error. */
-static void
-admin_fail(enqueue_cb cb, void *arg, const char *code, const char *msg)
-{
-	char	*line;
-	size_t	 len;
-
-	line = proto_reply_error(code, msg, NULL, &len);
-	cb(0, line, len, arg);
-	free(line);
-}
-
 /* The pending op is over. */
 static void
 admin_done(struct pending_admin *pa)
@@ -104,7 +80,7 @@ admin_bad_reply(struct pending_admin *pa, const struct redisReply *r,
 	snprintf(msg, sizeof msg, "redis: %s", r == NULL ?
 	    "the connection was lost" : r->type == REDIS_REPLY_ERROR ?
 	    r->str : "unexpected reply");
-	admin_fail(pa->cb, pa->arg, "unavailable", msg);
+	enqueue_refuse(pa->cb, pa->arg, "unavailable", msg);
 	admin_done(pa);
 	return 1;
 }
@@ -208,7 +184,7 @@ admin_on_status(const struct redisReply *r, void *arg)
 
 	if (admin_bad_reply(pa, r, NULL) || !call_reply_is(r, "iaaiii")) {
 		if (r != NULL && r->type == REDIS_REPLY_ARRAY)
-			admin_fail(pa->cb, pa->arg, "unavailable",
+			enqueue_refuse(pa->cb, pa->arg, "unavailable",
 			    "unexpected status reply"), admin_done(pa);
 		return;
 	}
@@ -270,7 +246,7 @@ admin_on_status(const struct redisReply *r, void *arg)
 	    "dead_total", (json_int_t)r->element[5]->integer,
 	    "spool_waiting", (json_int_t)spool_count());
 	json_object_set_new(o, "cgroup", json_string(cgroup_mode()));
-	admin_reply(pa->cb, pa->arg, o);
+	enqueue_answer(pa->cb, pa->arg, o);
 	admin_done(pa);
 }
 
@@ -279,7 +255,7 @@ static void
 admin_script(struct pending_admin *pa, struct call *c, redis_cb done)
 {
 	if (call_send_free(c, done, pa) == -1) {
-		admin_fail(pa->cb, pa->arg, "unavailable", "Redis is not "
+		enqueue_refuse(pa->cb, pa->arg, "unavailable", "Redis is not "
 		    "reachable");
 		admin_done(pa);
 	}
@@ -294,7 +270,7 @@ admin_status(struct pending_admin *pa, const struct request *req)
 	size_t		 i, n;
 
 	if (!redis_ready(rcmd)) {
-		admin_reply(pa->cb, pa->arg, json_pack("{s:b, s:I, s:s}",
+		enqueue_answer(pa->cb, pa->arg, json_pack("{s:b, s:I, s:s}",
 		    "redis", 0, "spool_waiting", (json_int_t)spool_count(),
 		    "cgroup", cgroup_mode()));
 		admin_done(pa);
@@ -331,7 +307,7 @@ admin_on_jobs(const struct redisReply *r, void *arg)
 	jobs = json_array();
 	for (i = 0; i < r->elements; i++)
 		json_array_append_new(jobs, admin_job(r->element[i], 0));
-	admin_reply(pa->cb, pa->arg, json_pack("{s:o}", "jobs", jobs));
+	enqueue_answer(pa->cb, pa->arg, json_pack("{s:o}", "jobs", jobs));
 	admin_done(pa);
 }
 
@@ -372,9 +348,9 @@ admin_on_job(const struct redisReply *r, void *arg)
 		json_array_append_new(res, admin_entry(r->element[1]->element[i]));
 	if (r->element[0]->elements == 0 && json_array_size(res) == 0) {
 		json_decref(res);
-		admin_fail(pa->cb, pa->arg, "not_found", "no such job");
+		enqueue_refuse(pa->cb, pa->arg, "not_found", "no such job");
 	} else
-		admin_reply(pa->cb, pa->arg, json_pack("{s:o, s:o}", "job",
+		enqueue_answer(pa->cb, pa->arg, json_pack("{s:o, s:o}", "job",
 		    r->element[0]->elements ? admin_job(r->element[0], 1) :
 		    json_null(), "results", res));
 	admin_done(pa);
@@ -411,20 +387,20 @@ admin_on_changed(const struct redisReply *r, void *arg)
 	if (running) {
 		log_notice("admin: cancel: job %s runs on agent %s; asked it to "
 		    "stop", pa->id, r->element[2]->str);
-		admin_reply(pa->cb, pa->arg, json_pack("{s:I, s:b, s:o}",
+		enqueue_answer(pa->cb, pa->arg, json_pack("{s:I, s:b, s:o}",
 		    "count", (json_int_t)r->element[0]->integer,
 		    "cancelling", 1, "agent", admin_str(r->element[2]->str,
 		    r->element[2]->len)));
 	} else if (r->element[0]->integer == 0 && (pa->op == OP_CANCEL ||
 	    (pa->op == OP_RETRY && strcmp(r->element[1]->str, "ok") != 0)))
-		admin_fail(pa->cb, pa->arg, strncmp(r->element[1]->str,
+		enqueue_refuse(pa->cb, pa->arg, strncmp(r->element[1]->str,
 		    "no such job", 11) == 0 ? "not_found" : "conflict",
 		    r->element[1]->str);
 	else {
 		log_notice("admin: %s: %lld jobs", pa->op == OP_CANCEL ?
 		    "cancel" : pa->op == OP_RETRY ? "retry" : "purge",
 		    r->element[0]->integer);
-		admin_reply(pa->cb, pa->arg, json_pack("{s:I}", "count",
+		enqueue_answer(pa->cb, pa->arg, json_pack("{s:I}", "count",
 		    (json_int_t)r->element[0]->integer));
 	}
 	admin_done(pa);
@@ -484,7 +460,7 @@ admin_on_results(const struct redisReply *r, void *arg)
 	}
 	if (r->elements > 0)
 		last = r->element[0]->element[0]->str;
-	admin_reply(pa->cb, pa->arg, json_pack("{s:o, s:s?}", "results", res,
+	enqueue_answer(pa->cb, pa->arg, json_pack("{s:o, s:s?}", "results", res,
 	    "last", last));
 	admin_done(pa);
 }
@@ -507,7 +483,7 @@ admin_on_results_after(const struct redisReply *r, void *arg)
 			json_array_append_new(res, admin_entry(r->element[i]));
 	if (r->elements > 0)
 		last = r->element[r->elements - 1]->element[0]->str;
-	admin_reply(pa->cb, pa->arg, json_pack("{s:o, s:s?}", "results", res,
+	enqueue_answer(pa->cb, pa->arg, json_pack("{s:o, s:s?}", "results", res,
 	    "last", last));
 	admin_done(pa);
 }
@@ -544,7 +520,7 @@ admin_results(struct pending_admin *pa, const struct request *req)
 	rc = redis_command(rcmd, req->after ? admin_on_results_after :
 	    admin_on_results, pa, 6, argv, NULL);
 	if (rc == -1) {
-		admin_fail(pa->cb, pa->arg, "unavailable", "Redis is not "
+		enqueue_refuse(pa->cb, pa->arg, "unavailable", "Redis is not "
 		    "reachable");
 		admin_done(pa);
 	}
@@ -618,7 +594,7 @@ admin_handlers(struct pending_admin *pa, const struct request *req)
 			    json_real((double)x->limit_cpu_ms / 1000.0));
 		json_array_append_new(hs, h);
 	}
-	admin_reply(pa->cb, pa->arg, json_pack("{s:s, s:o}", "config",
+	enqueue_answer(pa->cb, pa->arg, json_pack("{s:s, s:o}", "config",
 	    cfg->path, "handlers", hs));
 	admin_done(pa);
 }
@@ -643,7 +619,7 @@ admin_on_ran(const struct run_result *res, const char *outcome,
 	    json_integer(res->code) : json_null());
 	json_object_set_new(o, "signal", res->signaled ?
 	    json_integer(res->signo) : json_null());
-	admin_reply(pa->cb, pa->arg, o);
+	enqueue_answer(pa->cb, pa->arg, o);
 	admin_done(pa);
 }
 
@@ -656,7 +632,7 @@ admin_run(struct pending_admin *pa, const struct request *req)
 
 	if ((h = handler_find(cfg, req->handler)) == NULL) {
 		snprintf(err, sizeof err, "no handler named '%s'", req->handler);
-		admin_fail(pa->cb, pa->arg, "not_found", err);
+		enqueue_refuse(pa->cb, pa->arg, "not_found", err);
 		admin_done(pa);
 		return;
 	}
@@ -664,7 +640,7 @@ admin_run(struct pending_admin *pa, const struct request *req)
 	    h->name);
 	if (dispatch_run_now(h, req->ev.name, req->ev.data, admin_on_ran, pa,
 	    err, sizeof err) == -1) {
-		admin_fail(pa->cb, pa->arg, "unavailable", err);
+		enqueue_refuse(pa->cb, pa->arg, "unavailable", err);
 		admin_done(pa);
 	}
 }
@@ -675,7 +651,7 @@ admin_on_metrics(const char *text, size_t len, void *arg)
 {
 	struct pending_admin	*pa = arg;
 
-	admin_reply(pa->cb, pa->arg, json_pack("{s:s%}", "text", text, len));
+	enqueue_answer(pa->cb, pa->arg, json_pack("{s:s%}", "text", text, len));
 	admin_done(pa);
 }
 
@@ -728,7 +704,7 @@ admin_request(const struct request *req, enqueue_cb cb, void *arg)
 	struct pending_admin	*pa;
 
 	if (!admin_serves(req->op)) {
-		admin_fail(cb, arg, "unknown_op", "not an admin op");
+		enqueue_refuse(cb, arg, "unknown_op", "not an admin op");
 		return;
 	}
 	pa = xcalloc(1, sizeof *pa);

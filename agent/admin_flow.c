@@ -22,30 +22,16 @@ struct pending_flow {
 	char		*handler;
 };
 
-/* Answer with an error. */
-static void
-admin_flow_fail(enqueue_cb cb, void *arg, const char *code, const char *msg)
-{
-	char	*line;
-	size_t	 len;
-
-	line = proto_reply_error(code, msg, NULL, &len);
-	cb(0, line, len, arg);
-	free(line);
-}
-
 /* The pause script answered {was paused, until_ms, now}. */
 static void
 admin_flow_on_reply(const struct redisReply *r, void *arg)
 {
 	struct pending_flow	*pf = arg;
 	json_t			*o;
-	char			*line;
-	size_t			 len;
 	long long		 until;
 
 	if (!call_reply_is(r, "iii")) {
-		admin_flow_fail(pf->cb, pf->arg, "unavailable", r == NULL ?
+		enqueue_refuse(pf->cb, pf->arg, "unavailable", r == NULL ?
 		    "redis: the connection was lost" : r->type ==
 		    REDIS_REPLY_ERROR ? r->str : "redis: unexpected reply");
 		goto done;
@@ -59,9 +45,7 @@ admin_flow_on_reply(const struct redisReply *r, void *arg)
 	log_notice("admin: %s %s%s", pf->op == OP_PAUSE ? "pause" : "resume",
 	    pf->handler, pf->op == OP_PAUSE && until == 0 ?
 	    " until resumed" : "");
-	line = proto_reply_ok(o, &len);
-	pf->cb(1, line, len, pf->arg);
-	free(line);
+	enqueue_answer(pf->cb, pf->arg, o);
 done:
 	free(pf->handler);
 	free(pf);
@@ -85,7 +69,7 @@ admin_flow_request(const struct request *req, enqueue_cb cb, void *arg)
 		/* a typo would pause nothing and say so nowhere */
 		snprintf(msg, sizeof msg, "no live agent serves handler %s",
 		    req->handler);
-		admin_flow_fail(cb, arg, "not_found", msg);
+		enqueue_refuse(cb, arg, "not_found", msg);
 		return;
 	}
 	pf = xcalloc(1, sizeof *pf);
@@ -100,7 +84,7 @@ admin_flow_request(const struct request *req, enqueue_cb cb, void *arg)
 	call_int(c, "for_ms", req->op == OP_PAUSE ? req->for_ms : 0);
 	call_key_arg(c, "notify_channel", KEY_NOTIFY, NULL);
 	if (call_send_free(c, admin_flow_on_reply, pf) == -1) {
-		admin_flow_fail(cb, arg, "unavailable",
+		enqueue_refuse(cb, arg, "unavailable",
 		    "Redis is not reachable");
 		free(pf->handler);
 		free(pf);

@@ -799,6 +799,8 @@ typedef void (*enqueue_cb)(int, const char *, size_t, void *);
 void	 enqueue_init(void (*)(void));
 void	 enqueue_event(struct event *, int, enqueue_cb, void *);
 void	 enqueue_replay(void);
+void	 enqueue_answer(enqueue_cb, void *, struct json_t *);
+void	 enqueue_refuse(enqueue_cb, void *, const char *, const char *);
 
 /* promote.c */
 void	 promote_start(void (*)(void));

@@ -414,3 +414,27 @@ enqueue_replay(void)
 	enqueue_event(&ev, 0, enqueue_on_replayed, rp);
 	proto_event_clear(&ev);
 }
+
+/* Answer a request with the fields of o (stolen) and "ok":true. */
+void
+enqueue_answer(enqueue_cb cb, void *arg, json_t *o)
+{
+	char	*line;
+	size_t	 len;
+
+	line = proto_reply_ok(o, &len);
+	cb(1, line, len, arg);
+	free(line);
+}
+
+/* Answer a request with an error. */
+void
+enqueue_refuse(enqueue_cb cb, void *arg, const char *code, const char *msg)
+{
+	char	*line;
+	size_t	 len;
+
+	line = proto_reply_error(code, msg, NULL, &len);
+	cb(0, line, len, arg);
+	free(line);
+}
