@@ -47,6 +47,18 @@ struct tree {
 	int	 fd;			/* the subtree, open; -1: not used */
 };
 
+/* The controller of each limit: its v2 name, and its v1 hierarchy. */
+static const struct {
+	const char		*name;
+	enum cgroup_hier	 v1;
+} limit_ctl[LIMIT_LEFTOVERS] = {
+	[LIMIT_MEMORY] = { "memory", CG_MEMORY },
+	[LIMIT_SWAP] = { "memory", CG_MEMORY },
+	[LIMIT_TASKS] = { "pids", CG_PIDS },
+	[LIMIT_CPU] = { "cpu", CG_CPU },
+	[LIMIT_IO] = { "io", CG_BLKIO },
+};
+
 static struct tree	 trees[CG_COUNT];
 static unsigned		 v2_ctl;	/* 1 << kind, enforced through v2 */
 static unsigned		 v1_ctl;	/* 1 << kind, through v1 */
@@ -246,18 +258,9 @@ cgroup_open_dir(const char *path)
 static void
 cgroup_v2_controllers(const char *own_path, int base)
 {
-	static const struct {
-		const char	*name;
-		unsigned	 kinds;
-	} ctls[] = {
-		{ "memory", 1U << LIMIT_MEMORY | 1U << LIMIT_SWAP },
-		{ "pids", 1U << LIMIT_TASKS },
-		{ "cpu", 1U << LIMIT_CPU },
-		{ "io", 1U << LIMIT_IO },
-	};
-	char	 have[512], word[32], procs[64];
-	size_t	 i;
-	int	 own, shared;
+	char		 have[512], word[32], procs[64];
+	enum limit_kind	 kind;
+	int		 own, shared;
 
 	if ((own = open(own_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
 		return;
@@ -270,18 +273,28 @@ cgroup_v2_controllers(const char *own_path, int base)
 	shared = dry && strcmp(trees[CG_V2].own, "/") != 0 &&
 	    cgroup_read(own, "cgroup.procs", procs, sizeof procs) == 0 &&
 	    strcmp(procs, word) != 0 && strcmp(procs, "") != 0;
-	for (i = 0; i < sizeof ctls / sizeof ctls[0] && !shared; i++) {
-		snprintf(word, sizeof word, "+%s", ctls[i].name);
-		if (cgroup_read(own, "cgroup.controllers", have, sizeof have)
-		    == -1 || strstr(have, ctls[i].name) == NULL)
-			continue;
-		if (dry) {
-			v2_ctl |= ctls[i].kinds;	/* could be enabled */
+	if (shared || cgroup_read(own, "cgroup.controllers", have,
+	    sizeof have) == -1)
+		have[0] = '\0';
+	for (kind = 0; kind < LIMIT_LEFTOVERS; kind++) {
+		/* memory and swap share a controller: enabled once */
+		if (kind > 0 && strcmp(limit_ctl[kind].name,
+		    limit_ctl[kind - 1].name) == 0) {
+			if (v2_ctl & (1U << (kind - 1)))
+				v2_ctl |= 1U << kind;
 			continue;
 		}
-		cgroup_write(own, "cgroup.subtree_control", word);
-		if (cgroup_write(base, "cgroup.subtree_control", word) == 0)
-			v2_ctl |= ctls[i].kinds;
+		if (strstr(have, limit_ctl[kind].name) == NULL)
+			continue;
+		snprintf(word, sizeof word, "+%s", limit_ctl[kind].name);
+		if (dry)
+			v2_ctl |= 1U << kind;	/* could be enabled */
+		else {
+			cgroup_write(own, "cgroup.subtree_control", word);
+			if (cgroup_write(base, "cgroup.subtree_control", word) ==
+			    0)
+				v2_ctl |= 1U << kind;
+		}
 	}
 	close(own);
 }
@@ -386,6 +399,7 @@ cgroup_init(const char *agent, const char *socket, int want, int check)
 	int		 agent_fd = -1;
 	enum cgroup_hier	 h;
 	enum limit_kind	 kind;
+	unsigned	 kinds;
 
 	if (on && !dry)
 		return 1;		/* once a life */
@@ -436,10 +450,13 @@ cgroup_init(const char *agent, const char *socket, int want, int check)
 	xasprintf(&own_path, "%s%s", t->mount, t->own);
 	cgroup_v2_controllers(own_path, t->fd);
 	free(own_path);
-	cgroup_v1_tree(CG_MEMORY, name, 1U << LIMIT_MEMORY | 1U << LIMIT_SWAP);
-	cgroup_v1_tree(CG_PIDS, name, 1U << LIMIT_TASKS);
-	cgroup_v1_tree(CG_CPU, name, 1U << LIMIT_CPU);
-	cgroup_v1_tree(CG_BLKIO, name, 1U << LIMIT_IO);
+	for (h = CG_MEMORY; h < CG_COUNT; h++) {
+		kinds = 0;
+		for (kind = 0; kind < LIMIT_LEFTOVERS; kind++)
+			if (limit_ctl[kind].v1 == h)
+				kinds |= 1U << kind;
+		cgroup_v1_tree(h, name, kinds);
+	}
 	for (h = 0; h < CG_COUNT && !dry; h++)
 		if (trees[h].fd != -1)
 			cgroup_sweep(h);
@@ -528,10 +545,7 @@ cgroup_check(const struct job_limits *l, const char *handler, char *err,
 			snprintf(err, errlen, "%s: [handler %s] %s: cannot be "
 			    "enforced: the kernel gives this agent no %s "
 			    "controller", l->at[kind], handler,
-			    limits_name(kind), kind == LIMIT_MEMORY ||
-			    kind == LIMIT_SWAP ? "memory" : kind ==
-			    LIMIT_TASKS ? "pids" : kind == LIMIT_CPU ? "cpu" :
-			    "io");
+			    limits_name(kind), limit_ctl[kind].name);
 			return -1;
 		}
 	}
@@ -553,8 +567,7 @@ cgroup_where(enum limit_kind kind)
 		return CG_V2;
 	if (!(v1_ctl & (1U << kind)))
 		return CG_COUNT;
-	return kind == LIMIT_MEMORY || kind == LIMIT_SWAP ? CG_MEMORY :
-	    kind == LIMIT_TASKS ? CG_PIDS : kind == LIMIT_CPU ? CG_CPU : CG_BLKIO;
+	return limit_ctl[kind].v1;
 }
 
 /*
